@@ -1,6 +1,6 @@
 # Each target sets up .venv itself, so `make demo` / `make test` are the only
 # commands a fresh machine with Python 3.11 needs.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
