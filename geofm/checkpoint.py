@@ -1,0 +1,200 @@
+"""Orbax CheckpointManager wrapper: atomic saves, keeps best + last, resume.
+
+Each step directory holds two items:
+  state: the pytree (arrays; e.g. `nnx.state(model).to_pure_dict()` + optimizer)
+  meta:  JSON: step, metrics, user metadata (resolved config, seed, ...) and a
+         structure fingerprint (path -> shape/dtype) of `state`.
+
+Orbax writes every save into a temporary folder and renames it when complete,
+so a process killed mid-save leaves the previous checkpoints loadable (the
+half-written folder is ignored and cleaned up on the next open). Restoring
+into a target whose structure differs, or from damaged files, raises
+`CheckpointError` with the folder, the step and what differs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+__all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or does not fit the restore target."""
+
+
+def tree_fingerprint(tree: Any) -> dict[str, str]:
+    """{"a/b/c": "float32[10,4]"} for every array leaf of `tree`."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(_key_str(p) for p in path)
+        arr = np.asarray(leaf) if not hasattr(leaf, "dtype") else leaf
+        out[name] = f"{np.dtype(arr.dtype).name}{list(np.shape(arr))}"
+    return out
+
+
+def _key_str(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _abstract(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array):
+        return ocp.utils.to_shape_dtype_struct(leaf)
+    arr = np.asarray(leaf)
+    return np.zeros(arr.shape, arr.dtype)  # numpy target -> restored as numpy
+
+
+def _diff(saved: dict[str, str], target: dict[str, str], limit: int = 5) -> str:
+    lines = []
+    for k in sorted(set(saved) | set(target)):
+        a, b = saved.get(k), target.get(k)
+        if a != b:
+            lines.append(f"  {k}: checkpoint {a or 'missing'} vs target {b or 'missing'}")
+    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "\n".join(lines[:limit]) + more
+
+
+class Checkpointer:
+    """Keeps the last `keep_last` checkpoints and the best `keep_best` by `metric`.
+
+    directory: run folder (created). metric: key in the `metrics` dict passed
+    to `save`, ranked by `mode` ("max" or "min"). `metadata` (JSON-able, e.g.
+    the resolved config) is stored with every step.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        metric: str = "valid_mrr",
+        mode: Literal["max", "min"] = "max",
+        keep_last: int = 1,
+        keep_best: int = 1,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"Checkpointer mode must be 'max' or 'min', got {mode!r}")
+        self.directory = Path(directory).resolve()
+        self.metric, self.mode = metric, mode
+        self.metadata = dict(metadata or {})
+        sign = 1.0 if mode == "max" else -1.0
+
+        def score(metrics: Any) -> float:
+            value = float(metrics.get(metric, math.nan)) if isinstance(metrics, dict) else math.nan
+            return sign * value if math.isfinite(value) else -math.inf
+
+        policy = ocm.AnyPreservationPolicy(
+            [ocm.LatestN(n=keep_last), ocm.BestN(get_metric_fn=score, reverse=False, n=keep_best)]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
+            best_fn=score,
+            best_mode="max",
+        )
+        try:
+            self._mgr = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "meta")
+            )
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise CheckpointError(f"cannot open checkpoint folder {self.directory}: {err}") from err
+
+    # ------------------------------------------------------------ queries ---
+    def all_steps(self) -> list[int]:
+        return sorted(self._mgr.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._mgr.latest_step()
+
+    def best_step(self) -> int | None:
+        steps = self.all_steps()
+        scored = [(s, self._score(s)) for s in steps]
+        scored = [(s, v) for s, v in scored if v is not None]
+        if not scored:
+            return None
+        return max(scored, key=lambda sv: (sv[1], sv[0]))[0]
+
+    def _score(self, step: int) -> float | None:
+        meta = self.read_meta(step)
+        value = meta.get("metrics", {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return None
+        return float(value) if self.mode == "max" else -float(value)
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON metadata of one step (metrics, user metadata, fingerprint)."""
+        try:
+            out = self._mgr.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as err:  # noqa: BLE001 - orbax raises many types
+            raise CheckpointError(f"checkpoint {self.directory} step {step}: cannot read metadata: {err}") from err
+        meta = out["meta"]
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {self.directory} step {step}: metadata is not a mapping")
+        return meta
+
+    # -------------------------------------------------------- save/restore ---
+    def save(self, step: int, state: Any, *, metrics: dict[str, float] | None = None, extra: dict | None = None) -> None:
+        """Save `state` (pytree of arrays) at `step`; returns when it is on disk."""
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        meta = {
+            "step": int(step),
+            "metrics": metrics,
+            "metadata": self.metadata,
+            "extra": dict(extra or {}),
+            "fingerprint": tree_fingerprint(state),
+        }
+        self._mgr.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics,
+            force=True,
+        )
+        self._mgr.wait_until_finished()
+
+    def restore(
+        self, target: Any, *, step: int | None = None, which: Literal["latest", "best"] = "latest"
+    ) -> tuple[Any, dict[str, Any]]:
+        """Restore into the structure of `target`; returns (state, meta).
+
+        `step` wins over `which`. Raises CheckpointError when there is no
+        checkpoint, when shapes/dtypes/keys differ, or when files are damaged.
+        """
+        if step is None:
+            step = self.latest_step() if which == "latest" else self.best_step()
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if step not in self.all_steps():
+            raise CheckpointError(f"no checkpoint step {step} in {self.directory}; have {self.all_steps()}")
+        meta = self.read_meta(step)
+        saved_fp, target_fp = meta.get("fingerprint", {}), tree_fingerprint(target)
+        if saved_fp != target_fp:
+            raise CheckpointError(
+                f"checkpoint {self.directory} step {step} does not match the model/optimizer being "
+                f"restored (different config?):\n{_diff(saved_fp, target_fp)}"
+            )
+        abstract = jax.tree_util.tree_map(_abstract, target)
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        except Exception as err:  # noqa: BLE001 - orbax raises many types
+            raise CheckpointError(f"cannot read checkpoint {self.directory} step {step}: {err}") from err
+        return out["state"], meta
+
+    def close(self) -> None:
+        self._mgr.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
