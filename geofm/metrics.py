@@ -1,0 +1,92 @@
+"""Classification and ranking metrics (host-side numpy, plus one jnp kernel).
+
+Ranking is tie-aware. For a query with true answer t and candidate scores s
+(higher = better), after removing filtered candidates:
+  optimistic rank  = 1 + #{j : s_j >  s_t}
+  pessimistic rank = 1 + #{j != t : s_j >= s_t}
+  realistic rank   = (optimistic + pessimistic) / 2   (expected rank under random tie-breaking)
+A constant scorer therefore gets realistic rank (N + 1) / 2, not 1.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+TiePolicy = Literal["optimistic", "pessimistic", "realistic"]
+
+__all__ = [
+    "TiePolicy",
+    "accuracy",
+    "macro_f1",
+    "tie_ranks",
+    "combine_ranks",
+    "ranking_metrics",
+]
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of `pred == labels` over entries with label >= 0. pred, labels: [n] int."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    if pred.shape != labels.shape:
+        raise ValueError(f"accuracy: pred shape {pred.shape} != labels shape {labels.shape}")
+    keep = labels >= 0
+    return float(np.mean(pred[keep] == labels[keep])) if keep.any() else float("nan")
+
+
+def macro_f1(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Unweighted mean of per-class F1 over classes present in labels or pred (label -1 ignored)."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    keep = labels >= 0
+    pred, labels = pred[keep], labels[keep]
+    tp = np.bincount(labels[pred == labels], minlength=num_classes).astype(np.float64)
+    n_pred = np.bincount(pred, minlength=num_classes).astype(np.float64)
+    n_true = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = (n_pred + n_true) > 0
+    denom = n_pred + n_true
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1[present].mean()) if present.any() else float("nan")
+
+
+def tie_ranks(
+    scores: jnp.ndarray, target_scores: jnp.ndarray, keep: jnp.ndarray, is_target: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Partial tie-aware counts for one block of candidates.
+
+    scores: [Q, E]; target_scores: [Q]; keep: [Q, E] bool (candidate counts:
+    not filtered, not padding); is_target: [Q, E] bool. Returns (n_greater,
+    n_greater_or_equal) as int32 [Q], the target itself never counted. Sum
+    over blocks and add 1 for optimistic / pessimistic ranks.
+    """
+    keep = keep & ~is_target
+    st = target_scores[:, None]
+    gt = jnp.sum(keep & (scores > st), axis=1, dtype=jnp.int32)
+    ge = jnp.sum(keep & (scores >= st), axis=1, dtype=jnp.int32)
+    return gt, ge
+
+
+def combine_ranks(optimistic: np.ndarray, pessimistic: np.ndarray, policy: TiePolicy = "realistic") -> np.ndarray:
+    """Ranks [n] float64 under a tie policy from optimistic/pessimistic int ranks."""
+    o, p = np.asarray(optimistic, np.float64), np.asarray(pessimistic, np.float64)
+    if policy == "optimistic":
+        return o
+    if policy == "pessimistic":
+        return p
+    if policy == "realistic":
+        return 0.5 * (o + p)
+    raise ValueError(f"unknown tie policy {policy!r}; known: optimistic, pessimistic, realistic")
+
+
+def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 3, 10)) -> dict[str, float]:
+    """MRR, MR and Hits@k from ranks [n] (1-based, may be fractional)."""
+    ranks = np.asarray(ranks, np.float64)
+    if ranks.size == 0:
+        return {"mrr": float("nan"), "mr": float("nan"), **{f"hits@{k}": float("nan") for k in ks}, "count": 0}
+    if np.any(ranks < 1):
+        raise ValueError("ranking_metrics: ranks must be >= 1")
+    out = {"mrr": float(np.mean(1.0 / ranks)), "mr": float(np.mean(ranks))}
+    out.update({f"hits@{k}": float(np.mean(ranks <= k)) for k in ks})
+    out["count"] = int(ranks.size)
+    return out
