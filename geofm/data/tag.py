@@ -210,11 +210,27 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def symmetrise_rows(rows: np.ndarray) -> np.ndarray:
+    """[E, 2] directed rows -> rows plus every missing reverse edge, duplicates removed (sorted)."""
+    both = np.concatenate([rows, rows[:, ::-1]], axis=0)
+    return np.unique(both, axis=0) if len(both) else both
+
+
+def add_self_loop_rows(rows: np.ndarray, num_nodes: int) -> np.ndarray:
+    """[E, 2] rows plus (i, i) for every node that has no self-loop yet (appended in id order)."""
+    has = np.zeros(num_nodes, dtype=bool)
+    has[rows[rows[:, 0] == rows[:, 1], 0]] = True
+    missing = np.flatnonzero(~has)
+    return np.concatenate([rows, np.stack([missing, missing], axis=1)], axis=0)
+
+
 def load_tag(
     path: str | Path,
     *,
     on_duplicate: OnDuplicate = "drop",
     on_self_loop: OnSelfLoop = "keep",
+    symmetric: bool = False,
+    add_self_loops: bool = False,
     name: str | None = None,
 ) -> TAGDataset:
     """Load a TAG folder into a TAGDataset.
@@ -222,7 +238,9 @@ def load_tag(
     edge_index is int32 [2, E] (row 0 = src, row 1 = dst) as directed on disk,
     after removing duplicate rows (`on_duplicate="drop"` warns with the count,
     "error" raises) and handling self-loops (`on_self_loop`: keep | drop | error).
-    Symmetrise / add self-loops afterwards with the graph helpers.
+    `symmetric=True` adds every missing reverse edge (rows then sorted);
+    `add_self_loops=True` appends (i, i) for nodes without one. Both default
+    off so edge counts match the files.
     meta gets the file's meta.json plus a `load` record of what was dropped.
     """
     _check_choice("on_duplicate", on_duplicate, ("drop", "error"))
@@ -242,9 +260,14 @@ def load_tag(
             root / "edges.tsv", i + 2, f"node id {int(rows[i].max())} out of range: nodes.jsonl has {num_nodes} nodes (ids 0..{num_nodes - 1})"
         )
     rows, edge_stats = clean_edges(rows, root / "edges.tsv", on_duplicate=on_duplicate, on_self_loop=on_self_loop)
+    if symmetric:
+        rows = symmetrise_rows(rows)
+    if add_self_loops:
+        rows = add_self_loop_rows(rows, num_nodes)
     splits = read_splits(root / "splits.json", num_nodes) if (root / "splits.json").exists() else None
     meta = read_meta(root / "meta.json")
-    meta = {**meta, "load": {"format": "tag", "on_duplicate": on_duplicate, "on_self_loop": on_self_loop, **edge_stats}}
+    meta = {**meta, "load": {"format": "tag", "on_duplicate": on_duplicate, "on_self_loop": on_self_loop,
+                           "symmetric": symmetric, "add_self_loops": add_self_loops, **edge_stats}}
     return TAGDataset(
         name=name or root.name,
         num_nodes=num_nodes,
