@@ -22,6 +22,7 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -219,7 +220,7 @@ def cached_load(
         try:
             ds = load_dataset_npz(path)
             hit = True
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             log.warning("ignoring unreadable processed cache %s: %s", path, err)
     if ds is None:
         ds = loader(folder, **options)

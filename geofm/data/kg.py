@@ -94,7 +94,7 @@ def _read_texts(path: Path | None, vocab: dict[str, int], what: str) -> tuple[li
             out[idx] = value
     missing = sum(v is None for v in out)
     if missing:
-        warn(f"{path}: {missing} of {len(vocab)} {what}s have no text")
+        warn(f"{path}: {missing} of {len(vocab)} {what} ids have no text")
     return out, {"file": path.name, "ignored_unknown_ids": extra, "missing": missing}
 
 
