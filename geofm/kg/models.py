@@ -1,0 +1,324 @@
+"""KG embedding models chosen by name: TransE, RotatE, ComplEx, MuRP, AttH/RotH/RefH.
+
+Every model follows one protocol (Flax NNX):
+  query(h, r, *, key=None) -> Q         h, r: int32 [B]; r in [0, 2R) (reciprocal
+                                         relations: r + R is the inverse of r)
+  score_shared(Q, cand) -> [B, E]       cand: int32 [E], shared by all queries (1-N)
+  score_rows(Q, t) -> [B, K]            t: int32 [B, K], per-query candidates
+  regularizer(h, r, t) -> scalar        (N3 for ComplEx; 0 otherwise)
+Higher scores are better. `key` (dropout) is ignored by models without dropout.
+
+Parameters all live in Euclidean/tangent space (plain optax). Hyperbolic models
+map them to the Poincaré ball of their relation's curvature k = -softplus(raw) < 0
+(signed convention: k<0 hyperbolic) with `manifolds.stereographic`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from geofm.kg.scoring import (
+    euclidean_sqdist_shared,
+    givens_reflection,
+    givens_rotation,
+    sqdist_to_tangent_rows,
+    sqdist_to_tangent_shared,
+)
+from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
+from manifolds import stereographic as st
+
+__all__ = ["KGModel", "MODELS", "register_model", "build_model", "TransE", "RotatE", "ComplEx", "MuRP", "AttH", "RotH", "RefH"]
+
+MODELS: dict[str, type["KGModel"]] = {}
+
+
+def register_model(name: str) -> Callable[[type], type]:
+    """Class decorator adding a model to the registry under `name`."""
+
+    def deco(cls: type) -> type:
+        if name in MODELS:
+            raise ValueError(f"KG model {name!r} registered twice")
+        MODELS[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def build_model(name: str, num_entities: int, num_relations: int, *, seed: int = 0, dtype: Any = jnp.float32, **kwargs: Any) -> "KGModel":
+    """Instantiate a registered model; num_relations is R (the model holds 2R with inverses)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown KG model {name!r}; known: {sorted(MODELS)}")
+    try:
+        return MODELS[name](num_entities, num_relations, rngs=nnx.Rngs(seed), dtype=dtype, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad kwargs for KG model {name!r}: {err}") from None
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], scale: float, dtype: Any) -> nnx.Param:
+    return nnx.Param(scale * jax.random.normal(rngs.params(), shape, dtype))
+
+
+def _uniform(rngs: nnx.Rngs, shape: tuple[int, ...], dtype: Any) -> nnx.Param:
+    return nnx.Param(jax.random.uniform(rngs.params(), shape, dtype, -1.0, 1.0))
+
+
+class KGModel(nnx.Module):
+    """Base class: entity table `entity` [N, d] and the scoring protocol."""
+
+    registry_name = "base"
+
+    def __init__(self, num_entities: int, num_relations: int, *, dim: int, dtype: Any) -> None:
+        if dim < 2:
+            raise ValueError(f"dim must be >= 2, got {dim}")
+        self.num_entities, self.num_relations, self.dim, self.dtype = num_entities, num_relations, dim, dtype
+
+    def query(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> Any:
+        raise NotImplementedError
+
+    def score_shared(self, q: Any, cand: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def score_rows(self, q: Any, t: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def regularizer(self, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+        return jnp.zeros((), self.dtype)
+
+    def score_candidates(self, h: jax.Array, r: jax.Array, cand: jax.Array) -> jax.Array:
+        """Evaluation scores [B, E] of queries (h, r) against entities `cand` [E]."""
+        return self.score_shared(self.query(h, r), cand)
+
+
+# ------------------------------------------------------------ Euclidean ----
+
+
+@register_model("transe")
+class TransE(KGModel):
+    """TransE (Bordes et al. 2013): score = margin - |e_h + r - e_t|_p, p in {1, 2}."""
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, p=2, margin=0.0, init_size=1e-3):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        if p not in (1, 2):
+            raise ValueError(f"TransE p must be 1 or 2, got {p}")
+        self.p, self.margin = p, margin
+        self.entity = _normal(rngs, (num_entities, dim), init_size, dtype)
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+
+    def query(self, h, r, *, key=None):
+        return self.entity[...][h] + self.rel[...][r]
+
+    def _dist(self, diff: jax.Array) -> jax.Array:
+        if self.p == 1:
+            return jnp.sum(jnp.abs(diff), -1)
+        d2 = jnp.sum(diff * diff, -1)
+        return jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)) * (d2 > 0)
+
+    def score_shared(self, q, cand):
+        e = self.entity[...][cand]
+        if self.p == 2:
+            d2 = euclidean_sqdist_shared(q, e)
+            return self.margin - jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)) * (d2 > 0)
+        return self.margin - self._dist(q[:, None, :] - e[None, :, :])
+
+    def score_rows(self, q, t):
+        return self.margin - self._dist(q[:, None, :] - self.entity[...][t])
+
+
+def _complex(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    m = x.shape[-1] // 2
+    return x[..., :m], x[..., m:]
+
+
+@register_model("rotate")
+class RotatE(KGModel):
+    """RotatE (Sun et al. 2019): score = margin - sum_j |h_j r_j - t_j| with |r_j| = 1 (complex dim = dim/2)."""
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, margin=6.0, init_size=1e-3):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        if dim % 2:
+            raise ValueError(f"RotatE dim must be even (complex pairs), got {dim}")
+        self.margin = margin
+        self.entity = _normal(rngs, (num_entities, dim), init_size, dtype)
+        self.phase = nnx.Param(jax.random.uniform(rngs.params(), (2 * num_relations, dim // 2), dtype, -jnp.pi, jnp.pi))
+
+    def query(self, h, r, *, key=None):
+        hre, him = _complex(self.entity[...][h])
+        c, s = jnp.cos(self.phase[...][r]), jnp.sin(self.phase[...][r])
+        return jnp.concatenate([hre * c - him * s, hre * s + him * c], -1)
+
+    def _score(self, q: jax.Array, t: jax.Array) -> jax.Array:
+        qre, qim = _complex(q)
+        tre, tim = _complex(t)
+        m2 = (qre - tre) ** 2 + (qim - tim) ** 2
+        return self.margin - jnp.sum(jnp.sqrt(jnp.where(m2 > 0, m2, 1.0)) * (m2 > 0), -1)
+
+    def score_shared(self, q, cand):
+        return self._score(q[:, None, :], self.entity[...][cand][None, :, :])
+
+    def score_rows(self, q, t):
+        return self._score(q[:, None, :], self.entity[...][t])
+
+
+@register_model("complex")
+class ComplEx(KGModel):
+    """ComplEx (Trouillon et al. 2016) with the N3 regulariser (Lacroix et al. 2018).
+
+    score = Re(<e_h, w_r, conj(e_t)>); regularizer = n3 * mean_b sum(|e_h|^3 + |w_r|^3 + |e_t|^3).
+    """
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, n3=0.0, init_size=1e-3):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        if dim % 2:
+            raise ValueError(f"ComplEx dim must be even (complex pairs), got {dim}")
+        self.n3 = n3
+        self.entity = _normal(rngs, (num_entities, dim), init_size, dtype)
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+
+    def query(self, h, r, *, key=None):
+        hre, him = _complex(self.entity[...][h])
+        rre, rim = _complex(self.rel[...][r])
+        return jnp.concatenate([hre * rre - him * rim, hre * rim + him * rre], -1)
+
+    def score_shared(self, q, cand):
+        return q @ self.entity[...][cand].T
+
+    def score_rows(self, q, t):
+        return jnp.einsum("bd,bkd->bk", q, self.entity[...][t])
+
+    def regularizer(self, h, r, t):
+        def mod3(x):
+            re, im = _complex(x)
+            return jnp.sum(jnp.sqrt(re**2 + im**2 + 1e-30) ** 3, -1)
+
+        e, w = self.entity[...], self.rel[...]
+        return self.n3 * jnp.mean(mod3(e[h]) + mod3(w[r]) + mod3(e[t]))
+
+
+# ----------------------------------------------------------- hyperbolic ----
+
+
+class _HypBase(KGModel):
+    """Shared parts of the hyperbolic family: tangent entity table, biases, per-relation curvature.
+
+    Entities are tangent vectors at the origin; the candidate point is
+    expmap0(e_t, k_r) in the query relation's ball. score = -d_k(q, e_t)^2 + b_h + b_t.
+    """
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype, dim, init_size, multi_c, k_init, learn_k=True):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        self.entity = _normal(rngs, (num_entities, dim), init_size, dtype)
+        self.bh = nnx.Param(jnp.zeros((num_entities,), dtype))
+        self.bt = nnx.Param(jnp.zeros((num_entities,), dtype))
+        n_c = 2 * num_relations if multi_c else 1
+        raw = jnp.full((n_c, 1), curvature_to_raw(k_init, geometry="hyperbolic"), dtype)
+        self.k_raw = nnx.Param(raw) if learn_k else nnx.Variable(raw)
+        self.multi_c = multi_c
+
+    def curvature(self, r: jax.Array) -> jax.Array:
+        """Signed curvature k < 0 per query: [B, 1]."""
+        raw = self.k_raw[...]
+        raw = raw[r] if self.multi_c else jnp.broadcast_to(raw[0], (r.shape[0], 1))
+        return raw_to_curvature(raw, geometry="hyperbolic")
+
+    def _finish(self, x: jax.Array, k: jax.Array, h: jax.Array) -> dict[str, jax.Array]:
+        return {"x": st.project(x, k=k), "k": k, "bh": self.bh[...][h]}
+
+    def score_shared(self, q, cand):
+        d2 = sqdist_to_tangent_shared(q["x"], self.entity[...][cand], k=q["k"], hyperbolic=True)
+        return -d2 + q["bh"][:, None] + self.bt[...][cand][None, :]
+
+    def score_rows(self, q, t):
+        d2 = sqdist_to_tangent_rows(q["x"], self.entity[...][t], k=q["k"], hyperbolic=True)
+        return -d2 + q["bh"][:, None] + self.bt[...][t]
+
+
+@register_model("murp")
+class MuRP(_HypBase):
+    """MuRP (Balazevic et al. 2019), tangent-parameterised, fixed curvature k (default -1).
+
+    score = -d_k(exp0(R e_h), r ⊕ exp0(e_t))^2 + b_h + b_t with diagonal R, evaluated as
+    -d_k((-r) ⊕ exp0(R e_h), exp0(e_t))^2 (left Möbius translation is an isometry).
+    """
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, k=-1.0):
+        super().__init__(num_entities, num_relations, rngs=rngs, dtype=dtype, dim=dim, init_size=init_size,
+                         multi_c=False, k_init=k, learn_k=False)
+        self.rel_diag = nnx.Param(jnp.ones((2 * num_relations, dim), dtype) + init_size * jax.random.normal(rngs.params(), (2 * num_relations, dim), dtype))
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+
+    def query(self, h, r, *, key=None):
+        k = self.curvature(r)
+        head = st.expmap0(self.rel_diag[...][r] * self.entity[...][h], k=k)
+        rel = st.expmap0(self.rel[...][r], k=k)
+        return self._finish(st.mobius_add(-rel, head, k=k), k, h)
+
+
+@register_model("roth")
+class RotH(_HypBase):
+    """RotH (Chami et al. 2020): Givens rotation in the ball between two Möbius translations."""
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, multi_c=True, k=None):
+        super().__init__(num_entities, num_relations, rngs=rngs, dtype=dtype, dim=dim, init_size=init_size,
+                         multi_c=multi_c, k_init=-float(jax.nn.softplus(1.0)) if k is None else k)
+        self.rel = _normal(rngs, (2 * num_relations, 2 * dim), init_size, dtype)
+        self.rel_diag = _uniform(rngs, (2 * num_relations, dim), dtype)
+
+    def query(self, h, r, *, key=None):
+        k = self.curvature(r)
+        head = st.expmap0(self.entity[...][h], k=k)
+        r1, r2 = jnp.split(self.rel[...][r], 2, axis=-1)
+        lhs = st.project(st.mobius_add(head, st.expmap0(r1, k=k), k=k), k=k)
+        rot = givens_rotation(self.rel_diag[...][r], lhs)
+        return self._finish(st.mobius_add(rot, st.expmap0(r2, k=k), k=k), k, h)
+
+
+@register_model("refh")
+class RefH(_HypBase):
+    """RefH (Chami et al. 2020): Givens reflection in the tangent space, then a Möbius translation."""
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, multi_c=True, k=None):
+        super().__init__(num_entities, num_relations, rngs=rngs, dtype=dtype, dim=dim, init_size=init_size,
+                         multi_c=multi_c, k_init=-float(jax.nn.softplus(1.0)) if k is None else k)
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+        self.rel_diag = _uniform(rngs, (2 * num_relations, dim), dtype)
+
+    def query(self, h, r, *, key=None):
+        k = self.curvature(r)
+        lhs = st.expmap0(givens_reflection(self.rel_diag[...][r], self.entity[...][h]), k=k)
+        return self._finish(st.mobius_add(lhs, st.expmap0(self.rel[...][r], k=k), k=k), k, h)
+
+
+@register_model("atth")
+class AttH(_HypBase):
+    """AttH (Chami et al. 2020): attention over a Givens rotation and reflection of e_h, then Möbius translation.
+
+    q = project(exp0(sum_i a_i g_i(e_h)) ⊕ exp0(r)), a = softmax_i(<c_r, g_i(e_h)> / sqrt(d)),
+    g in {reflection, rotation}; score = -d_k(q, exp0(e_t))^2 + b_h + b_t.
+    """
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, multi_c=True, k=None):
+        super().__init__(num_entities, num_relations, rngs=rngs, dtype=dtype, dim=dim, init_size=init_size,
+                         multi_c=multi_c, k_init=-float(jax.nn.softplus(1.0)) if k is None else k)
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+        self.rel_diag = _uniform(rngs, (2 * num_relations, 2 * dim), dtype)
+        self.context = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+
+    def attention(self, h: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(attended tangent query [B, d], weights [B, 2] over (reflection, rotation))."""
+        head = self.entity[...][h]
+        rot_p, ref_p = jnp.split(self.rel_diag[...][r], 2, axis=-1)
+        cands = jnp.stack([givens_reflection(ref_p, head), givens_rotation(rot_p, head)], 1)  # [B, 2, d]
+        logits = jnp.einsum("bd,bnd->bn", self.context[...][r], cands) / jnp.sqrt(float(self.dim))
+        att = jax.nn.softmax(logits, axis=-1)
+        return jnp.einsum("bn,bnd->bd", att, cands), att
+
+    def query(self, h, r, *, key=None):
+        k = self.curvature(r)
+        att_q, _ = self.attention(h, r)
+        lhs = st.expmap0(att_q, k=k)
+        return self._finish(st.mobius_add(lhs, st.expmap0(self.rel[...][r], k=k), k=k), k, h)

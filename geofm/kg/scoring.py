@@ -1,0 +1,134 @@
+"""Scoring kernels shared by the KG models: Givens transforms and Gram-form distances.
+
+Distances between queries and many candidates are computed from Gram terms
+(x·y via one matmul, |x|^2, |y|^2) so that 1-N scoring against all entities is
+a [B, d] x [d, E] matmul plus O(B E) elementwise work, never a [B, E, d] tensor.
+
+Curvature: `k` is the signed sectional curvature (k<0 Poincaré ball, k=0 flat,
+k>0 stereographic sphere), keyword-only, shaped [B, 1] per query or scalar.
+Candidates given as tangent vectors v at the origin are the points
+y = expmap0(v, k) = tan_k(|v|) v / |v| of the query's own geometry (as in
+Chami et al. 2020, where entity embeddings live in the tangent space and each
+relation has its own curvature).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from manifolds import stereographic as st
+
+__all__ = [
+    "givens_rotation",
+    "givens_reflection",
+    "gram_sqdist_k",
+    "gram_sqdist_hyperbolic",
+    "sqdist_to_tangent_shared",
+    "sqdist_to_tangent_rows",
+    "euclidean_sqdist_shared",
+]
+
+
+def _pairs(x: jax.Array) -> jax.Array:
+    if x.shape[-1] % 2:
+        raise ValueError(f"Givens transforms need an even dimension, got {x.shape[-1]}")
+    return x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+
+
+def _unit_pairs(g: jax.Array) -> jax.Array:
+    g = _pairs(g)
+    n2 = jnp.sum(g * g, -1, keepdims=True)
+    safe = jnp.where(n2 > 0, n2, 1.0)
+    return jnp.where(n2 > 0, g / jnp.sqrt(safe), jnp.array([1.0, 0.0], g.dtype))
+
+
+def givens_rotation(params: jax.Array, x: jax.Array) -> jax.Array:
+    """Block-diagonal 2x2 rotations of x: [..., d] by params [..., d] (pairs (cos, sin) after normalising)."""
+    g, xp = _unit_pairs(params), _pairs(x)
+    c, s = g[..., 0], g[..., 1]
+    x0, x1 = xp[..., 0], xp[..., 1]
+    return jnp.stack([c * x0 - s * x1, s * x0 + c * x1], -1).reshape(x.shape)
+
+
+def givens_reflection(params: jax.Array, x: jax.Array) -> jax.Array:
+    """Block-diagonal 2x2 reflections [[c, s], [s, -c]] of x: [..., d] (params [..., d]).
+
+    (A true reflection; the public AttH code's variant maps (x0, x1) to
+    (c x0 + s x1, s x0 - c x0), which is not orthogonal.)
+    """
+    g, xp = _unit_pairs(params), _pairs(x)
+    c, s = g[..., 0], g[..., 1]
+    x0, x1 = xp[..., 0], xp[..., 1]
+    return jnp.stack([c * x0 + s * x1, s * x0 - c * x1], -1).reshape(x.shape)
+
+
+def gram_sqdist_k(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: jax.Array) -> jax.Array:
+    """Squared geodesic distance d_k(x, y)^2 from Gram terms (broadcasting elementwise).
+
+    d_k(x, y) = 2 artan_k(|(-x) ⊕_k y|), |(-x) ⊕_k y|^2 = |x - y|^2 / (1 + 2k x·y + k^2 |x|^2 |y|^2).
+    At k = 0 this is 4|x - y|^2 (the stereographic model's flat metric is 4 I).
+    """
+    diff2 = jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)
+    den = 1.0 + 2.0 * k * xy + k * k * x2 * y2
+    den = jnp.maximum(den, jnp.finfo(xy.dtype).tiny)
+    u2 = diff2 / den
+    u = jnp.sqrt(jnp.where(u2 > 0, u2, 1.0))
+    u = jnp.where(u2 > 0, u, 0.0)
+    d = 2.0 * st.artan_k(u, k=k)
+    return d * d
+
+
+def gram_sqdist_hyperbolic(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: jax.Array) -> jax.Array:
+    """`gram_sqdist_k` specialised to k < 0 (one artanh per pair; about 2x faster).
+
+    For models whose curvature is negative by construction (k = -softplus(raw)).
+    d = 2 artanh(sqrt(-k) u) / sqrt(-k), with the artanh argument clipped below 1.
+    """
+    c = jnp.maximum(-k, jnp.finfo(xy.dtype).tiny)
+    diff2 = jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)
+    den = jnp.maximum(1.0 + 2.0 * k * xy + k * k * x2 * y2, jnp.finfo(xy.dtype).tiny)
+    z = jnp.minimum(jnp.sqrt(c * diff2 / den), 1.0 - jnp.finfo(xy.dtype).eps)
+    d = jnp.arctanh(z)
+    return 4.0 * d * d / c
+
+
+def _tangent_scale(vnorm: jax.Array, k: jax.Array, hyperbolic: bool) -> jax.Array:
+    """gamma = tan_k(|v|) / |v| so that expmap0(v) = gamma v (finite at |v| = 0)."""
+    safe = jnp.where(vnorm > 0, vnorm, 1.0)
+    if hyperbolic:
+        sc = jnp.sqrt(jnp.maximum(-k, jnp.finfo(vnorm.dtype).tiny))
+        ratio = jnp.tanh(sc * safe) / (sc * safe)
+    else:
+        ratio = st.tan_k(safe, k=k) / safe
+    return jnp.where(vnorm > 0, ratio, 1.0)
+
+
+def _sqdist_gram(xv, x2, vnorm, k, hyperbolic):
+    gamma = _tangent_scale(vnorm, k, hyperbolic)
+    fn = gram_sqdist_hyperbolic if hyperbolic else gram_sqdist_k
+    return fn(gamma * xv, x2, (gamma * vnorm) ** 2, k=k)
+
+
+def sqdist_to_tangent_shared(x: jax.Array, v: jax.Array, *, k: jax.Array, hyperbolic: bool = False) -> jax.Array:
+    """d_k(x_b, expmap0(v_e))^2 for all pairs: x [B, d] points, v [E, d] tangent, k [B, 1] -> [B, E].
+
+    hyperbolic=True: the caller guarantees k < 0 (uses `gram_sqdist_hyperbolic`).
+    """
+    vnorm = jnp.sqrt(jnp.sum(v * v, -1))[None, :]  # [1, E]
+    x2 = jnp.sum(x * x, -1, keepdims=True)
+    return _sqdist_gram(x @ v.T, x2, vnorm, k, hyperbolic)
+
+
+def sqdist_to_tangent_rows(x: jax.Array, v: jax.Array, *, k: jax.Array, hyperbolic: bool = False) -> jax.Array:
+    """Per-row candidates: x [B, d], v [B, K, d] tangent, k [B, 1] -> [B, K]."""
+    vnorm = jnp.sqrt(jnp.sum(v * v, -1))
+    x2 = jnp.sum(x * x, -1, keepdims=True)
+    return _sqdist_gram(jnp.einsum("bd,bkd->bk", x, v), x2, vnorm, k, hyperbolic)
+
+
+def euclidean_sqdist_shared(x: jax.Array, y: jax.Array) -> jax.Array:
+    """|x_b - y_e|^2 for x [B, d], y [E, d] -> [B, E] (Gram form, clamped at 0)."""
+    x2 = jnp.sum(x * x, -1, keepdims=True)
+    y2 = jnp.sum(y * y, -1)[None, :]
+    return jnp.maximum(x2 + y2 - 2.0 * (x @ y.T), 0.0)
