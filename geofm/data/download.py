@@ -192,6 +192,8 @@ def download_file(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     url = _as_url(url)
+    if url.startswith("file:"):
+        retries = 0  # a local file that cannot be read will not appear by retrying
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
