@@ -59,8 +59,8 @@ def decode_utf8(data: bytes, path: str | Path) -> str:
 
 
 def read_text(path: str | Path) -> str:
-    """Whole file as str (UTF-8, `.gz` aware), CRLF normalised to LF."""
-    text = decode_utf8(read_bytes(path), path)
+    """Whole file as str (UTF-8, `.gz` aware), a leading BOM dropped, CRLF normalised to LF."""
+    text = decode_utf8(read_bytes(path), path).removeprefix("\ufeff")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     return text

@@ -1,8 +1,8 @@
 """Processed-dataset cache: parsed TAG/KG datasets saved as object-free `.npz` files.
 
-A cache entry is keyed by sha256 over (CACHE_FORMAT_VERSION, loader kind,
-loader options, md5 of every source file in the dataset folder), so editing a
-source file, changing an option or bumping the version misses the cache.
+A cache entry is keyed by sha256 over (CACHE_FORMAT_VERSION, geofm version,
+loader kind, loader options, md5 of every source file in the dataset folder),
+so editing a source file, changing an option or upgrading misses the cache.
 Files are written to a temporary name and renamed (atomic on POSIX), and read
 back with `allow_pickle=False`: strings are stored as one UTF-8 byte buffer
 plus int64 offsets.
@@ -102,9 +102,11 @@ def source_checksums(folder: str | Path, cache_dir: str | Path | None = None) ->
 
 
 def cache_key(kind: str, checksums: dict[str, str], options: dict[str, Any]) -> str:
-    """sha256 hex over the format version, loader kind, options and source checksums."""
+    """sha256 hex over the format version, geofm version, loader kind, options and source checksums."""
+    from geofm import __version__
+
     payload = json.dumps(
-        {"version": CACHE_FORMAT_VERSION, "kind": kind, "options": options, "files": checksums},
+        {"version": CACHE_FORMAT_VERSION, "geofm": __version__, "kind": kind, "options": options, "files": checksums},
         sort_keys=True,
         default=str,
     )

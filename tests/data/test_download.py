@@ -218,6 +218,15 @@ def test_registry_md5s_match_shared_data(data_dir: Path, tmp_path: Path, name: s
     assert ds.num_entities == {"WN18RR": 40943, "FB15k-237": 14541}[name]
 
 
+def test_load_dataset_download_flag(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SOURCES, "tiny", tiny_source(server.url))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ValueError, match="geofm data download Tiny"):
+        load_dataset("TINY", data_dir=tmp_path / "data", cache_dir=tmp_path)
+    ds = load_dataset("TINY", data_dir=tmp_path / "data", cache_dir=tmp_path, download=True)
+    assert ds.name == "Tiny" and len(ds.test) == 1
+
+
 def test_unknown_source_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="known: WN18RR, FB15k-237"):
         fetch_dataset("nope", cache_dir=tmp_path)

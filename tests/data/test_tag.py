@@ -52,6 +52,7 @@ REAL = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:.*dropped .* self-loop")
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_tag_counts(data_dir: Path, name: str) -> None:
     nodes, rows, classes, loops, pairs = REAL[name]
@@ -95,6 +96,11 @@ def test_symmetric_and_self_loop_options(tmp_path: Path) -> None:
     got = {tuple(e) for e in ds.edge_index.T.tolist()}
     assert got == {(0, 1), (1, 0), (1, 2), (2, 1), (0, 0), (1, 1), (2, 2)}
     assert ds.edge_index.shape[1] == len(got)
+
+
+def test_utf8_bom_is_ignored(tmp_path: Path) -> None:
+    ds = load_tag(write_tag(tmp_path / "g", edges="\ufeffsrc\tdst\n0\t1\n"))
+    assert ds.edge_index.shape == (2, 1)
 
 
 def test_empty_edge_file_is_allowed(tmp_path: Path) -> None:
