@@ -55,10 +55,6 @@ def read_labels(path: Path) -> tuple[list[str], list[str]]:
     return names, descriptions
 
 
-def _bad_node(path: Path, line: int, message: str) -> DataFormatError:
-    return DataFormatError(path, line, message)
-
-
 def read_nodes(path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
     """nodes.jsonl -> (texts [N], labels int32 [N], -1 for null/missing label).
 
@@ -71,26 +67,26 @@ def read_nodes(path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
     for i, line in enumerate(lines):
         lineno = i + 1
         if not line.strip():
-            raise _bad_node(path, lineno, "empty line (one JSON object per line expected)")
+            raise DataFormatError(path, lineno, "empty line (one JSON object per line expected)")
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise _bad_node(path, lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+            raise DataFormatError(path, lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
         if not isinstance(obj, dict):
-            raise _bad_node(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
         node_id = obj.get("id", i)
         if type(node_id) is not int or node_id != i:
-            raise _bad_node(path, lineno, f"'id' is {node_id!r}, expected {i} (nodes must be listed in id order)")
+            raise DataFormatError(path, lineno, f"'id' is {node_id!r}, expected {i} (nodes must be listed in id order)")
         text = obj.get("text")
         if not isinstance(text, str):
-            raise _bad_node(path, lineno, f"'text' must be a string, got {type(text).__name__}")
+            raise DataFormatError(path, lineno, f"'text' must be a string, got {type(text).__name__}")
         label = obj.get("label")
         if label is None:
             label = -1
         elif type(label) is not int:
-            raise _bad_node(path, lineno, f"'label' must be an integer or null, got {label!r}")
+            raise DataFormatError(path, lineno, f"'label' must be an integer or null, got {label!r}")
         elif not 0 <= label < num_classes:
-            raise _bad_node(path, lineno, f"label {label} outside labels.json (which has {num_classes} classes: 0..{num_classes - 1})")
+            raise DataFormatError(path, lineno, f"label {label} outside labels.json (which has {num_classes} classes: 0..{num_classes - 1})")
         texts.append(text)
         labels.append(label)
     if not texts:
