@@ -206,20 +206,6 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
-def symmetrise_rows(rows: np.ndarray) -> np.ndarray:
-    """[E, 2] directed rows -> rows plus every missing reverse edge, duplicates removed (sorted)."""
-    both = np.concatenate([rows, rows[:, ::-1]], axis=0)
-    return np.unique(both, axis=0) if len(both) else both
-
-
-def add_self_loop_rows(rows: np.ndarray, num_nodes: int) -> np.ndarray:
-    """[E, 2] rows plus (i, i) for every node that has no self-loop yet (appended in id order)."""
-    has = np.zeros(num_nodes, dtype=bool)
-    has[rows[rows[:, 0] == rows[:, 1], 0]] = True
-    missing = np.flatnonzero(~has)
-    return np.concatenate([rows, np.stack([missing, missing], axis=1)], axis=0)
-
-
 def load_tag(
     path: str | Path,
     *,
@@ -234,9 +220,10 @@ def load_tag(
     edge_index is int32 [2, E] (row 0 = src, row 1 = dst) as directed on disk,
     after removing duplicate rows (`on_duplicate="drop"` warns with the count,
     "error" raises) and handling self-loops (`on_self_loop`: keep | drop | error).
-    `symmetric=True` adds every missing reverse edge (rows then sorted);
-    `add_self_loops=True` appends (i, i) for nodes without one. Both default
-    off so edge counts match the files.
+    `symmetric=True` adds every missing reverse edge (`geofm.graph.symmetrize`:
+    edges then sorted by (src, dst)); `add_self_loops=True` appends (i, i) for
+    nodes without one (`geofm.graph.add_self_loops`). Both default off so edge
+    counts match the files.
     meta gets the file's meta.json plus a `load` record of what was dropped.
     """
     _check_choice("on_duplicate", on_duplicate, ("drop", "error"))
@@ -256,10 +243,14 @@ def load_tag(
             root / "edges.tsv", i + 2, f"node id {int(rows[i].max())} out of range: nodes.jsonl has {num_nodes} nodes (ids 0..{num_nodes - 1})"
         )
     rows, edge_stats = clean_edges(rows, root / "edges.tsv", on_duplicate=on_duplicate, on_self_loop=on_self_loop)
-    if symmetric:
-        rows = symmetrise_rows(rows)
-    if add_self_loops:
-        rows = add_self_loop_rows(rows, num_nodes)
+    edge_index = np.ascontiguousarray(rows.T.astype(np.int32))
+    if symmetric or add_self_loops:
+        from geofm import graph  # lazy: pulls in jax
+
+        if symmetric:
+            edge_index = graph.symmetrize(edge_index, num_nodes)
+        if add_self_loops:
+            edge_index = graph.add_self_loops(edge_index, num_nodes)
     splits = read_splits(root / "splits.json", num_nodes) if (root / "splits.json").exists() else None
     meta = read_meta(root / "meta.json")
     meta = {**meta, "load": {"format": "tag", "on_duplicate": on_duplicate, "on_self_loop": on_self_loop,
@@ -267,7 +258,7 @@ def load_tag(
     return TAGDataset(
         name=name or root.name,
         num_nodes=num_nodes,
-        edge_index=np.ascontiguousarray(rows.T.astype(np.int32)),
+        edge_index=np.ascontiguousarray(edge_index, dtype=np.int32),
         texts=texts,
         labels=labels,
         class_names=class_names,
