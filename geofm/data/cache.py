@@ -68,17 +68,21 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None], suffix: str = "
         raise
 
 
-def source_checksums(folder: str | Path, cache_dir: str | Path | None = None) -> dict[str, str]:
+def source_checksums(folder: str | Path, cache_dir: str | Path | None = None, *, memo: bool = True) -> dict[str, str]:
     """{file name: md5} for every regular, non-hidden file directly in `folder` (sorted by name).
 
-    md5s are memoised by (path, size, mtime_ns) in `<cache>/checksums.json`.
+    With `memo`, md5s are memoised by (path, size, mtime_ns) in
+    `<cache>/checksums.json`; without it every file is hashed and the cache
+    folder is not touched.
     """
     folder = Path(folder).resolve()
     memo_path = cache_root(cache_dir) / "checksums.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    known: dict = {}
+    if memo:
+        try:
+            known = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            known = {}
     out: dict[str, str] = {}
     changed = False
     for f in sorted(folder.iterdir()):
@@ -86,16 +90,16 @@ def source_checksums(folder: str | Path, cache_dir: str | Path | None = None) ->
             continue
         st = f.stat()
         stamp = [st.st_size, st.st_mtime_ns]
-        hit = memo.get(str(f))
+        hit = known.get(str(f))
         if hit and hit[:2] == stamp:
             out[f.name] = hit[2]
             continue
         out[f.name] = md5_file(f)
-        memo[str(f)] = stamp + [out[f.name]]
+        known[str(f)] = stamp + [out[f.name]]
         changed = True
-    if changed:
+    if changed and memo:
         try:
-            atomic_write_bytes(memo_path, lambda fo: fo.write(json.dumps(memo).encode()))
+            atomic_write_bytes(memo_path, lambda fo: fo.write(json.dumps(known).encode()))
         except OSError as err:  # a read-only cache only costs speed
             log.debug("could not write checksum memo %s: %s", memo_path, err)
     return out
@@ -209,11 +213,12 @@ def cached_load(
 
     The returned dataset's meta gets `checksums` ({file: md5}, for run records)
     and `cache` = {"hit": bool, "path": str, "seconds": float}. A corrupt or
-    unreadable cache entry is treated as a miss and rewritten.
+    unreadable cache entry is treated as a miss and rewritten. With
+    `use_cache=False` nothing is read from or written to the cache folder.
     """
     t0 = time.perf_counter()
     folder = Path(folder)
-    sums = source_checksums(folder, cache_dir)
+    sums = source_checksums(folder, cache_dir, memo=use_cache)
     key = cache_key(kind, sums, options)
     path = cache_root(cache_dir) / "processed" / f"{kind}-{folder.name}-{key[:20]}.npz"
     ds = None

@@ -59,7 +59,9 @@ def test_second_load_hits_and_matches(tmp_path: Path, make) -> None:
     assert first.meta["cache"]["hit"] is False and second.meta["cache"]["hit"] is True
     assert first.meta["cache"]["path"] == second.meta["cache"]["path"]
     _same(first, second)
-    _same(first, load_dataset(folder, cache=False))
+    uncached = load_dataset(folder, cache=False, cache_dir=tmp_path / "untouched")
+    _same(first, uncached)
+    assert not (tmp_path / "untouched").exists()
     if make is make_kg:
         assert second.entity_text == ["Alpha", "Beta", "", None]
 
