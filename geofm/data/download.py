@@ -72,7 +72,7 @@ class DatasetSource:
     homepage: str = ""
 
 
-_CONVE = "https://github.com/TimDettmers/ConvE/raw/f3c0eb286025410fa5b4c04696c918264163d0ca"
+_CONVE = "https://raw.githubusercontent.com/TimDettmers/ConvE/f3c0eb286025410fa5b4c04696c918264163d0ca"
 _KGBERT = "https://raw.githubusercontent.com/yao8839836/kg-bert/0b8f625108efcb9b43603b6840f2548ff3d3c973/data"
 _STAR = "https://raw.githubusercontent.com/wangbo9719/StAR_KGC/a42a82c4a3510110e434611191b922ee0613495f/StAR/data"
 
