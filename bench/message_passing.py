@@ -1,0 +1,207 @@
+"""Benchmark: one GCN-style layer (gather -> scale -> aggregate -> linear), fwd and fwd+bwd.
+
+    .venv/bin/python bench/message_passing.py            # N=100k, E=1M, d=64 (the issue's setup)
+    .venv/bin/python bench/message_passing.py --quick    # N=10k, E=100k, a few seconds
+
+Compares, in ONE process on the same graphs:
+  jax_naive     x[senders] * w -> jax.ops.segment_sum -> @ W      (the baseline)
+  geofm         geofm.ops.propagate (chunked CSR, custom VJP) -> @ W
+  torch_index_add / torch_sparse_csr   when torch is importable (threads = JAX's cores)
+on a uniform random graph and a power-law (Zipf-degree) graph. fwd+bwd = value and
+gradient of sum(h**2) w.r.t. x and W (the edge weights are fixed, like GCN's norm).
+Writes bench/results/message_passing.json (or --out) with medians after warmup, ratios
+and machine info. Speed claims are ratios within one run: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from geofm.graph import build_csr  # noqa: E402
+from geofm.ops import propagate  # noqa: E402
+
+
+def make_graph(kind: str, n: int, e: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random directed multigraph: 'uniform' endpoints or 'powerlaw' (p_i ~ rank^-0.9)."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.integers(0, n, e).astype(np.int32), rng.integers(0, n, e).astype(np.int32)
+    p = 1.0 / np.arange(1, n + 1) ** 0.9
+    p /= p.sum()
+    relabel = rng.permutation(n)
+    s = relabel[rng.choice(n, e, p=p)]
+    r = relabel[rng.choice(n, e, p=p)]
+    return s.astype(np.int32), r.astype(np.int32)
+
+
+def timeit(fn, repeats: int, warmup: int = 2) -> dict:
+    """Median / min wall time in ms of fn() (fn must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(ts), "min_ms": min(ts), "repeats": repeats}
+
+
+def bench_jax(s, r, w, x, wmat, repeats: int, chunk: int) -> tuple[dict, float]:
+    n = x.shape[0]
+    sj, rj, wj = jnp.asarray(s), jnp.asarray(r), jnp.asarray(w)
+    t0 = time.perf_counter()
+    csr = build_csr(s, r, n, chunk=chunk, static_shapes=False)
+    build_ms = (time.perf_counter() - t0) * 1e3
+
+    def naive(x, wm):
+        return jax.ops.segment_sum(x[sj] * wj[:, None], rj, n) @ wm
+
+    def ours(x, wm, csr):
+        return propagate(x, wj, csr) @ wm
+
+    def loss(f):
+        return lambda *a: jnp.sum(f(*a) ** 2)
+
+    fns = {
+        "jax_naive": (jax.jit(naive), jax.jit(jax.value_and_grad(loss(naive), argnums=(0, 1))),
+                      (x, wmat)),
+        "geofm": (jax.jit(ours), jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1))),
+                  (x, wmat, csr)),
+    }
+    out, ref = {}, None
+    for name, (fwd, fb, args) in fns.items():
+        y = fwd(*args)
+        _, grads = fb(*args)
+        if ref is None:
+            ref = (y, grads)
+        else:  # correctness check against the naive baseline, recorded in the JSON
+            scale = float(jnp.max(jnp.abs(ref[0])))
+            out[f"{name}_max_rel_err_fwd"] = float(jnp.max(jnp.abs(y - ref[0]))) / scale
+            gscale = float(jnp.max(jnp.abs(ref[1][0])))
+            out[f"{name}_max_rel_err_grad_x"] = float(
+                jnp.max(jnp.abs(grads[0] - ref[1][0]))) / gscale
+        out[name] = {
+            "fwd": timeit(lambda: jax.block_until_ready(fwd(*args)), repeats),
+            "fwd_bwd": timeit(lambda: jax.block_until_ready(fb(*args)), repeats),
+        }
+    return out, build_ms
+
+
+def bench_torch(s, r, w, x, wmat, repeats: int, threads: int) -> dict:
+    try:
+        import torch
+    except Exception as err:  # torch is an optional bench extra
+        return {"skipped": f"torch not importable: {err!r}"}
+    torch.set_num_threads(threads)
+    n = x.shape[0]
+    st = torch.from_numpy(s.astype(np.int64))
+    rt = torch.from_numpy(r.astype(np.int64))
+    wt = torch.from_numpy(w)
+    xt = torch.from_numpy(np.asarray(x)).requires_grad_(True)
+    wm = torch.from_numpy(np.asarray(wmat)).requires_grad_(True)
+    a = torch.sparse_coo_tensor(torch.stack([rt, st]), wt, (n, n)).coalesce().to_sparse_csr()
+
+    def index_add(xx):
+        msg = xx[st] * wt[:, None]
+        return torch.zeros(n, xx.shape[1], dtype=xx.dtype).index_add_(0, rt, msg) @ wm
+
+    def sparse_csr(xx):
+        return (a @ xx) @ wm
+
+    out = {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    for name, f in {"torch_index_add": index_add, "torch_sparse_csr": sparse_csr}.items():
+        def fwd(f=f):
+            with torch.no_grad():
+                f(xt)
+
+        def fb(f=f):
+            xt.grad = None
+            wm.grad = None
+            (f(xt) ** 2).sum().backward()
+
+        out[name] = {"fwd": timeit(fwd, repeats), "fwd_bwd": timeit(fb, repeats)}
+    return out
+
+
+def ratios(res: dict) -> dict:
+    """ours / baseline time ratios (< 1 means geofm is faster)."""
+    out = {}
+    ours = res["geofm"]
+    for base in ("jax_naive", "torch_sparse_csr", "torch_index_add"):
+        if base in res:
+            for mode in ("fwd", "fwd_bwd"):
+                out[f"geofm_over_{base}_{mode}"] = (
+                    ours[mode]["median_ms"] / res[base][mode]["median_ms"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="N=10k, E=100k, fewer repeats")
+    ap.add_argument("--nodes", type=int, default=None)
+    ap.add_argument("--edges", type=int, default=None)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--chunk", type=int, default=8)
+    ap.add_argument("--graphs", default="uniform,powerlaw")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "message_passing.json"))
+    args = ap.parse_args(argv)
+    n = args.nodes or (10_000 if args.quick else 100_000)
+    e = args.edges or (100_000 if args.quick else 1_000_000)
+    repeats = args.repeats or (5 if args.quick else 9)
+    threads = os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((n, args.dim)), jnp.float32)
+    wmat = jnp.asarray(rng.standard_normal((args.dim, args.dim)) / np.sqrt(args.dim), jnp.float32)
+    result = {
+        "setup": {"nodes": n, "edges": e, "dim": args.dim, "dtype": "float32",
+                  "chunk": args.chunk, "quick": args.quick,
+                  "layer": "h = aggregate_{e: r_e=i} w_e x[s_e] then h @ W; "
+                           "fwd+bwd = value_and_grad(sum(h**2)) w.r.t. x and W"},
+        "machine": {"jax_version": jax.__version__, "jax_backend": jax.default_backend(),
+                    "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "load_avg_at_start": list(os.getloadavg()),
+                    "threads_note": f"XLA:CPU uses its default pool over {threads} cores; "
+                                    f"torch.set_num_threads({threads})"},
+        "graphs": {},
+    }
+    for kind in args.graphs.split(","):
+        s, r = make_graph(kind, n, e, seed=1)
+        w = np.random.default_rng(2).random(e).astype(np.float32)
+        deg = np.bincount(r, minlength=n)
+        res, build_ms = bench_jax(s, r, w, x, wmat, repeats, args.chunk)
+        if not args.no_torch:
+            res.update(bench_torch(s, r, w, x, wmat, repeats, threads))
+        res["csr_build_ms_host_once"] = build_ms
+        res["in_degree"] = {"max": int(deg.max()), "mean": float(deg.mean()),
+                            "p99": float(np.quantile(deg, 0.99))}
+        res["ratios"] = ratios(res)
+        result["graphs"][kind] = res
+        print(kind, json.dumps({k: round(v, 3) for k, v in res["ratios"].items()}), flush=True)
+        for name in ("jax_naive", "geofm", "torch_index_add", "torch_sparse_csr"):
+            if name in res:
+                print(f"  {name:18s} fwd {res[name]['fwd']['median_ms']:8.2f} ms   "
+                      f"fwd+bwd {res[name]['fwd_bwd']['median_ms']:8.2f} ms", flush=True)
+    result["machine"]["load_avg_at_end"] = list(os.getloadavg())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
