@@ -274,6 +274,8 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, origins: Mapping[
         if name in data:
             value = data[name]
             default = f.default if f.default is not dataclasses.MISSING else None
+            if default is None and f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             if dataclasses.is_dataclass(default) and isinstance(value, dict):
                 value = _deep_update(to_dict(default), value)  # partial override of a default
             kwargs[name] = _convert(value, hints[name], prefix + name, origins)

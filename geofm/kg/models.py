@@ -6,6 +6,7 @@ Every model follows one protocol (Flax NNX):
   score_shared(Q, cand) -> [B, E]       cand: int32 [E], shared by all queries (1-N)
   score_rows(Q, t) -> [B, K]            t: int32 [B, K], per-query candidates
   regularizer(h, r, t) -> scalar        (N3 for ComplEx; 0 otherwise)
+  aux_loss(Q) -> scalar                 (CAT's router entropy; 0 otherwise)
 Higher scores are better. `key` (dropout) is ignored by models without dropout.
 
 Parameters all live in Euclidean/tangent space (plain optax). Hyperbolic models
@@ -87,6 +88,10 @@ class KGModel(nnx.Module):
         raise NotImplementedError
 
     def regularizer(self, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
+        return jnp.zeros((), self.dtype)
+
+    def aux_loss(self, q: Any) -> jax.Array:
+        """Extra training loss computed from a query (e.g. CAT's router entropy); 0 by default."""
         return jnp.zeros((), self.dtype)
 
     def score_candidates(self, h: jax.Array, r: jax.Array, cand: jax.Array) -> jax.Array:

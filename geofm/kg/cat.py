@@ -1,0 +1,223 @@
+"""CAT-KG: a curvature-adaptive transformer over (head, relation, [MASK]) tokens, 1-N scoring.
+
+Our reconstruction of CAT (arXiv 2510.01634; see shared/methods/papers.md §3.2):
+each block has three attention branches sharing the Q/K/V/O projections,
+  E: scaled dot-product attention (k = 0),
+  H: kappa-attention with learnable k_H = -softplus(a) < 0 per head (Poincaré ball),
+  S: kappa-attention with learnable k_S = +softplus(a) > 0 per head (stereographic sphere),
+and a per-token router w = softmax(MLP(x) / T) in R^3 that mixes the branch
+outputs in the tangent space at the origin. The [MASK] token's output is the
+query; it scores all entities in each geometry (dot product, -d_kH^2, -d_kS^2),
+mixed with the last block's router weights of that token. Fixed-geometry
+variants ("E", "H", "S") keep one branch and no router.
+
+The three branch kernels (`dot_attention`, `kappa_attention`) and `route` are
+small pure functions so node-graph CAT blocks can share them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from geofm.kg.models import KGModel, register_model
+from geofm.kg.scoring import gram_sqdist_k, sqdist_to_tangent_shared, sqdist_to_tangent_rows
+from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
+from manifolds import stereographic as st
+
+__all__ = ["dot_attention", "kappa_attention", "route", "mix_tangent", "CATKG", "BRANCHES"]
+
+BRANCHES = ("E", "H", "S")
+
+
+def dot_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Euclidean branch. q: [B, T, H, dh], k/v: [B, S, H, dh] -> [B, T, H, dh]."""
+    logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(float(q.shape[-1]))
+    att = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhts,bshd->bthd", att, v)
+
+
+def kappa_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, curv: jax.Array, beta: jax.Array) -> jax.Array:
+    """Hyperbolic (curv < 0) or spherical (curv > 0) branch, outputs in the tangent space at 0.
+
+    q: [B, T, H, dh], k/v: [B, S, H, dh] tangent vectors; curv: [H] signed curvature
+    per head; beta: [H] > 0 inverse temperature. Points are expmap0 of the inputs;
+    att_ts = softmax_s(-beta d_k(q_t, k_s)^2); output = logmap0(gyro-midpoint_s(att_ts, v_s)).
+    """
+    kk = curv[:, None]  # [H, 1]: broadcasts against [..., H, dh]
+    qp, kp, vp = st.expmap0(q, k=kk), st.expmap0(k, k=kk), st.expmap0(v, k=kk)
+    xy = jnp.einsum("bthd,bshd->bhts", qp, kp)
+    x2 = jnp.sum(qp * qp, -1).transpose(0, 2, 1)[..., None]  # [B, H, T, 1]
+    y2 = jnp.sum(kp * kp, -1).transpose(0, 2, 1)[:, :, None, :]  # [B, H, 1, S]
+    d2 = gram_sqdist_k(xy, x2, y2, k=curv[:, None, None])
+    att = jax.nn.softmax(-beta[:, None, None] * d2, axis=-1)  # [B, H, T, S]
+    num_t, den_t = st.midpoint_terms(vp, k=kk)  # [B, S, H, dh], [B, S, H, 1]
+    num = jnp.einsum("bhts,bshd->bthd", att, num_t)
+    den = jnp.einsum("bhts,bsh->bth", att, den_t[..., 0])[..., None]
+    mid = st.midpoint_from_sums(num, den, k=kk)
+    return st.logmap0(mid, k=kk)
+
+
+def route(logits: jax.Array, temperature: float) -> jax.Array:
+    """Router weights [..., n_branches] = softmax(logits / temperature)."""
+    return jax.nn.softmax(logits / temperature, axis=-1)
+
+
+def mix_tangent(outs: Sequence[jax.Array], weights: jax.Array) -> jax.Array:
+    """Tangent-space mixture sum_b weights[..., b] * outs[b]; outs: [..., D] each, weights [..., n]."""
+    return sum(weights[..., i : i + 1] * o for i, o in enumerate(outs))
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class CATBlock(nnx.Module):
+    """Pre-LN transformer block with E/H/S attention branches and a per-token router."""
+
+    def __init__(self, dim: int, heads: int, branches: Sequence[str], *, rngs: nnx.Rngs, dtype: Any,
+                 temperature: float = 1.0, ffn_mult: int = 2):
+        if dim % heads:
+            raise ValueError(f"CAT dim {dim} must be divisible by heads {heads}")
+        self.heads, self.branches, self.temperature = heads, tuple(branches), temperature
+        lin = lambda i, o: nnx.Linear(i, o, rngs=rngs, dtype=dtype, param_dtype=dtype)  # noqa: E731
+        self.ln1 = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.ln2 = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.qkv = lin(dim, 3 * dim)
+        self.out = lin(dim, dim)
+        self.ff1, self.ff2 = lin(dim, ffn_mult * dim), lin(ffn_mult * dim, dim)
+        if len(self.branches) > 1:
+            self.router1, self.router2 = lin(dim, max(dim // 4, 4)), lin(max(dim // 4, 4), len(self.branches))
+        if "H" in self.branches:
+            self.k_h = nnx.Param(jnp.full((heads,), curvature_to_raw(-1.0, geometry="hyperbolic"), dtype))
+            self.beta_h = nnx.Param(jnp.zeros((heads,), dtype))
+        if "S" in self.branches:
+            self.k_s = nnx.Param(jnp.full((heads,), curvature_to_raw(1.0, geometry="spherical"), dtype))
+            self.beta_s = nnx.Param(jnp.zeros((heads,), dtype))
+
+    def router(self, xn: jax.Array) -> jax.Array:
+        """Per-token branch weights [B, T, n_branches] (ones for a single branch)."""
+        if len(self.branches) == 1:
+            return jnp.ones((*xn.shape[:-1], 1), xn.dtype)
+        return route(self.router2(jax.nn.gelu(self.router1(xn))), self.temperature)
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, rate: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        b, t, d = x.shape
+        xn = self.ln1(x)
+        w = self.router(xn)
+        q, k, v = jnp.split(self.qkv(xn).reshape(b, t, 3 * self.heads, d // self.heads), 3, axis=2)
+        outs = []
+        for name in self.branches:
+            if name == "E":
+                o = dot_attention(q, k, v)
+            elif name == "H":
+                o = kappa_attention(q, k, v, curv=raw_to_curvature(self.k_h[...], geometry="hyperbolic"),
+                                    beta=jax.nn.softplus(self.beta_h[...]) + 0.5)
+            else:
+                o = kappa_attention(q, k, v, curv=raw_to_curvature(self.k_s[...], geometry="spherical"),
+                                    beta=jax.nn.softplus(self.beta_s[...]) + 0.5)
+            outs.append(o.reshape(b, t, d))
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        x = x + _dropout(self.out(mix_tangent(outs, w)), rate, k1)
+        x = x + _dropout(self.ff2(jax.nn.gelu(self.ff1(self.ln2(x)))), rate, k2)
+        return x, w
+
+
+@register_model("cat")
+class CATKG(KGModel):
+    """CAT for KG completion (1-N). branches: subset of ("E", "H", "S"); one branch = fixed geometry.
+
+    Entity embeddings are tangent vectors (plain optax). score_g(q, e) is
+    <q, e> for E and -d_k(exp0 q, exp0 e)^2 for H (k<0) / S (k>0), each times a
+    learnable scale; the final score mixes them with the [MASK] token's last
+    router weights, plus an entity bias.
+    """
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=64, blocks=2, heads=4,
+                 branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
+                 entropy_weight=0.0, init_size=1e-1):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        branches = tuple(branches)
+        if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) != len(branches):
+            raise ValueError(f"CAT branches must be distinct names from {BRANCHES}, got {branches}")
+        self.branches, self.dropout, self.input_dropout, self.entropy_weight = branches, dropout, input_dropout, entropy_weight
+        self.entity = nnx.Param(init_size * jax.random.normal(rngs.params(), (num_entities, dim), dtype))
+        self.rel = nnx.Param(init_size * jax.random.normal(rngs.params(), (2 * num_relations, dim), dtype))
+        self.mask_tok = nnx.Param(init_size * jax.random.normal(rngs.params(), (dim,), dtype))
+        self.pos = nnx.Param(init_size * jax.random.normal(rngs.params(), (3, dim), dtype))
+        self.blocks = nnx.List([CATBlock(dim, heads, branches, rngs=rngs, dtype=dtype, temperature=temperature) for _ in range(blocks)])
+        self.ln_out = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.proj = nnx.Linear(dim, dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.score_scale = nnx.Param(jnp.zeros((len(branches),), dtype))
+        self.k_out = nnx.Param(jnp.array([curvature_to_raw(-1.0, geometry="hyperbolic"), curvature_to_raw(1.0, geometry="spherical")], dtype))
+        self.bt = nnx.Param(jnp.zeros((num_entities,), dtype))
+
+    def encode(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """(query vector [B, d], router weights [B, blocks, 3 tokens, n_branches])."""
+        b = h.shape[0]
+        x = jnp.stack([self.entity[...][h], self.rel[...][r], jnp.broadcast_to(self.mask_tok[...], (b, self.dim))], 1)
+        keys = jax.random.split(key, len(self.blocks) + 1) if key is not None else [None] * (len(self.blocks) + 1)
+        x = _dropout(x + self.pos[...], self.input_dropout, keys[0])
+        ws = []
+        for blk, k in zip(self.blocks, keys[1:]):
+            x, w = blk(x, key=k, rate=self.dropout)
+            ws.append(w)
+        return self.proj(self.ln_out(x[:, 2])), jnp.stack(ws, 1)
+
+    def query(self, h, r, *, key=None):
+        q, w = self.encode(h, r, key=key)
+        return {"q": q, "w": w[:, -1, 2], "router": w}
+
+    def _geom_scores(self, q: jax.Array, e_fn) -> list[jax.Array]:
+        k_h = raw_to_curvature(self.k_out[...][0], geometry="hyperbolic")
+        k_s = raw_to_curvature(self.k_out[...][1], geometry="spherical")
+        out = []
+        for i, name in enumerate(self.branches):
+            scale = jax.nn.softplus(self.score_scale[...][i]) / jnp.log(2.0)  # 1 at init
+            out.append(scale * e_fn(name, q, k_h, k_s))
+        return out
+
+    def score_shared(self, q, cand):
+        e = self.entity[...][cand]
+
+        def fn(name, qv, k_h, k_s):
+            if name == "E":
+                return qv @ e.T
+            kk = k_h if name == "H" else k_s
+            x = st.expmap0(qv, k=kk)
+            kb = jnp.broadcast_to(kk, (qv.shape[0], 1))
+            return -sqdist_to_tangent_shared(x, e, k=kb, hyperbolic=(name == "H"))
+
+        s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
+        return s + self.bt[...][cand][None, :]
+
+    def score_rows(self, q, t):
+        e = self.entity[...][t]
+
+        def fn(name, qv, k_h, k_s):
+            if name == "E":
+                return jnp.einsum("bd,bkd->bk", qv, e)
+            kk = k_h if name == "H" else k_s
+            x = st.expmap0(qv, k=kk)
+            kb = jnp.broadcast_to(kk, (qv.shape[0], 1))
+            return -sqdist_to_tangent_rows(x, e, k=kb, hyperbolic=(name == "H"))
+
+        s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
+        return s + self.bt[...][t]
+
+    def aux_loss(self, q: Any) -> jax.Array:
+        """-entropy_weight * H(mean router weights): discourages collapse onto one branch."""
+        if len(self.branches) == 1 or self.entropy_weight == 0.0:
+            return jnp.zeros((), self.dtype)
+        p = jnp.mean(q["router"], axis=(0, 1, 2))
+        return self.entropy_weight * jnp.sum(p * jnp.log(p + 1e-9))
+
+    def router_weights(self, h: jax.Array, r: jax.Array) -> jax.Array:
+        """[B, blocks, 3 tokens, n_branches] router weights (no dropout)."""
+        return self.encode(h, r)[1]

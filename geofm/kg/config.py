@@ -1,0 +1,82 @@
+"""The KG-completion config schema (frozen dataclasses; load with `geofm.config.load_config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from geofm.config import Spec
+
+__all__ = ["DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig", "KGConfig"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """name: dataset name or folder (see geofm.data.load_dataset); data_dir: where names are looked up."""
+
+    name: str = "WN18RR"
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """1-N cross entropy (`1n_ce`) or negative sampling (`neg_sampling`).
+
+    neg_sampling: `num_negatives` uniform tail corruptions per positive
+    (`double_neg`: the head is corrupted too, as in the public AttH code);
+    `adversarial_temperature` > 0 weights negatives by softmax(T * score)
+    (self-adversarial, Sun et al. 2019). reduction "mean_all" averages
+    log-sigmoid terms over positives and negatives together (Chami et al.'s
+    code); "balanced" averages the positive term and the weighted negative term.
+    """
+
+    name: Literal["1n_ce", "neg_sampling"] = "neg_sampling"
+    label_smoothing: float = 0.0
+    num_negatives: int = 50
+    double_neg: bool = False
+    adversarial_temperature: float = 0.0
+    reduction: Literal["mean_all", "balanced"] = "mean_all"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """adam / adagrad (accumulator starts at 0, like torch) / riemannian_adam (manifolds.optim)."""
+
+    name: Literal["adam", "adagrad", "riemannian_adam"] = "adam"
+    lr: float = 1e-3
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """epochs; validation every `valid_every` epochs; stop after `patience` validations without improvement."""
+
+    epochs: int = 100
+    batch_size: int = 500
+    valid_every: int = 5
+    patience: int = 10
+    dtype: Literal["float32", "float64"] = "float32"
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluator chunking; `valid_max_triples` caps the validation triples used for early stopping."""
+
+    query_chunk: int = 512
+    entity_chunk: int = 8192
+    tie_policy: Literal["optimistic", "pessimistic", "realistic"] = "realistic"
+    valid_max_triples: int | None = None
+
+
+@dataclass(frozen=True)
+class KGConfig:
+    """A full KG-completion run. model: {"name": registry name, "kwargs": {...}}."""
+
+    seed: int = 0
+    model: Spec = Spec("atth", {"dim": 32})
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,378 @@
+"""KG-completion training loop: one jitted `lax.scan` per epoch, early stopping, best+last checkpoints.
+
+`train_kg(cfg, run_dir)` loads the dataset, builds the model by name, trains on
+train triples plus their reciprocals (t, r + R, h), validates (filtered MRR)
+every `train.valid_every` epochs, keeps best+last orbax checkpoints in
+`run_dir/checkpoints` (resumable), restores the best, and evaluates valid and
+test with per-relation / per-direction breakdowns. It writes
+`run_dir/config.yaml`, `run_dir/metrics.jsonl` and `run_dir/results.json`.
+
+The whole epoch is one compiled function: the permutation, negative sampling
+and dropout keys are drawn on device from `fold_in(key(seed), epoch)`; the last
+batch is padded with zero-weight rows, so shapes are static (one compilation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import geofm
+from geofm.checkpoint import Checkpointer
+from geofm.config import dump_config, to_dict
+from geofm.data.types import KGDataset
+from geofm.kg.config import KGConfig, LossConfig, OptimConfig
+from geofm.kg.evaluate import RankingEvaluator
+from geofm.kg.models import KGModel, build_model
+
+log = logging.getLogger("geofm.kg")
+
+__all__ = ["train_kg", "make_optimizer", "make_loss_fn", "reciprocal_triples", "load_kg_dataset", "router_by_relation"]
+
+
+# ----------------------------------------------------------------- pieces ---
+
+
+def load_kg_dataset(name: str, data_dir: str | None) -> KGDataset:
+    """Load a KG by name or folder with geofm.data (raises ValueError for non-KG folders)."""
+    from geofm.data.registry import load_dataset
+
+    ds = load_dataset(name, data_dir)
+    if not isinstance(ds, KGDataset):
+        raise ValueError(f"dataset {name!r} is not a knowledge graph (got {type(ds).__name__})")
+    return ds
+
+
+def reciprocal_triples(triples: np.ndarray, num_relations: int) -> np.ndarray:
+    """[n, 3] -> [2n, 3]: the triples followed by (t, r + R, h)."""
+    t = np.asarray(triples, np.int32)
+    inv = np.stack([t[:, 2], t[:, 1] + num_relations, t[:, 0]], 1)
+    return np.concatenate([t, inv]).astype(np.int32)
+
+
+def make_optimizer(cfg: OptimConfig, model: KGModel) -> optax.GradientTransformation:
+    """The configured optax transform (Riemannian Adam uses the model's `manifold_specs`, if any)."""
+    if cfg.name == "adam":
+        tx = optax.adam(cfg.lr)
+    elif cfg.name == "adagrad":
+        tx = optax.adagrad(cfg.lr, initial_accumulator_value=0.0, eps=1e-10)
+    else:
+        from manifolds.optim import riemannian_adam
+
+        tx = riemannian_adam(cfg.lr, manifolds=getattr(model, "manifold_specs", lambda: None)())
+    if cfg.grad_clip:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    return tx
+
+
+def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
+    """loss(params, rest, batch [B, 3], weights [B], key) -> scalar (weighted mean + regularisers)."""
+    if cfg.name == "neg_sampling" and cfg.num_negatives < 1:
+        raise ValueError("loss.num_negatives must be >= 1 for neg_sampling")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError("loss.label_smoothing must be in [0, 1)")
+
+    def loss_fn(params, rest, batch, weights, key):
+        model = nnx.merge(graphdef, params, rest)
+        h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
+        k_drop, k_neg, k_head, k_drop2 = jax.random.split(key, 4)
+        q = model.query(h, r, key=k_drop)
+        if cfg.name == "1n_ce":
+            logp = jax.nn.log_softmax(model.score_shared(q, jnp.arange(num_entities, dtype=jnp.int32)), -1)
+            eps = cfg.label_smoothing
+            per = -(1.0 - eps) * jnp.take_along_axis(logp, t[:, None], 1)[:, 0] - eps * jnp.mean(logp, -1)
+        else:
+            b, kn = h.shape[0], cfg.num_negatives
+            negs = jax.random.randint(k_neg, (b, kn), 0, num_entities, dtype=jnp.int32)
+            pos = model.score_rows(q, t[:, None])[:, 0]
+            if cfg.double_neg:
+                heads = jax.random.randint(k_head, (b * kn,), 0, num_entities, dtype=jnp.int32)
+                qn = model.query(heads, jnp.repeat(r, kn), key=k_drop2)
+                neg = model.score_rows(qn, negs.reshape(-1, 1)).reshape(b, kn)
+            else:
+                neg = model.score_rows(q, negs)
+            if cfg.adversarial_temperature > 0:
+                wn = jax.lax.stop_gradient(jax.nn.softmax(cfg.adversarial_temperature * neg, -1))
+            else:
+                wn = jnp.full_like(neg, 1.0 / kn)
+            neg_term = jnp.sum(wn * jax.nn.log_sigmoid(-neg), -1)
+            if cfg.reduction == "mean_all":
+                per = -(jax.nn.log_sigmoid(pos) + kn * neg_term) / (kn + 1)
+            else:
+                per = -(jax.nn.log_sigmoid(pos) + neg_term) / 2
+        data = jnp.sum(weights * per) / jnp.maximum(jnp.sum(weights), 1.0)
+        return data + model.regularizer(h, r, t) + model.aux_loss(q)
+
+    return loss_fn
+
+
+def make_epoch_fn(loss_fn: Callable, tx: optax.GradientTransformation, batch_size: int) -> Callable:
+    """Jitted (params, opt_state, rest, key, train [n, 3]) -> (params, opt_state, mean loss)."""
+
+    @jax.jit
+    def epoch(params, opt_state, rest, key, train):
+        n = train.shape[0]
+        steps = -(-n // batch_size)
+        k_perm, k_steps = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, n)
+        pad = steps * batch_size - n
+        idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
+        w = jnp.concatenate([jnp.ones(n, train.dtype), jnp.zeros(pad, train.dtype)]).reshape(steps, batch_size)
+
+        def step(carry, xs):
+            p, s = carry
+            i, idx_b, w_b = xs
+            loss, grads = jax.value_and_grad(loss_fn)(p, rest, train[idx_b], w_b.astype(jnp.float32), jax.random.fold_in(k_steps, i))
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (jnp.arange(steps), idx, w))
+        return params, opt_state, jnp.mean(losses)
+
+    return epoch
+
+
+def router_by_relation(model: Any, triples: np.ndarray, relation_names: list[str], num_relations: int, chunk: int = 1024) -> dict[str, Any]:
+    """Mean CAT router weights per relation and direction on `triples` (both query directions).
+
+    Returns {relation: {"tail": {...}, "head": {...}}} where each entry maps
+    branch name -> mean weight of the [MASK] token over blocks, and "per_block".
+    """
+    rec = reciprocal_triples(triples, num_relations)
+    fn = jax.jit(lambda h, r: model.router_weights(h, r))
+    ws = []
+    for s in range(0, len(rec), chunk):
+        part = rec[s : s + chunk]
+        n = len(part)
+        padded = np.pad(part, ((0, chunk - n), (0, 0)))
+        ws.append(np.asarray(fn(jnp.asarray(padded[:, 0]), jnp.asarray(padded[:, 1])))[:n])
+    w = np.concatenate(ws)[:, :, 2]  # [Q, blocks, branches] for the [MASK] token
+    out: dict[str, Any] = {}
+    for rel in range(2 * num_relations):
+        sel = rec[:, 1] == rel
+        if not sel.any():
+            continue
+        name = relation_names[rel % num_relations]
+        direction = "tail" if rel < num_relations else "head"
+        mean = w[sel].mean(0)  # [blocks, branches]
+        out.setdefault(name, {})[direction] = {
+            "mean": {b: float(v) for b, v in zip(model.branches, mean.mean(0))},
+            "per_block": mean.tolist(),
+            "count": int(sel.sum()),
+        }
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    """Pytree -> {"0000_path": leaf} (a plain dict orbax can store)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {f"{i:04d}_{re.sub(r'[^A-Za-z0-9]+', '_', jax.tree_util.keystr(p)).strip('_')}": v for i, (p, v) in enumerate(leaves)}
+
+
+def _unflat(template: Any, flat: dict[str, Any]) -> Any:
+    treedef = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[k]) for k in sorted(flat)])
+
+
+@contextlib.contextmanager
+def _precision(dtype: str) -> Iterator[Any]:
+    """Enable float64 for the run when asked; restore the global flag afterwards."""
+    before = bool(jax.config.jax_enable_x64)
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    try:
+        yield jnp.float64 if dtype == "float64" else jnp.float32
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="epoch", dynamic_ncols=True, file=sys.stderr)
+
+
+def count_params(model: nnx.Module) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+# ------------------------------------------------------------------- main ---
+
+
+def train_kg(
+    cfg: KGConfig,
+    run_dir: str | Path | None = None,
+    *,
+    dataset: KGDataset | None = None,
+    progress: bool | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate; returns the results dict (also written to run_dir/results.json)."""
+    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1:
+        raise ValueError("train.epochs must be >= 0, train.batch_size and train.valid_every >= 1")
+    progress = sys.stderr.isatty() if progress is None else progress
+    ds = dataset if dataset is not None else load_kg_dataset(cfg.data.name, cfg.data.data_dir)
+    run = Path(run_dir) if run_dir is not None else None
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(dump_config(cfg))
+    with _precision(cfg.train.dtype) as dtype:
+        return _train(cfg, ds, run, dtype, progress, on_epoch)
+
+
+def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch) -> dict[str, Any]:
+    n_ent, n_rel = ds.num_entities, ds.num_relations
+    model = build_model(cfg.model.name, n_ent, n_rel, seed=cfg.seed, dtype=dtype, **cfg.model.kwargs)
+    n_params = count_params(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(cfg.optim, model)
+    opt_state = tx.init(params)
+    loss_fn = make_loss_fn(cfg.loss, graphdef, n_ent)
+    epoch_fn = make_epoch_fn(loss_fn, tx, cfg.train.batch_size)
+    train = jnp.asarray(reciprocal_triples(ds.train, n_rel))
+    evaluator = RankingEvaluator(
+        n_ent, n_rel, [ds.train, ds.valid, ds.test], ds.train,
+        query_chunk=cfg.eval.query_chunk, entity_chunk=cfg.eval.entity_chunk, policy=cfg.eval.tie_policy,
+    )
+
+    def score_fn(state, h, r, cand):
+        return nnx.merge(graphdef, state[0], state[1]).score_candidates(h, r, cand)
+
+    valid = ds.valid if cfg.eval.valid_max_triples is None else ds.valid[: cfg.eval.valid_max_triples]
+    base_key = jax.random.key(cfg.seed)
+    meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name}
+    ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr", metadata=meta) if run is not None else None
+    start_epoch, best, bad, history = 1, -math.inf, 0, []
+    template = {"params": params, "opt_state": opt_state}
+    if ckpt is not None and cfg.train.resume and ckpt.latest_step() is not None:
+        state, info = ckpt.restore(_flat(template))
+        restored = _unflat(template, state)
+        params, opt_state = restored["params"], restored["opt_state"]
+        extra = info.get("extra", {})
+        start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
+        log.info("resumed from %s at epoch %d", ckpt.directory, extra["epoch"])
+
+    bar = _progress(cfg.train.epochs, progress)
+    if bar is not None:
+        bar.update(start_epoch - 1)
+    epoch_times: list[float] = []
+    eval_times: list[float] = []
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        params, opt_state, loss = epoch_fn(params, opt_state, rest, jax.random.fold_in(base_key, epoch), train)
+        loss = float(loss)
+        epoch_times.append(time.perf_counter() - t0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower optim.lr or use train.dtype=float64")
+        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": epoch_times[-1]}
+        if epoch % cfg.train.valid_every == 0 or epoch == cfg.train.epochs:
+            res = evaluator.evaluate(score_fn, (params, rest), valid)
+            eval_times.append(res.seconds)
+            m = res.metrics(breakdown=False)
+            row.update({"valid_mrr": m["mrr"], "valid_hits@10": m["hits@10"], "eval_seconds": res.seconds})
+            improved = m["mrr"] > best
+            best, bad = (m["mrr"], 0) if improved else (best, bad + 1)
+            history.append(row)
+            if ckpt is not None:
+                ckpt.save(epoch, _flat({"params": params, "opt_state": opt_state}), metrics={"valid_mrr": m["mrr"]},
+                          extra={"epoch": epoch, "best": best, "bad": bad, "history": history})
+            if bad >= cfg.train.patience:
+                stopped_early = True
+        else:
+            history.append(row)
+        if run is not None:
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if on_epoch is not None:
+            on_epoch(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", valid_mrr=f"{best:.4f}" if math.isfinite(best) else "-")
+            bar.update(1)
+        if stopped_early:
+            log.info("early stop at epoch %d (best valid MRR %.4f)", epoch, best)
+            break
+    if bar is not None:
+        bar.close()
+
+    if ckpt is not None and ckpt.best_step() is not None:
+        state, info = ckpt.restore(_flat({"params": params, "opt_state": opt_state}), which="best")
+        params = _unflat({"params": params, "opt_state": opt_state}, state)["params"]
+        best_epoch = info["step"]
+        ckpt.close()
+    else:
+        best_epoch = cfg.train.epochs
+    final_model = nnx.merge(graphdef, params, rest)
+    res_valid = evaluator.evaluate(score_fn, (params, rest), ds.valid)
+    res_test = evaluator.evaluate(score_fn, (params, rest), ds.test)
+    results: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "seed": cfg.seed,
+        "geofm_version": geofm.__version__,
+        "git_commit": _git_commit(),
+        "jax_version": jax.__version__,
+        "dataset": {
+            "name": ds.name,
+            "num_entities": n_ent,
+            "num_relations": n_rel,
+            "num_triples": {"train": len(ds.train), "valid": len(ds.valid), "test": len(ds.test)},
+            "num_unseen_entities": ds.meta.get("num_unseen_entities"),
+            "dropped": ds.meta.get("dropped"),
+            "checksums": ds.meta.get("checksums"),
+        },
+        "num_params": n_params,
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early,
+        "timing": {
+            "epoch_seconds_mean": float(np.mean(epoch_times[1:] or epoch_times)) if epoch_times else None,
+            "first_epoch_seconds": epoch_times[0] if epoch_times else None,
+            "test_eval_seconds": res_test.seconds,
+        },
+        "history": history,
+        "valid": res_valid.metrics(ds.relations),
+        "test": res_test.metrics(ds.relations),
+    }
+    if hasattr(final_model, "router_weights") and len(getattr(final_model, "branches", ())) > 1:
+        results["router_by_relation"] = router_by_relation(final_model, ds.valid, ds.relations, n_rel)
+    if run is not None:
+        (run / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    return results
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if dataclasses.is_dataclass(x):
+        return to_dict(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
