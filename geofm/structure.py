@@ -41,7 +41,7 @@ DESCRIPTOR_NAMES: tuple[str, ...] = (
 )
 
 # Work budget (entries of A @ A rows, or node pairs) per vectorised chunk: bounds memory.
-_CHUNK_WORK = 4_000_000
+_CHUNK_WORK = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -142,18 +142,21 @@ def _two_hop(a: _Adj) -> _TwoHop:
     sphere2 = np.zeros(n, dtype=np.int64)
     work = np.asarray(A @ a.deg.astype(np.float64)).ravel() + 1  # upper bound of nnz(P[v])
     for r0, r1 in _row_chunks(work):
-        P = (A[r0:r1] @ A).tocsr()
-        P.sort_indices()
+        Ac = A[r0:r1]
+        P = (Ac @ A).tocsr()  # indices left unsorted: nothing below needs them sorted
         prow = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(P.indptr))
-        pcol = P.indices.astype(np.int64)
-        off_diag = pcol != prow
-        pairs = P.data.astype(np.int64) * (P.data.astype(np.int64) - 1) // 2
-        squares[r0:r1] = np.bincount(prow[off_diag] - r0, weights=pairs[off_diag], minlength=r1 - r0)
+        off_diag = P.indices != prow
+        data = P.data.astype(np.int64)
+        squares[r0:r1] = np.bincount(prow[off_diag] - r0, weights=(data * (data - 1) // 2)[off_diag],
+                                     minlength=r1 - r0)
+        T = Ac.multiply(P).tocsr()  # triangles on the chunk's edges (edges without any are absent)
+        T.sort_indices()
+        trow = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(T.indptr))
         e0, e1 = a.indptr[r0], a.indptr[r1]
-        pos = _lookup(prow * n + pcol, a.keys[e0:e1])
-        tri_dir[e0:e1] = np.where(pos >= 0, P.data[np.maximum(pos, 0)], 0)
+        pos = np.searchsorted(a.keys[e0:e1], trow * n + T.indices)
+        tri_dir[e0 + pos] = T.data
         nnz_off = np.bincount(prow[off_diag] - r0, minlength=r1 - r0)
-        with_tri = np.bincount(a.rows[e0:e1] - r0, weights=tri_dir[e0:e1] > 0, minlength=r1 - r0)
+        with_tri = np.bincount(trow - r0, weights=T.data > 0, minlength=r1 - r0)
         sphere2[r0:r1] = nnz_off - with_tri.astype(np.int64)
     # A 4-cycle v-a-u-b is counted once at v via its opposite node u and pair {a, b}.
     return _TwoHop(tri_dir, squares, sphere2)
@@ -241,10 +244,12 @@ def _square_terms(a: _Adj, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         k = a.indices[a.indptr[u[e]][eid] + ki]
         w = a.indices[a.indptr[v[e]][eid] + wi]
         uu, vv = u[e][eid], v[e][eid]
-        ok = (k != vv) & (w != uu) & (k != w)
-        ok &= _lookup(a.keys, k * n + vv) < 0  # k not a neighbour of v
-        ok &= _lookup(a.keys, w * n + uu) < 0  # w not a neighbour of u
-        ok &= _lookup(a.keys, k * n + w) >= 0  # k ~ w closes the 4-cycle
+        cand = np.flatnonzero((k != vv) & (w != uu) & (k != w))
+        cand = cand[_lookup(a.keys, k[cand] * n + w[cand]) >= 0]  # k ~ w closes the 4-cycle
+        cand = cand[_lookup(a.keys, k[cand] * n + vv[cand]) < 0]  # k not a neighbour of v
+        cand = cand[_lookup(a.keys, w[cand] * n + uu[cand]) < 0]  # w not a neighbour of u
+        ok = np.zeros(k.size, dtype=bool)
+        ok[cand] = True
         # cycles through each (edge, k) and each (edge, w)
         kid = eid * n + k
         wid = eid * n + w

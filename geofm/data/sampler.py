@@ -73,11 +73,16 @@ def _csr(edge_index: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray
     return indptr, keys % max(num_nodes, 1)
 
 
+def _random_order(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permutation sorting non-negative int ``groups`` ascending, uniformly random inside a group."""
+    return np.argsort(groups.astype(np.float64) + rng.random(groups.size), kind="stable")
+
+
 def _group_rank(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rank of every element inside its group under a uniformly random order: [K] int64."""
     if groups.size == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((rng.random(groups.size), groups))
+    order = _random_order(groups, rng)
     g = groups[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     counts = np.diff(np.r_[starts, g.size])
@@ -199,7 +204,7 @@ class SubgraphSampler:
                 keep = _group_rank(new_sid, rng) < room
                 new_sid, new_nid = new_sid[keep], new_nid[keep]
             # random order inside each sample's new hop (not sorted by id)
-            order = np.lexsort((rng.random(new_sid.size), new_sid))
+            order = _random_order(new_sid, rng)
             new_sid, new_nid = new_sid[order], new_nid[order]
             count += np.bincount(new_sid, minlength=centers.size)
             visited = np.sort(np.concatenate([visited, new_sid * n + new_nid]))
@@ -214,36 +219,60 @@ class SubgraphSampler:
         """All input edges among each sample's nodes: (senders, receivers) as positions in
         the (sid, nid) arrays, grouped by receiver (hence by sample).
 
-        A node whose degree is at most its sample's size scans its neighbour list against
-        the sample; a larger one (a hub) tests the sample's nodes against the global
-        adjacency instead, so the cost is O(sum_v min(d_v, |S|) log) rather than O(sum_v d_v).
+        Ordinary nodes scan their neighbour lists against their sample. A hub (degree
+        larger than its sample) is not scanned: its edges to ordinary nodes are the
+        reverses of what those nodes' scans find, and hub-hub pairs of a sample are
+        tested against the global adjacency. Cost O(sum_v min(d_v, |S_v|)) lookups;
+        membership uses a dense [samples, N] bit table when that is <= 32 MB, else
+        binary search.
         """
         n = self.num_nodes
+        size = np.bincount(sid)
+        start = np.concatenate([[0], np.cumsum(size)[:-1]])
+        hub = self.deg[nid] > size[sid]
+        # (a) scans of ordinary nodes: edge (neighbour -> node) when the neighbour is sampled
+        idx = np.flatnonzero(~hub)
+        owner, nbr = self._neighbours(nid[idx])
+        owner = idx[owner]
+        snd_a = self._positions(sid, nid, sid[owner], nbr)
+        ok = snd_a >= 0
+        snd_a, rcv_a = snd_a[ok], owner[ok]
+        # (b) ordinary node -> hub: reverses of the scanned edges whose sender is a hub
+        back = hub[snd_a]
+        snd_b, rcv_b = rcv_a[back], snd_a[back]
+        # (c) hub <-> hub inside the same sample
+        hidx = np.flatnonzero(hub)
+        hcount = np.bincount(sid[hidx], minlength=size.size)
+        hstart = np.concatenate([[0], np.cumsum(hcount)[:-1]])
+        reps = hcount[sid[hidx]]
+        rcv_c = np.repeat(hidx, reps)
+        first = np.repeat(hstart[sid[hidx]], reps)
+        snd_c = hidx[first + np.arange(rcv_c.size) - np.repeat(np.cumsum(reps) - reps, reps)]
+        keep = (snd_c != rcv_c) & self._adjacent(nid[snd_c], nid[rcv_c])
+        snd = np.concatenate([snd_a, snd_b, snd_c[keep]])
+        rcv = np.concatenate([rcv_a, rcv_b, rcv_c[keep]])
+        order_e = np.argsort(rcv, kind="stable")  # receiver-sorted, as geofm.ops expects
+        return snd[order_e].astype(np.int64), rcv[order_e].astype(np.int64)
+
+    def _positions(self, sid: np.ndarray, nid: np.ndarray, q_sid: np.ndarray, q_nid: np.ndarray) -> np.ndarray:
+        """Position of (q_sid, q_nid) in the (sid, nid) arrays, -1 where not sampled."""
+        n = self.num_nodes
+        num_samples = int(sid.max(initial=-1)) + 1
+        if num_samples * n <= 32 * 2**20:  # dense membership bits first: O(1) per query
+            member = np.zeros(num_samples * n, dtype=bool)
+            member[sid * n + nid] = True
+            hit = np.flatnonzero(member[q_sid * n + q_nid])
+        else:
+            hit = np.arange(q_sid.size)
         keys = sid * n + nid
         order = np.argsort(keys)
         sorted_keys = keys[order]
-        size = np.bincount(sid)
-        start = np.concatenate([[0], np.cumsum(size)[:-1]])
-        scan = self.deg[nid] <= size[sid]
-        # (a) neighbour scan for ordinary nodes
-        idx = np.flatnonzero(scan)
-        owner, nbr = self._neighbours(nid[idx])
-        owner = idx[owner]
-        q = sid[owner] * n + nbr
-        found = _isin_sorted(sorted_keys, q)
-        snd_a = order[np.searchsorted(sorted_keys, q[found])]
-        rcv_a = owner[found]
-        # (b) pair test against the adjacency for hubs
-        hub = np.flatnonzero(~scan)
-        cnt = size[sid[hub]]
-        rcv_b = np.repeat(hub, cnt)
-        snd_b = np.repeat(start[sid[hub]], cnt) + (np.arange(rcv_b.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        u, v = nid[rcv_b], nid[snd_b]
-        is_edge = self._adjacent(u, v)
-        snd = np.concatenate([snd_a, snd_b[is_edge]])
-        rcv = np.concatenate([rcv_a, rcv_b[is_edge]])
-        order_e = np.argsort(rcv, kind="stable")
-        return snd[order_e].astype(np.int64), rcv[order_e].astype(np.int64)
+        q = q_sid[hit] * n + q_nid[hit]
+        pos = np.minimum(np.searchsorted(sorted_keys, q), max(sorted_keys.size - 1, 0))
+        out = np.full(q_sid.size, -1, dtype=np.int64)
+        found = sorted_keys[pos] == q if sorted_keys.size else np.zeros(q.size, bool)
+        out[hit[found]] = order[pos[found]]
+        return out
 
     def _adjacent(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """[K] bool: is (u, v) an edge? Binary search in the global sorted key array."""
