@@ -14,7 +14,8 @@ Numerics: distances use sinh(d/2R) = |a x_s - y_s/a| / (2R), a = sqrt((R+y_0)/(R
 (the Poincaré-ball chord written in hyperboloid coordinates), which avoids the
 catastrophic cancellation of arcosh(k<x,y>_L) for far-out or nearby points and
 has finite gradients everywhere. cosh/sinh arguments in `expmap` are clipped at
-`max_arg(dtype)` (float32: 32, float64: 300) so coordinates never overflow.
+`max_arg(dtype)` (float32: 32, float64: 300) and `project` keeps points within
+distance max_arg·R of the origin, so coordinates and their products never overflow.
 """
 
 from __future__ import annotations
@@ -131,7 +132,17 @@ def norm(u: ArrayLike, *, keepdims: bool = False) -> Array:
 
 def _project(x: Array, k: Array) -> Array:
     xs = x[..., 1:]
-    x0 = jnp.sqrt(sq_norm(xs) - 1.0 / k)
+    r = _radius(k)
+    # |x_s| without overflow (rescaled by the largest entry).
+    m = jnp.max(jnp.abs(xs), axis=-1, keepdims=True)
+    m = jnp.where(m > 0, m, 1.0)
+    n = m * safe_sqrt(sq_norm(xs / m))
+    # Confine points to distance max_arg·R from the origin (coordinates stay finite).
+    cap = float(np.sinh(max_arg(x.dtype))) * r
+    over = n > cap
+    xs = xs * jnp.where(over, cap / jnp.where(over, n, 1.0), 1.0)
+    nc = jnp.minimum(n, cap)
+    x0 = jnp.sqrt(nc * nc + r * r)
     return jnp.concatenate([x0, xs], axis=-1)
 
 
@@ -284,7 +295,7 @@ def from_poincare(p: ArrayLike, *, k: ArrayLike) -> Array:
     check_curvature(k)
     p = as_float(p, "p")
     k = as_curvature(k, p.dtype)
-    lam = 2.0 / jnp.maximum(1.0 + k * sq_norm(p), float(jnp.finfo(p.dtype).tiny))
+    lam = 2.0 / jnp.maximum(1.0 + k * sq_norm(p), float(jnp.finfo(p.dtype).eps) ** 2)
     return jnp.concatenate([_radius(k) * (lam - 1.0), lam * p], axis=-1)
 
 

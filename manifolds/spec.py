@@ -215,9 +215,11 @@ class Lorentz(ManifoldSpec):
         """Tangent vectors at x with Riemannian norm U(0, scale)."""
         x = jnp.asarray(x)
         ku, kr = jax.random.split(key)
-        u = _lo.proj_tangent(x, jax.random.normal(ku, x.shape, x.dtype), k=self.k)
-        n = _lo.norm(u, keepdims=True)
-        return u / jnp.maximum(n, jnp.finfo(x.dtype).tiny) * _radii(kr, x.shape, scale, x.dtype)
+        spatial = tuple(x.shape[:-1]) + (x.shape[-1] - 1,)
+        v = random_unit(ku, spatial, x.dtype) * _radii(kr, x.shape, scale, x.dtype)
+        v = jnp.concatenate([jnp.zeros_like(v[..., :1]), v], axis=-1)
+        # Transport from the origin: exact norm, no cancellation at far-out x.
+        return _lo.ptransp0(x, v, k=self.k)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,20 @@ def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
 
 
 def _tiny(dtype) -> float:
-    return float(jnp.finfo(dtype).tiny)
+    """Floor for denominators: eps^2 (not `finfo.tiny`, whose square underflows in gradients)."""
+    return float(jnp.finfo(dtype).eps) ** 2
+
+
+def _gyro_den(x2: Array, y2: Array, p: Array, q2: Array, k: Array) -> Array:
+    """1 + 2k p + k^2 x2 y2 without cancellation, floored at eps^2. [..., 1].
+
+    q2 must equal x2 + y2 - 2p. For k<0 it is (1 + k x2)(1 + k y2) - k q2 (a sum of
+    positive terms inside the ball); for k>=0 (1 + k p)^2 + k^2 (x2 y2 - p^2)
+    (Cauchy-Schwarz: both non-negative; zero only for antipodal points).
+    """
+    hyper = (1.0 + k * x2) * (1.0 + k * y2) - k * q2
+    sphere = (1.0 + k * p) ** 2 + k * k * jnp.maximum(x2 * y2 - p * p, 0.0)
+    return jnp.maximum(jnp.where(k < 0, hyper, sphere), _tiny(x2.dtype))
 
 
 def _tan_ratio(t: Array) -> Array:
@@ -133,7 +146,9 @@ def _clip_ball(x: Array, x2: Array, k: Array, eps: float) -> Array:
     neg = k < 0
     r2 = (1.0 - eps) ** 2 / jnp.where(neg, -k, 1.0)
     over = neg & (x2 > r2)
-    return x * jnp.sqrt(r2 / jnp.where(over, x2, r2))
+    # The outer where gives exactly 1 (and zero gradient) off the boundary.
+    ratio = jnp.where(over, r2 / jnp.where(over, x2, 1.0), 1.0)
+    return x * jnp.sqrt(ratio)
 
 
 def project(x: ArrayLike, *, k: ArrayLike, eps: float | None = None) -> Array:
@@ -159,11 +174,11 @@ def _mobius_add(x: Array, y: Array, k: Array) -> tuple[Array, Array]:
     """Unprojected x ⊕_k y and its squared norm (both from the same reductions)."""
     x2, y2 = sq_norm(x), sq_norm(y)
     xy = jnp.sum(x * y, axis=-1, keepdims=True)
-    den = 1.0 - 2.0 * k * xy + k * k * x2 * y2
-    den = jnp.maximum(den, _tiny(x.dtype))
+    sum2 = jnp.maximum(x2 + 2.0 * xy + y2, 0.0)  # |x + y|^2
+    den = _gyro_den(x2, y2, -xy, sum2, k)  # 1 - 2k<x,y> + k^2|x|^2|y|^2
     out = ((1.0 - 2.0 * k * xy - k * y2) * x + (1.0 + k * x2) * y) / den
     # |x ⊕ y|^2 = |x + y|^2 / den (same identity as in `_diff_sq`).
-    out2 = jnp.maximum(x2 + 2.0 * xy + y2, 0.0) / den
+    out2 = sum2 / den
     return out, out2
 
 
@@ -216,8 +231,9 @@ def _diff_sq(x: Array, y: Array, k: Array) -> tuple[Array, Array]:
     """|(-x) ⊕ y|^2 = |x - y|^2 / (1 + 2k<x,y> + k^2|x|^2|y|^2) and that denominator."""
     x2, y2 = sq_norm(x), sq_norm(y)
     xy = jnp.sum(x * y, axis=-1, keepdims=True)
-    den = jnp.maximum(1.0 + 2.0 * k * xy + k * k * x2 * y2, _tiny(x.dtype))
-    return sq_norm(x - y) / den, den
+    diff2 = sq_norm(x - y)
+    den = _gyro_den(x2, y2, xy, diff2, k)
+    return diff2 / den, den
 
 
 def logmap(x: ArrayLike, y: ArrayLike, *, k: ArrayLike) -> Array:
@@ -288,7 +304,7 @@ def gyration(u: ArrayLike, v: ArrayLike, w: ArrayLike, *, k: ArrayLike) -> Array
     k2 = k * k
     a = -k2 * uw * v2 - k * vw + 2.0 * k2 * uv * vw
     b = -k2 * vw * u2 + k * uw
-    den = jnp.maximum(1.0 - 2.0 * k * uv + k2 * u2 * v2, _tiny(u.dtype))
+    den = _gyro_den(u2, v2, -uv, jnp.maximum(u2 + 2.0 * uv + v2, 0.0), k)
     return w + 2.0 * (a * u + b * v) / den
 
 
