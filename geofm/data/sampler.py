@@ -17,7 +17,7 @@ graph, so a run sees a handful of shapes.
 ``loader(...)`` wraps the sampler in a ``grain.MapDataset``: seeded shuffle of
 the node ids (reshuffled every epoch), batching, and a ``random_map`` whose RNG
 is derived from (seed, batch index). Batch i is therefore a pure function of
-(seed, i): iterators are deterministic, and ``it.get_state()`` (a small dict,
+(seed, i): iterators (``make_iterator``) are deterministic, and ``it.get_state()`` (a small dict,
 ``{"next_index": i}``) saved in a checkpoint restores the exact continuation
 with ``it.set_state(state)``.
 
@@ -337,7 +337,8 @@ def loader(
     Node ids are shuffled with ``seed`` (a new order every epoch), repeated
     ``num_epochs`` times (None = forever; epochs then flow into each other, so
     only the very last batch can be partial) and cut into batches of ``batch_size``.
-    Random access: ``ds[i]`` is batch i. Iterate with ``it = iter(ds)``;
+    Random access: ``ds[i]`` is batch i. Iterate with ``it = make_iterator(ds)``
+    (bounded read-ahead; plain ``iter(ds)`` prefetches hundreds of batches);
     ``it.get_state()`` / ``it.set_state(state)`` resume exactly.
     """
     if batch_size < 1:
@@ -355,3 +356,16 @@ def loader(
     ds = ds.repeat(num_epochs)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.random_map(_SampleBatch(sampler, batch_size))
+
+
+def make_iterator(ds: grain.MapDataset, *, num_threads: int = 1, prefetch: int = 2) -> grain.DatasetIterator:
+    """Iterator over a loader / mixture with bounded read-ahead.
+
+    ``iter(ds)`` uses grain's defaults (16 threads, 500 prefetched elements), which
+    samples hundreds of batches ahead; this keeps ``prefetch`` batches in flight on
+    ``num_threads`` threads (0 = synchronous). State: ``get_state()`` / ``set_state()``.
+    """
+    if num_threads < 0 or prefetch < 0:
+        raise ValueError(f"num_threads and prefetch must be >= 0, got {num_threads}, {prefetch}")
+    opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch if num_threads else 0)
+    return iter(ds.to_iter_dataset(opts))

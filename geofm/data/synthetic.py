@@ -121,18 +121,20 @@ def grid(rows: int, cols: int) -> tuple[np.ndarray, int]:
 
 
 # ------------------------------------------------------------------ datasets
-def _depths(edge_index: np.ndarray, n: int) -> np.ndarray:
-    """Hop distance from node 0 (BFS on the host); -1 where unreachable."""
+def _bfs_tree(edge_index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """BFS from node 0: (hop depth [N], root-child ancestor [N]; the root gets 0)."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import breadth_first_order
 
     A = sp.coo_matrix((np.ones(edge_index.shape[1]), tuple(edge_index)), shape=(n, n)).tocsr()
     order, pred = breadth_first_order(A, 0, directed=False)
-    depth = np.full(n, -1, dtype=np.int64)
-    depth[0] = 0
-    for v in order[1:]:
-        depth[v] = depth[pred[v]] + 1
-    return depth
+    depth = np.zeros(n, dtype=np.int64)
+    branch = np.zeros(n, dtype=np.int64)
+    for v in order[1:]:  # BFS order: a parent is always processed before its children
+        p = pred[v]
+        depth[v] = depth[p] + 1
+        branch[v] = v if p == 0 else branch[p]
+    return depth, branch
 
 
 def _texts(region: str, roles: list[str], rng: np.random.Generator, noise: float) -> list[str]:
@@ -146,17 +148,23 @@ def _texts(region: str, roles: list[str], rng: np.random.Generator, noise: float
     ]
 
 
-def _tree_part(branching: int, depth: int) -> tuple[np.ndarray, int, np.ndarray, list[str]]:
-    ei, n = balanced_tree(branching, depth)
-    d = _depths(ei, n)
+def _tree_part(branching: int = 3, depth: int = 4, random_nodes: int | None = None,
+               max_children: int | None = None, rng: np.random.Generator | None = None,
+               ) -> tuple[np.ndarray, int, np.ndarray, list[str]]:
+    """Balanced tree, or a random recursive tree of ``random_nodes`` nodes when given.
+
+    Community = the root's child subtree a node hangs from (the root joins the first one).
+    """
+    if random_nodes is None:
+        ei, n = balanced_tree(branching, depth)
+    else:
+        n = _check_int("random_nodes", random_nodes, 2)
+        ei = random_tree(n, rng=rng if rng is not None else np.random.default_rng(0), max_children=max_children)
+    d, branch = _bfs_tree(ei, n)
     deg = np.bincount(ei.ravel(), minlength=n)
-    # community = which child-of-root subtree (root joins community 0)
-    comm = np.zeros(n, dtype=np.int64)
+    comm = np.unique(branch, return_inverse=True)[1].ravel()
     if n > 1:
-        first = np.arange(1, min(n, branching + 1))
-        comm[first] = first - 1
-        for v in range(branching + 1, n):  # BFS ids: parent < child
-            comm[v] = comm[(v - 1) // branching]
+        comm[0] = comm[np.flatnonzero(d == 1)[0]]
     roles = ["root node at the top" if v == 0 else
              (f"leaf at level {d[v]}" if deg[v] == 1 else f"parent at level {d[v]}") for v in range(n)]
     return ei, n, comm, roles
@@ -215,7 +223,8 @@ def _assemble(
     edges, regions, comms, texts, offsets = [], [], [], [], [0]
     comm_base = 0
     for region, kwargs in parts:
-        ei, n, comm, roles = _PARTS[region](**kwargs)
+        extra = {"rng": rng} if region == "tree" else {}
+        ei, n, comm, roles = _PARTS[region](**kwargs, **extra)
         off = offsets[-1]
         edges.append(ei + off)
         regions.append(np.full(n, REGIONS.index(region), dtype=np.int32))
@@ -274,10 +283,12 @@ def _assemble(
 _COMMON = dict(bridges=3, labels="region", text_noise=0.0, permute=True, split=(0.6, 0.2, 0.2))
 
 
-def tree_dataset(*, branching: int = 3, depth: int = 4, seed: int = 0, **kw: Any) -> TAGDataset:
-    """A balanced tree (hyperbolic); ``labels="community"`` labels the root's subtrees."""
-    return _assemble("synthetic-tree", [("tree", dict(branching=branching, depth=depth))], seed=seed,
-                     **{**_COMMON, "labels": "community", **kw})
+def tree_dataset(*, branching: int = 3, depth: int = 4, random_nodes: int | None = None,
+                 max_children: int | None = None, seed: int = 0, **kw: Any) -> TAGDataset:
+    """A balanced tree, or a seeded random recursive tree of ``random_nodes`` nodes
+    (hyperbolic); labels = the root's child subtree."""
+    tree = dict(branching=branching, depth=depth, random_nodes=random_nodes, max_children=max_children)
+    return _assemble("synthetic-tree", [("tree", tree)], seed=seed, **{**_COMMON, "labels": "community", **kw})
 
 
 def cliques_dataset(*, num_cliques: int = 8, clique_size: int = 6, seed: int = 0, **kw: Any) -> TAGDataset:
@@ -302,6 +313,7 @@ def mixed_dataset(
     *,
     branching: int = 3,
     depth: int = 4,
+    tree_nodes: int | None = None,
     num_cliques: int = 10,
     clique_size: int = 6,
     rows: int = 8,
@@ -311,11 +323,12 @@ def mixed_dataset(
 ) -> TAGDataset:
     """Tree + ring-of-cliques + grid regions joined by ``bridges`` edges per boundary.
 
-    Defaults: 121 tree nodes, 60 clique nodes, 64 grid nodes (245 total). Labels are the
+    The tree is balanced (``branching``, ``depth``) or, with ``tree_nodes``, a seeded
+    random recursive tree of that size. Defaults: 121 tree nodes, 60 clique nodes, 64 grid nodes (245 total). Labels are the
     region (3 classes: tree / cliques / grid) unless ``labels="community"``.
     ``meta["region"]`` [N] int32 indexes ``REGIONS``.
     """
-    parts = [("tree", dict(branching=branching, depth=depth)),
+    parts = [("tree", dict(branching=branching, depth=depth, random_nodes=tree_nodes)),
              ("cliques", dict(num_cliques=num_cliques, clique_size=clique_size)),
              ("grid", dict(rows=rows, cols=cols))]
     return _assemble("synthetic-mixed", parts, seed=seed, **{**_COMMON, **kw})

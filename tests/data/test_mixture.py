@@ -8,7 +8,7 @@ import pytest
 
 from geofm.data import synthetic
 from geofm.data.mixture import DomainBatch, mixture, mixture_weights, subgraph_mixture
-from geofm.data.sampler import SubgraphSampler
+from geofm.data.sampler import SubgraphSampler, make_iterator
 
 
 def test_weights_formulas() -> None:
@@ -80,14 +80,31 @@ def test_deterministic_and_resumable() -> None:
     a = [(s.domain, s.batch) for s in make(4)]
     assert a == [(s.domain, s.batch) for s in make(4)]
     assert a != [(s.domain, s.batch) for s in make(5)]
-    it = iter(make(4))
+    it = make_iterator(make(4))
     for _ in range(37):
         next(it)
     state = it.get_state()
     rest = [(s.domain, s.batch) for s in it]
-    resumed = iter(make(4))
+    resumed = make_iterator(make(4))
     resumed.set_state(state)
     assert [(s.domain, s.batch) for s in resumed] == rest == a[37:]
+
+
+def test_iterator_state_round_trips_through_a_checkpoint(tmp_path) -> None:
+    from geofm.checkpoint import Checkpointer
+
+    make = lambda: mixture(fake_domains({"a": 30, "b": 70}), num_batches=100, seed=9, strategy="uniform")
+    it = make_iterator(make())
+    for _ in range(21):
+        next(it)
+    with Checkpointer(tmp_path / "run", metric="loss", mode="min") as ckpt:
+        ckpt.save(21, {"w": np.zeros(2, np.float32)}, metrics={"loss": 1.0}, extra={"data": it.get_state()})
+    expected = [(s.domain, s.batch) for s in it]
+    with Checkpointer(tmp_path / "run", metric="loss", mode="min") as ckpt:
+        state = ckpt.read_meta(ckpt.latest_step())["extra"]["data"]
+    resumed = make_iterator(make())
+    resumed.set_state(state)
+    assert [(s.domain, s.batch) for s in resumed] == expected
 
 
 def test_subgraph_mixture_batches() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from geofm import graph as gr
 from geofm.data import synthetic
-from geofm.data.sampler import SubgraphBatch, SubgraphSampler, loader
+from geofm.data.sampler import SubgraphBatch, SubgraphSampler, loader, make_iterator
 
 
 @pytest.fixture(scope="module")
@@ -161,17 +161,17 @@ def test_determinism_and_resume(mixed) -> None:
     feats = np.random.default_rng(0).normal(size=(mixed.num_nodes, 3)).astype(np.float32)
     sampler = SubgraphSampler(mixed.edge_index, mixed.num_nodes, fanouts=[3, 2], features=feats)
     make = lambda seed: loader(sampler, mixed.splits["train"], batch_size=8, seed=seed, num_epochs=None)
-    it_a, it_b = iter(make(11)), iter(make(11))
+    it_a, it_b = make_iterator(make(11)), make_iterator(make(11), num_threads=0)
     first = [next(it_a) for _ in range(5)]
     for x in first:
         assert_same(x, next(it_b))
         np.testing.assert_array_equal(x.graph.nodes[x.node_ids >= 0], feats[x.node_ids[x.node_ids >= 0]])
         assert np.all(np.isin(x.center_ids, mixed.splits["train"]))
-    other = next(iter(make(12)))
+    other = make(12)[0]
     assert not np.array_equal(other.center_ids, first[0].center_ids)
     state = it_a.get_state()
     cont = [next(it_a) for _ in range(4)]
-    resumed = iter(make(11))
+    resumed = make_iterator(make(11), num_threads=2, prefetch=3)
     resumed.set_state(state)
     for x in cont:
         assert_same(x, next(resumed))
@@ -191,3 +191,23 @@ def test_bad_input(mixed) -> None:
         sampler.sample(np.arange(4), np.random.default_rng(0), batch_size=2)
     with pytest.raises(ValueError, match="nodes"):
         loader(sampler, np.array([-1]), batch_size=2, seed=0)
+
+
+def test_buckets_bound_compilations(mixed) -> None:
+    """A jitted step over a whole epoch compiles once per distinct padded shape, and few."""
+    import jax
+    import jax.numpy as jnp
+
+    traces: list[tuple[int, int]] = []
+
+    @jax.jit
+    def degree_sum(node_ids, senders, receivers):
+        traces.append((node_ids.shape[0], senders.shape[0]))
+        return jax.ops.segment_sum(jnp.ones_like(senders), receivers, num_segments=node_ids.shape[0]).sum()
+
+    sampler = SubgraphSampler(mixed.edge_index, mixed.num_nodes, fanouts=[3, 3], bucket_minimum=32)
+    shapes = set()
+    for b in loader(sampler, batch_size=8, seed=0, num_epochs=2):
+        degree_sum(b.node_ids, b.graph.senders, b.graph.receivers)
+        shapes.add((b.node_ids.shape[0], b.graph.senders.shape[0]))
+    assert len(traces) == len(shapes) <= 3

@@ -107,3 +107,15 @@ def test_bad_arguments() -> None:
         G.balanced_tree(0, 2)
     with pytest.raises(ValueError, match="split"):
         G.grid_dataset(split=(0.5, 0.5, 0.5))
+
+
+def test_random_tree_regions() -> None:
+    ds = G.tree_dataset(random_nodes=150, max_children=4, seed=3)
+    assert ds.num_nodes == 150 and ds.edge_index.shape[1] == 149
+    assert degrees(ds.edge_index, 150).max() <= 5
+    again = G.tree_dataset(random_nodes=150, max_children=4, seed=3)
+    np.testing.assert_array_equal(ds.edge_index, again.edge_index)
+    other = G.tree_dataset(random_nodes=150, max_children=4, seed=4)
+    assert not np.array_equal(ds.edge_index, other.edge_index)
+    mixed = G.mixed_dataset(tree_nodes=90, seed=0)
+    assert int((mixed.meta["region"] == 0).sum()) == 90
