@@ -104,9 +104,10 @@ class SubgraphSampler:
     edge_index: [2, E] integer ids in [0, num_nodes); symmetrised, self-loops and
         duplicates dropped.
     fanouts: per hop, neighbours drawn per node (-1 = all). ``[-1] * k`` = k-hop ego.
-    max_nodes: optional cap on nodes per sample (centre included); the last hop that
-        overflows it keeps a uniform random subset. Default: unbounded for -1 hops,
-        1 + f1 + f1 f2 + ... otherwise.
+    max_nodes: optional cap on nodes per sample (centre included); the hop that
+        overflows it keeps a uniform random subset. Without it a sample holds at most
+        1 + f1 + f1 f2 + ... nodes (unbounded with -1 hops: cap ego subgraphs on
+        graphs with hubs, or use fanouts).
     features: optional [num_nodes, ...] array gathered into ``graph.nodes``.
     bucket_minimum / bucket_growth: the padding ladder (see ``geofm.graph.next_bucket``).
     """
@@ -339,7 +340,8 @@ def loader(
     only the very last batch can be partial) and cut into batches of ``batch_size``.
     Random access: ``ds[i]`` is batch i. Iterate with ``it = make_iterator(ds)``
     (bounded read-ahead; plain ``iter(ds)`` prefetches hundreds of batches);
-    ``it.get_state()`` / ``it.set_state(state)`` resume exactly.
+    ``it.get_state()`` / ``it.set_state(state)`` resume exactly. Multi-host: give
+    each process its slice, ``ds[jax.process_index()::jax.process_count()]``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
