@@ -88,7 +88,7 @@ def main() -> None:
     adj = [sampler.indices[a:b].tolist() for a, b in zip(sampler.indptr[:-1], sampler.indptr[1:])]
     rng = np.random.default_rng(0)
     centers = [rng.integers(0, n, args.batch_size) for _ in range(args.batches)]
-    results: dict = {"dataset": name, "num_nodes": n, "num_edges_input": int(ei.shape[1]),
+    results: dict = {"load_avg_at_start": list(os.getloadavg()), "dataset": name, "num_nodes": n, "num_edges_input": int(ei.shape[1]),
                      "batch_size": args.batch_size, "sampler_build_s": build_s}
 
     for label, fanouts, cap in (("fanout_10_10", [10, 10], None), ("ego_2hop_max128", [-1, -1], 128)):
