@@ -1,0 +1,124 @@
+"""KG models: registry, scoring consistency, geometry kernels, CAT branches."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import geofm.kg  # noqa: F401  (registers all models)
+from geofm.kg.cat import dot_attention, kappa_attention, mix_tangent
+from geofm.kg.models import MODELS, build_model
+from geofm.kg.scoring import (
+    givens_reflection,
+    givens_rotation,
+    gram_sqdist_hyperbolic,
+    gram_sqdist_k,
+    sqdist_to_tangent_shared,
+)
+from manifolds import stereographic as st
+
+N, R = 30, 3
+KWARGS = {
+    "transe": [{"p": 1}, {"p": 2}],
+    "rotate": [{}],
+    "complex": [{"n3": 0.1}],
+    "murp": [{}],
+    "atth": [{}],
+    "roth": [{}],
+    "refh": [{}],
+    "cat": [{"heads": 2, "blocks": 1}, {"heads": 2, "blocks": 1, "branches": ["S"]}],
+}
+
+
+def test_registry_complete_and_errors() -> None:
+    assert set(KWARGS) == set(MODELS)
+    with pytest.raises(ValueError, match="unknown KG model 'nope'; known: .*atth"):
+        build_model("nope", N, R)
+    with pytest.raises(ValueError, match="bad kwargs for KG model 'atth'"):
+        build_model("atth", N, R, bogus=1)
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [pytest.param(n, k, marks=[pytest.mark.slow] if n == "cat" else []) for n, ks in KWARGS.items() for k in ks],
+)
+def test_shared_and_rows_scores_agree_and_grads_finite(name, kw) -> None:
+    m = build_model(name, N, R, seed=1, dim=8, init_size=0.3, **kw)
+    h, r = jnp.array([0, 5, 7, 29]), jnp.array([0, 1, 4, 5])
+
+    def loss(model):
+        qq = model.query(h, r, key=jax.random.key(0))
+        return -jnp.sum(model.score_rows(qq, h[:, None])) + model.regularizer(h, r, h) + model.aux_loss(qq)
+
+    @nnx.jit
+    def run(model):
+        q = model.query(h, r)
+        shared = model.score_shared(q, jnp.arange(N))
+        rows = model.score_rows(q, jnp.tile(jnp.arange(N), (4, 1)))
+        return shared, rows, nnx.grad(loss)(model)
+
+    shared, rows, grads = run(m)
+    assert shared.shape == (4, N) and bool(jnp.isfinite(shared).all())
+    np.testing.assert_allclose(shared, rows, rtol=2e-4, atol=2e-4)
+    leaves = jax.tree.leaves(grads)
+    assert leaves and all(bool(jnp.isfinite(g).all()) for g in leaves)
+    assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
+def test_givens_are_orthogonal() -> None:
+    key = jax.random.key(0)
+    p, x = jax.random.normal(key, (5, 8)), jax.random.normal(jax.random.key(1), (5, 8))
+    for fn in (givens_rotation, givens_reflection):
+        y = fn(p, x)
+        np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(givens_reflection(p, givens_reflection(p, x)), x, atol=1e-5)  # involution
+
+
+@pytest.mark.parametrize("k", [-1.3, -1e-4, 0.0, 0.7])
+def test_gram_distance_matches_stereographic(k: float) -> None:
+    x = jax.jit(lambda u: st.expmap0(u, k=k))(0.4 * jax.random.normal(jax.random.key(2), (6, 5)))
+    v = 0.5 * jax.random.normal(jax.random.key(3), (9, 5))
+    kk = jnp.full((6, 1), k)
+    ref = jax.jit(lambda x, y: st.dist(x[:, None, :], st.expmap0(y, k=k)[None, :, :], k=k) ** 2)(x, v)
+    fn = jax.jit(sqdist_to_tangent_shared, static_argnames="hyperbolic")
+    np.testing.assert_allclose(fn(x, v, k=kk), ref, rtol=1e-4, atol=1e-5)
+    if k < 0:
+        np.testing.assert_allclose(fn(x, v, k=kk, hyperbolic=True), ref, rtol=1e-4, atol=1e-5)
+        xy, x2, y2 = jnp.float32(0.1), jnp.float32(0.2), jnp.float32(0.3)
+        np.testing.assert_allclose(gram_sqdist_hyperbolic(xy, x2, y2, k=jnp.float32(k)), gram_sqdist_k(xy, x2, y2, k=jnp.float32(k)), rtol=1e-4)
+
+
+def test_kappa_attention_limits() -> None:
+    """Near k=0 the kappa branch is distance attention with a Euclidean mean; outputs stay finite."""
+    q, k, v = (0.3 * jax.random.normal(jax.random.key(i), (2, 3, 2, 4)) for i in range(3))
+    kappa = jax.jit(kappa_attention)
+    tiny = kappa(q, k, v, curv=jnp.array([-1e-6, 1e-6]), beta=jnp.ones(2))
+    d2 = 4 * jnp.sum((q[:, :, None] - k[:, None]) ** 2, -1)  # flat stereographic metric is 4 I
+    att = jax.nn.softmax(-d2.transpose(0, 3, 1, 2), -1)
+    ref = jnp.einsum("bhts,bshd->bthd", att, v)
+    np.testing.assert_allclose(tiny, ref, atol=1e-4)
+    for c in (-2.0, 2.0):
+        out = kappa(q, k, v, curv=jnp.array([c, c]), beta=jnp.ones(2))
+        assert bool(jnp.isfinite(out).all())
+    # identical values -> the midpoint is that value, in every geometry
+    same = jnp.broadcast_to(v[:, :1], v.shape)
+    for c in (-1.0, 1.0):
+        out = kappa(q, k, same, curv=jnp.array([c, c]), beta=jnp.ones(2))
+        np.testing.assert_allclose(out, jnp.broadcast_to(v[:, :1], out.shape), atol=1e-4)
+    np.testing.assert_allclose(dot_attention(q, k, same), jnp.broadcast_to(v[:, :1], q.shape), atol=1e-5)
+    w = jnp.array([[0.2, 0.8]])
+    np.testing.assert_allclose(mix_tangent([jnp.ones((1, 3)), jnp.zeros((1, 3))], w), 0.2 * jnp.ones((1, 3)))
+
+
+@pytest.mark.slow
+def test_cat_fixed_variant_parameter_overhead() -> None:
+    full = build_model("cat", 1000, 10, dim=32, heads=4, blocks=2)
+    fixed = build_model("cat", 1000, 10, dim=32, heads=4, blocks=2, branches=["H"])
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
+    assert 0 < count(full) - count(fixed) <= 0.10 * count(fixed)
+    w = nnx.jit(lambda m, h, r: m.router_weights(h, r))(full, jnp.array([0, 1]), jnp.array([2, 3]))
+    assert w.shape == (2, 2, 3, 3)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
