@@ -46,19 +46,34 @@ def make_graph(kind: str, n: int, e: int, seed: int) -> tuple[np.ndarray, np.nda
     return s.astype(np.int32), r.astype(np.int32)
 
 
-def timeit(fn, repeats: int, warmup: int = 2) -> dict:
-    """Median / min wall time in ms of fn() (fn must block until its result is ready)."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": statistics.median(ts), "min_ms": min(ts), "repeats": repeats}
+def interleaved(groups: dict, repeats: int, rounds: int = 3) -> dict:
+    """Median / min wall time (ms) of blocking callables, grouped by framework.
+
+    Each of `rounds` rounds runs every group in turn: one untimed warm call per variant
+    (thread pools of the other framework may still be spinning), then repeats/rounds
+    round-robin timed calls. Spreading all variants over the whole run keeps the load of
+    the shared machine comparable for all of them, so the ratios are fair.
+    """
+    per_round = max(1, -(-repeats // rounds))
+    times: dict = {k: [] for fns in groups.values() for k in fns}
+    for fns in groups.values():  # compile / first-touch
+        for fn in fns.values():
+            fn()
+    for _ in range(rounds):
+        for fns in groups.values():
+            for fn in fns.values():
+                fn()
+            for _ in range(per_round):
+                for k, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "repeats": len(v)}
+            for k, v in times.items()}
 
 
-def bench_jax(s, r, w, x, wmat, repeats: int, chunk: int) -> tuple[dict, float]:
+def jax_variants(s, r, w, x, wmat, chunk: int) -> tuple[dict, dict, float]:
+    """Blocking callables for the JAX variants, plus correctness vs naive, plus CSR build ms."""
     n = x.shape[0]
     sj, rj, wj = jnp.asarray(s), jnp.asarray(r), jnp.asarray(w)
     t0 = time.perf_counter()
@@ -74,43 +89,39 @@ def bench_jax(s, r, w, x, wmat, repeats: int, chunk: int) -> tuple[dict, float]:
     def loss(f):
         return lambda *a: jnp.sum(f(*a) ** 2)
 
-    fns = {
-        "jax_naive": (jax.jit(naive), jax.jit(jax.value_and_grad(loss(naive), argnums=(0, 1))),
-                      (x, wmat)),
-        "geofm": (jax.jit(ours), jax.jit(jax.value_and_grad(loss(ours), argnums=(0, 1))),
-                  (x, wmat, csr)),
-    }
-    out, ref = {}, None
-    for name, (fwd, fb, args) in fns.items():
+    fns, checks, ref = {}, {}, None
+    for name, f, args in [("jax_naive", naive, (x, wmat)), ("geofm", ours, (x, wmat, csr))]:
+        fwd = jax.jit(f)
+        fb = jax.jit(jax.value_and_grad(loss(f), argnums=(0, 1)))
         y = fwd(*args)
         _, grads = fb(*args)
         if ref is None:
             ref = (y, grads)
-        else:  # correctness check against the naive baseline, recorded in the JSON
-            scale = float(jnp.max(jnp.abs(ref[0])))
-            out[f"{name}_max_rel_err_fwd"] = float(jnp.max(jnp.abs(y - ref[0]))) / scale
-            gscale = float(jnp.max(jnp.abs(ref[1][0])))
-            out[f"{name}_max_rel_err_grad_x"] = float(
-                jnp.max(jnp.abs(grads[0] - ref[1][0]))) / gscale
-        out[name] = {
-            "fwd": timeit(lambda: jax.block_until_ready(fwd(*args)), repeats),
-            "fwd_bwd": timeit(lambda: jax.block_until_ready(fb(*args)), repeats),
-        }
-    return out, build_ms
+        else:  # correctness against the naive baseline, recorded in the JSON
+            for key, a, b in [("fwd", y, ref[0]), ("grad_x", grads[0], ref[1][0]),
+                              ("grad_W", grads[1], ref[1][1])]:
+                checks[f"{name}_max_rel_err_{key}"] = float(
+                    jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+        fns[f"{name}/fwd"] = lambda fwd=fwd, args=args: jax.block_until_ready(fwd(*args))
+        fns[f"{name}/fwd_bwd"] = lambda fb=fb, args=args: jax.block_until_ready(fb(*args))
+    return fns, checks, build_ms
 
 
-def bench_torch(s, r, w, x, wmat, repeats: int, threads: int) -> dict:
+def torch_variants(s, r, w, x, wmat, threads: int) -> tuple[dict, dict]:
+    """Blocking callables for torch index_add_ and sparse CSR (empty if torch is missing)."""
     try:
         import torch
     except Exception as err:  # torch is an optional bench extra
-        return {"skipped": f"torch not importable: {err!r}"}
+        return {}, {"torch_skipped": f"torch not importable: {err!r}"}
+    import warnings
+    warnings.filterwarnings("ignore", module="torch")
     torch.set_num_threads(threads)
     n = x.shape[0]
     st = torch.from_numpy(s.astype(np.int64))
     rt = torch.from_numpy(r.astype(np.int64))
     wt = torch.from_numpy(w)
-    xt = torch.from_numpy(np.asarray(x)).requires_grad_(True)
-    wm = torch.from_numpy(np.asarray(wmat)).requires_grad_(True)
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    wm = torch.from_numpy(np.array(wmat)).requires_grad_(True)
     a = torch.sparse_coo_tensor(torch.stack([rt, st]), wt, (n, n)).coalesce().to_sparse_csr()
 
     def index_add(xx):
@@ -120,7 +131,7 @@ def bench_torch(s, r, w, x, wmat, repeats: int, threads: int) -> dict:
     def sparse_csr(xx):
         return (a @ xx) @ wm
 
-    out = {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
+    fns = {}
     for name, f in {"torch_index_add": index_add, "torch_sparse_csr": sparse_csr}.items():
         def fwd(f=f):
             with torch.no_grad():
@@ -131,8 +142,9 @@ def bench_torch(s, r, w, x, wmat, repeats: int, threads: int) -> dict:
             wm.grad = None
             (f(xt) ** 2).sum().backward()
 
-        out[name] = {"fwd": timeit(fwd, repeats), "fwd_bwd": timeit(fb, repeats)}
-    return out
+        fns[f"{name}/fwd"] = fwd
+        fns[f"{name}/fwd_bwd"] = fb
+    return fns, {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def ratios(res: dict) -> dict:
@@ -184,9 +196,17 @@ def main(argv: list[str] | None = None) -> dict:
         s, r = make_graph(kind, n, e, seed=1)
         w = np.random.default_rng(2).random(e).astype(np.float32)
         deg = np.bincount(r, minlength=n)
-        res, build_ms = bench_jax(s, r, w, x, wmat, repeats, args.chunk)
+        fns, checks, build_ms = jax_variants(s, r, w, x, wmat, args.chunk)
+        groups, info = {"jax": fns}, {}
         if not args.no_torch:
-            res.update(bench_torch(s, r, w, x, wmat, repeats, threads))
+            groups["torch"], info = torch_variants(s, r, w, x, wmat, threads)
+        timed = interleaved(groups, repeats)
+        res: dict = {}
+        for key, t in timed.items():
+            name, mode = key.split("/")
+            res.setdefault(name, {})[mode] = t
+        res.update(checks)
+        res.update(info)
         res["csr_build_ms_host_once"] = build_ms
         res["in_degree"] = {"max": int(deg.max()), "mean": float(deg.mean()),
                             "p99": float(np.quantile(deg, 0.99))}
