@@ -11,7 +11,10 @@ symmetrise with ``geofm.graph`` helpers) whose ``meta`` holds:
 - ``community`` [N] int32: finer structure id (tree branch / clique / grid block),
 - ``region_names``, ``generator``, ``params``, ``seed``.
 Labels are ``labels="region"`` (class = geometry region, the default) or
-``labels="community"`` (class = community id). All randomness comes from a
+``labels="community"`` (class = community id). Node texts are templates with a
+region word and a role ("a lineage parent at level 2", "a team member of group 3
+..."): with ``text_noise=0`` the text alone reveals the region; ``text_noise=p``
+replaces a fraction p of texts by a neutral one, so structure must carry the rest. All randomness comes from a
 seeded ``numpy.random.Generator``: same arguments, same dataset.
 """
 
