@@ -84,7 +84,10 @@ def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
     x = as_float(x, name)
     if x.shape[-1] < 2:
         raise ValueError(f"{name}: Lorentz points need d+1 >= 2 coordinates on the last axis, got {x.shape}")
-    return x, as_curvature(k, x.dtype)
+    kc = as_curvature(k, x.dtype)
+    if is_concrete(k) and not np.all(np.asarray(kc) < 0):
+        raise ValueError(f"Lorentz model needs k < 0; k={np.asarray(k).tolist()} rounds to 0 in {x.dtype}")
+    return x, kc
 
 
 def _radius(k: Array) -> Array:
