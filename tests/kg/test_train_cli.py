@@ -1,0 +1,91 @@
+"""End-to-end: `geofm kg` on a generated tiny KG (determinism, resume, results file, bad input)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from geofm.commands.kg import main
+from geofm.kg.synthetic import write_tiny_kg
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs" / "kg" / "tiny.yaml")
+FAST = ["--set", "model.name=transe", "--set", "model.kwargs={dim: 8, p: 2, init_size: 0.1}"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_kg(tmp_path_factory.mktemp("kg") / "tiny_kg")
+
+
+def _run(capsys, *args: str) -> tuple[int, dict | None, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.startswith("{")]
+    return code, (json.loads(lines[-1]) if lines else None), out.err
+
+
+def test_json_output_determinism_and_results_file(tiny: Path, tmp_path: Path, capsys) -> None:
+    args = ["--config", TINY, "--dataset", str(tiny), "--json", "--quiet", *FAST]
+    code, first, _ = _run(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 0 and set(first) == {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
+    assert 0 < first["mrr"] <= 1 and first["mr"] >= 1
+    code, second, _ = _run(capsys, *args, "--out", str(tmp_path / "b"))
+    assert second == first  # same seed, same numbers
+    code, other, _ = _run(capsys, *args, "--out", str(tmp_path / "c"), "--set", "seed=1")
+    assert other != first
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["seed"] == 0 and res["config"]["model"]["name"] == "transe"
+    assert res["dataset"]["checksums"] and "git_commit" in res
+    assert res["test"]["num_queries"] == 2 * res["dataset"]["num_triples"]["test"]
+    assert res["dataset"]["num_unseen_entities"]["test"] >= 1 and res["test"]["num_queries_with_unseen_entity"] >= 2
+    assert res["test"]["tie_policy"] == "realistic" and "by_relation" in res["test"]
+    assert (tmp_path / "a" / "config.yaml").exists() and (tmp_path / "a" / "metrics.jsonl").exists()
+
+
+def test_resume_continues_exactly(tiny: Path, tmp_path: Path, capsys) -> None:
+    base = ["--config", TINY, "--dataset", str(tiny), "--json", "--quiet", *FAST]
+    _, straight, _ = _run(capsys, *base, "--out", str(tmp_path / "straight"))
+    _run(capsys, *base, "--out", str(tmp_path / "resumed"), "--set", "train.epochs=2")
+    _, resumed, _ = _run(capsys, *base, "--out", str(tmp_path / "resumed"))
+    assert resumed == straight
+    hist = json.loads((tmp_path / "resumed" / "results.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_tiny_config_as_shipped(tiny: Path, tmp_path: Path, capsys) -> None:
+    code, metrics, _ = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--json", "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 0 and 0 < metrics["mrr"] <= 1
+
+
+def test_bad_inputs(tiny: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--set", "train.epochz=3")
+    assert code == 2 and "train.epochz" in err
+    bad = tmp_path / "bad_kg"
+    bad.mkdir()
+    for split in ("train", "valid", "test"):
+        (bad / f"{split}.txt").write_text((tiny / f"{split}.txt").read_text())
+    (bad / "valid.txt").write_text((tiny / "valid.txt").read_text() + "e001\t_child_of\n")
+    n_valid = len((tiny / "valid.txt").read_text().splitlines())
+    code, _, err = _run(capsys, "--config", TINY, "--dataset", str(bad), "--quiet", "--out", str(tmp_path / "x"), *FAST)
+    assert code == 2 and f"valid.txt:{n_valid + 1}" in err
+
+
+def test_duplicates_and_unseen_are_counted(tiny: Path, tmp_path: Path, capsys) -> None:
+    dup = tmp_path / "dup_kg"
+    dup.mkdir()
+    for split in ("valid", "test"):
+        (dup / f"{split}.txt").write_text((tiny / f"{split}.txt").read_text())
+    train = (tiny / "train.txt").read_text()
+    (dup / "train.txt").write_text(train + train.splitlines(keepends=True)[0])
+    (dup / "test.txt").write_text((tiny / "test.txt").read_text() + "zzz_new\t_child_of\te000\n")
+    with pytest.warns(UserWarning):
+        code, _, _ = _run(capsys, "--config", TINY, "--dataset", str(dup), "--quiet", "--out", str(tmp_path / "d"), *FAST)
+    assert code == 0
+    res = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert res["dataset"]["dropped"]["train"]["duplicates_dropped"] == 1
+    assert res["dataset"]["num_triples"]["test"] == len((dup / "test.txt").read_text().splitlines())  # kept, not dropped
+    assert res["dataset"]["num_unseen_entities"]["test"] >= 2
