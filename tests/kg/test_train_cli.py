@@ -15,6 +15,11 @@ TINY = str(REPO / "configs" / "kg" / "tiny.yaml")
 FAST = ["--set", "model.name=transe", "--set", "model.kwargs={dim: 8, p: 2, init_size: 0.1}"]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))  # fresh parse: loader warnings are seen
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_kg(tmp_path_factory.mktemp("kg") / "tiny_kg")
