@@ -92,10 +92,12 @@ def _spmm(plan: ChunkPlan, x: jax.Array, w: jax.Array | None, n_out: int,
 
     # Per-slot weights [C, M, ...] are gathered once, outside the fused loop: inside it
     # they would be re-gathered for every feature element (measured ~2x slower).
+    # Empty slots point at edge id E: append one zero weight instead of a per-slot select.
     if w is None:
         wp = (plan.edge < n_edges).astype(x.dtype)
     else:
-        wp = _slot_values(w, plan.edge, n_edges).astype(x.dtype)
+        w_ext = jnp.concatenate([w.astype(x.dtype), jnp.zeros((1,) + w.shape[1:], x.dtype)])
+        wp = _take(w_ext, plan.edge)
     wp = lax.optimization_barrier(wp)
 
     def term(k: int) -> jax.Array:
