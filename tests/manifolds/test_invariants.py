@@ -48,6 +48,7 @@ def test_lorentz_suite(k, seed):
     T.run_suite(M.Lorentz(k), jax.random.key(seed), (8, 4), DTYPE)
 
 
+@pytest.mark.slow  # one ~30 s compilation of the 5-component gradient probe
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kh=negative, ks=positive, ke=curvature, kl=negative, seed=seeds)
 def test_product_suite(kh, ks, ke, kl, seed):
