@@ -1,0 +1,682 @@
+"""Multi-domain GraphGlue pretraining: config schema, data streams, the resumable loop.
+
+    from geofm.config import load_config
+    from geofm.pretrain import PretrainConfig, pretrain
+    cfg = load_config("configs/test/tiny.yaml", PretrainConfig)
+    result = pretrain(cfg, "runs/tiny")            # resumes when runs/tiny has checkpoints
+
+One epoch has three phases (papers.md §1.5): ``local`` (locality + prototype loss on
+uniform-over-domains mixture batches, then the EMA prototype update), ``global``
+(gluing loss on 2-paths of the cross-domain kNN graph of a batch that holds every
+domain) and ``refine`` (gluing loss on 2-paths sampled on the real graphs, each path
+node an ego subgraph). Every batch is a pure function of (seed, step) (grain random
+access), and so is every random key, so ``--resume`` continues bit-exactly.
+
+Data parallel: each step processes ``train.parallel`` sub-batches (stacked on a leading
+axis, padded to one bucket) sharded over a 1-D device mesh "data"; parameters are
+replicated, gradients averaged by XLA. Multi-host: call `geofm.distributed.initialize`
+first; each process builds only its devices' sub-batches.
+
+Run folder: config.yaml (resolved), run.json (version, git commit, seed, data
+checksums, devices), metrics.jsonl, projections.npz (the fixed per-dataset input
+projections) and checkpoints/ (orbax: model incl. EMA prototypes, optimizer, step,
+RNG; every ``checkpoint_every`` steps and at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import geofm
+from geofm.checkpoint import CheckpointError, Checkpointer
+from geofm.config import dump_config, to_dict
+from geofm.data.mixture import subgraph_mixture
+from geofm.data.sampler import SubgraphSampler, loader
+from geofm.features import project_features, projection_seed, structural_features
+from geofm.glue import (GlueBatch, GlueConfig, GlueModel, batch_shape, build_glue_batch, glue_loss,
+                        knn_paths, locality_loss, prototype_loss, stack_batches)
+
+log = logging.getLogger("geofm.pretrain")
+
+__all__ = [
+    "DataConfig", "TrainConfig", "AdaptConfig", "PretrainConfig", "Domain", "NonFiniteLossError",
+    "load_domains", "Streams", "make_model", "make_optimizer", "pretrain", "load_pretrained", "demo",
+]
+
+PHASES = ("local", "global", "refine")
+_TERMS = {"local": ("local", "proto"), "global": ("holonomy", "curvature"), "refine": ("holonomy", "curvature")}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """datasets: names (``synthetic-*`` generators or `geofm.data.load_dataset` names/folders);
+    inputs: node inputs ("text" = MiniLM embeddings via geofm.text, "structural" = random-walk
+    + spectral + descriptors, "auto" = text when the dataset has text and the text model is
+    installed); in_dim: shared raw width after the fixed per-dataset projection; fanouts:
+    neighbour sampling per hop (-1 = all: ego subgraph); synthetic: kwargs per generator."""
+
+    datasets: list[str] = field(default_factory=lambda: ["synthetic-tree", "synthetic-cliques"])
+    data_dir: str | None = None
+    inputs: Literal["auto", "text", "structural"] = "auto"
+    in_dim: int = 128
+    fanouts: list[int] = field(default_factory=lambda: [-1, -1])
+    synthetic: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Three-phase epochs (steps per phase), optax AdamW with linear warmup + cosine to
+    ``min_lr_ratio * lr``, global-norm clipping; loss weights (``glue_weight`` scales both
+    gluing terms as the reference's geo_regular_coef; set ``holonomy_weight: 0`` for the
+    ablation); ``parallel`` sub-batches per step (data-parallel width); ``pad_nodes`` / ``pad_edges``
+    pin every batch to one padded size (one compilation for the whole run)."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    local_steps: int = 20
+    global_steps: int = 5
+    refine_steps: int = 5
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    proto_weight: float = 1.0
+    proto_start_epoch: int = 1
+    glue_weight: float = 0.1
+    holonomy_weight: float = 1.0
+    curvature_weight: float = 1.0
+    parallel: int = 1
+    pad_nodes: int | None = None
+    pad_edges: int | None = None
+    checkpoint_every: int = 50
+    log_every: int = 5
+    prefetch: bool = True
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """k-shot adaptation of a pretrained model (see `geofm.adapt`)."""
+
+    target: str = "synthetic-mixed"
+    shots: list[int] = field(default_factory=lambda: [1, 5])
+    splits: int = 5
+    val_fraction: float = 0.1
+    epochs: int = 100
+    eval_every: int = 10
+    patience: int = 5
+    lr: float = 1e-2
+    glue_weight: float = 0.1
+    eval_batch_size: int = 256
+    max_test: int | None = None
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    model: GlueConfig = field(default_factory=GlueConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step and the loss terms."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Domain:
+    """One pretraining (or target) domain on the host.
+
+    x: [N, in_dim] float32 projected inputs; labels: [N] int32 (-1 unknown);
+    projection: the fixed [F, in_dim] matrix; checksum: sha256 of the graph + raw inputs.
+    """
+
+    name: str
+    num_nodes: int
+    edge_index: np.ndarray
+    x: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    projection: np.ndarray
+    inputs: str
+    checksum: str
+    sampler: SubgraphSampler | None = None
+
+
+def _load_raw(name: str, cfg: DataConfig, seed: int) -> Any:
+    from geofm.data.synthetic import GENERATORS, make_synthetic
+
+    if name.lower() in GENERATORS:
+        return make_synthetic(name, seed=seed, **cfg.synthetic.get(name, {}))
+    from geofm.data import load_dataset
+
+    return load_dataset(name, cfg.data_dir)
+
+
+def _text_available() -> bool:
+    try:
+        from geofm.text.encoder import default_model_path
+
+        default_model_path()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no text model"
+        return False
+
+
+def _inputs(ds: Any, how: str, seed: int) -> tuple[np.ndarray, str]:
+    has_text = bool(getattr(ds, "texts", None)) and any(t for t in ds.texts)
+    use_text = how == "text" or (how == "auto" and has_text and ds.domain != "synthetic" and _text_available())
+    if use_text:
+        if not has_text:
+            raise ValueError(f"dataset {ds.name!r} has no node texts; use data.inputs: structural")
+        from geofm.text import TextEncoder
+
+        return np.asarray(TextEncoder.load().encode(list(ds.texts)), np.float32), "text"
+    return structural_features(ds.edge_index, ds.num_nodes, seed=seed), "structural"
+
+
+def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int) -> Domain:
+    """Load one dataset and build its inputs, fixed projection and sampler."""
+    ds = _load_raw(name, cfg, seed)
+    if not hasattr(ds, "edge_index"):
+        raise ValueError(f"dataset {name!r} is not a text-attributed graph (KG pretraining is not supported)")
+    raw, kind = _inputs(ds, cfg.inputs, seed)
+    x, mat = project_features(raw, cfg.in_dim, seed=projection_seed(ds.name, seed))
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.edge_index).tobytes())
+    h.update(np.ascontiguousarray(raw).tobytes())
+    labels = np.asarray(ds.labels, np.int32)
+    sampler = SubgraphSampler(ds.edge_index, ds.num_nodes, fanouts=cfg.fanouts, max_nodes=max_nodes, features=x,
+                              bucket_minimum=64)
+    return Domain(ds.name, ds.num_nodes, np.asarray(ds.edge_index), x, labels, int(ds.num_classes), mat, kind,
+                  h.hexdigest(), sampler)
+
+
+def load_domains(cfg: PretrainConfig) -> list[Domain]:
+    """All pretraining domains, in config order."""
+    names = list(cfg.data.datasets)
+    if not names:
+        raise ValueError("config key 'data.datasets' must name at least one dataset")
+    if len({n.lower() for n in names}) != len(names):
+        raise ValueError(f"config key 'data.datasets' lists a dataset twice: {names}")
+    return [load_domain(n, cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes) for n in names]
+
+
+def _refine_paths(sampler: SubgraphSampler, count: int, rng: np.random.Generator) -> np.ndarray:
+    """[count, 3] node ids (i, j, k): j uniform among nodes of degree >= 2, i != k neighbours."""
+    cand = np.flatnonzero(sampler.deg >= 2)
+    if cand.size == 0:
+        raise ValueError("refine phase: the graph has no node of degree >= 2")
+    j = cand[rng.integers(0, cand.size, count)]
+    d = sampler.deg[j]
+    a = rng.integers(0, d)
+    b = (a + rng.integers(1, d)) % d
+    base = sampler.indptr[j]
+    return np.stack([sampler.indices[base + a], j, sampler.indices[base + b]], axis=1)
+
+
+class Streams:
+    """Deterministic host batch streams: ``batch(phase, t, r)`` is a pure function of
+    (seed, phase, step t, sub-batch r) built from grain random-access datasets."""
+
+    def __init__(self, domains: list[Domain], cfg: PretrainConfig, total_steps: int):
+        self.domains, self.cfg = domains, cfg
+        tc, mc = cfg.train, cfg.model
+        k = len(domains)
+        n_sub = max(total_steps, 1) * tc.parallel
+        self.local = subgraph_mixture({d.name: (d.sampler, None) for d in domains}, batch_size=tc.batch_size,
+                                      num_batches=n_sub, seed=cfg.seed, strategy="uniform")
+        per = max(tc.batch_size // k, 1)
+        self.glob = [loader(d.sampler, batch_size=per, seed=cfg.seed * 7919 + 17 + i, num_epochs=None)
+                     for i, d in enumerate(domains)]
+        self.paths_per_batch = max(tc.batch_size // 3, 1)
+        self.num_paths = max(mc.num_paths, self.paths_per_batch)
+
+    def parts(self, phase: str, t: int, r: int) -> tuple[list, np.ndarray | None]:
+        tc = self.cfg.train
+        idx = t * tc.parallel + r
+        if phase == "local":
+            db = self.local[idx]
+            return [(db.batch, db.domain)], None
+        if phase == "global":
+            return [(ds[idx], i) for i, ds in enumerate(self.glob)], None
+        rng = np.random.default_rng([self.cfg.seed, 3, idx])
+        d = int(rng.integers(0, len(self.domains)))
+        smp = self.domains[d].sampler
+        trip = _refine_paths(smp, self.paths_per_batch, rng)
+        sub = smp.sample(trip.T.reshape(-1), rng)
+        tt = self.paths_per_batch
+        paths = np.stack([np.arange(tt), tt + np.arange(tt), 2 * tt + np.arange(tt)], axis=1)
+        return [(sub, d)], paths
+
+    def batch(self, phase: str, t: int, rows: range) -> GlueBatch:
+        """Stacked [len(rows), ...] GlueBatch of step t (rows = this process's sub-batches)."""
+        parts = [self.parts(phase, t, r) for r in rows]
+        built = [self._build(pp) for pp in parts]
+        n = max(batch_shape(b)[0] for b in built)
+        e = max(batch_shape(b)[1] for b in built)
+        n, e = _agree_bucket(max(n, self.cfg.train.pad_nodes or 0), max(e, self.cfg.train.pad_edges or 0))
+        built = [b if batch_shape(b) == (n, e) else self._build(pp, n, e) for b, pp in zip(built, parts)]
+        return stack_batches(built)
+
+    def _build(self, pp: tuple[list, np.ndarray | None], n: int | None = None, e: int | None = None) -> GlueBatch:
+        parts, paths = pp
+        mc = self.cfg.model
+        return build_glue_batch(parts, num_generators=mc.num_generators, max_nodes=mc.max_nodes,
+                                labels=[self.domains[d].labels for _, d in parts], paths=paths,
+                                num_paths=self.num_paths, n_pad=n, e_pad=e,
+                                num_samples=self.cfg.train.batch_size)
+
+
+def _agree_bucket(n: int, e: int) -> tuple[int, int]:
+    """Max bucket over processes (multi-host: every process must stack the same shapes)."""
+    if jax.process_count() == 1:
+        return n, e
+    from jax.experimental import multihost_utils
+
+    both = np.asarray(multihost_utils.process_allgather(np.array([n, e], np.int64)))
+    return int(both[..., 0].max()), int(both[..., 1].max())
+
+
+# ----------------------------------------------------------------------------- model/optim
+
+
+def make_model(cfg: PretrainConfig, num_domains: int) -> GlueModel:
+    mc = cfg.model
+    if cfg.train.dtype == "bfloat16":
+        if mc.backbone.get("name") != "gcn":
+            raise ValueError("train.dtype bfloat16 is supported for the 'gcn' backbone only")
+        mc = dataclasses.replace(mc, backbone={"name": "gcn", "kwargs": {**mc.backbone.get("kwargs", {}),
+                                                                       "dtype": "bfloat16"}})
+    return GlueModel(mc, in_dim=cfg.data.in_dim, num_domains=num_domains, rngs=nnx.Rngs(cfg.seed))
+
+
+def total_steps(cfg: PretrainConfig) -> int:
+    tc = cfg.train
+    return tc.epochs * (tc.local_steps + tc.global_steps + tc.refine_steps)
+
+
+def make_optimizer(model: nnx.Module, cfg: TrainConfig, steps: int) -> nnx.Optimizer:
+    warm = min(cfg.warmup_steps, max(steps - 1, 0))
+    sched = optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.lr, cfg.lr, warm, max(steps, warm + 1),
+                                               end_value=cfg.lr * cfg.min_lr_ratio)
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def schedule(cfg: PretrainConfig) -> list[tuple[str, int]]:
+    """[(phase, epoch)] for every global step."""
+    tc = cfg.train
+    out = []
+    for ep in range(tc.epochs):
+        out += [("local", ep)] * tc.local_steps + [("global", ep)] * tc.global_steps
+        out += [("refine", ep)] * tc.refine_steps
+    return out
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def phase_flags(phase: str, epoch: int, tc: TrainConfig) -> dict[str, jax.Array]:
+    """Traced per-step switches, so ONE compiled step serves all three phases:
+    local (1 in the locality phase), knn (1: 2-paths from the cross-domain kNN graph,
+    0: the host's real-graph paths), proto (prototype-loss weight)."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; known: {PHASES}")
+    pw = tc.proto_weight if epoch >= tc.proto_start_epoch else 0.0
+    return {"local": jnp.asarray(phase == "local", jnp.float32), "knn": jnp.asarray(phase == "global"),
+            "proto": jnp.asarray(pw, jnp.float32)}
+
+
+def phase_loss(model: GlueModel, batch: GlueBatch, key: jax.Array, flags: dict[str, jax.Array],
+               tc: TrainConfig) -> tuple[jax.Array, dict[str, Any]]:
+    """Loss of one stacked batch [P, ...]; returns (loss, aux with terms, z, log g, gate sums).
+
+    All terms are computed every step (they share the forward pass, which dominates);
+    ``flags`` (see `phase_flags`) weight them, so the phase is not a compile-time constant.
+    """
+    graphdef, state = nnx.split(model)
+    mc = model.cfg
+    p = batch.sample_mask.shape[0]
+    keys = jax.random.split(key, p)
+    num_domains = model.protos.count.shape[0]
+
+    def one(b: GlueBatch, k: jax.Array):
+        m = nnx.merge(graphdef, state)
+        out = m.encode(b)
+        terms = {"local": locality_loss(out, b.sample_mask, tau=mc.tau),
+                 "proto": prototype_loss(out, b.sample_domain, b.sample_mask, m.protos, tau=mc.tau)}
+        kp, kv = knn_paths(out.z, b.sample_mask, b.sample_domain, k, knn=mc.path_knn,
+                           num_paths=b.paths.shape[0], cross_domain=True)
+        paths = jnp.where(flags["knn"], kp, b.paths)
+        valid = jnp.where(flags["knn"], kv, b.path_mask)
+        terms.update(glue_loss(out, paths, valid))
+        gate = None
+        if out.gate is not None:
+            n = b.x.shape[0]
+            real = jnp.zeros((n,), bool).at[b.members.reshape(-1)].max(b.member_mask.reshape(-1))
+            oh = jax.nn.one_hot(b.node_domain, num_domains) * real[:, None]
+            gate = (oh.T @ out.gate[:n], oh.sum(0))
+        return terms, (out.z, out.log_g, gate)
+
+    terms, (z, log_g, gate) = jax.vmap(one)(batch, keys)
+    terms = {k: jnp.mean(v) for k, v in terms.items()}
+    loc = flags["local"]
+    glue_term = tc.glue_weight * (tc.holonomy_weight * terms["holonomy"] + tc.curvature_weight * terms["curvature"])
+    loss = loc * (terms["local"] + flags["proto"] * terms["proto"]) + (1.0 - loc) * glue_term
+    aux = {"terms": terms, "z": z, "log_g": log_g}
+    if gate is not None:
+        aux["gate"] = (gate[0].sum(0), gate[1].sum(0))
+    return loss, aux
+
+
+def make_train_step(tc: TrainConfig) -> Callable:
+    """nnx.jit train step(model, optimizer, batch, key, flags) -> (loss, terms, gate sums | None).
+
+    One compilation per batch bucket (phases are traced flags); the EMA prototype update
+    runs only when flags["local"] is 1 (masked update).
+    """
+
+    @nnx.jit
+    def step(model: GlueModel, optimizer: nnx.Optimizer, batch: GlueBatch, key: jax.Array,
+             flags: dict[str, jax.Array]):
+        def loss_fn(m):
+            return phase_loss(m, batch, key, flags, tc)
+
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        mask = batch.sample_mask.reshape(-1) & (flags["local"] > 0)
+        model.protos.update(aux["z"].reshape(-1, aux["z"].shape[-1]), aux["log_g"].reshape(-1, aux["log_g"].shape[-1]),
+                            batch.sample_domain.reshape(-1), mask)
+        return loss, aux["terms"], aux.get("gate")
+
+    return step
+
+
+# ----------------------------------------------------------------------------- run records
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_record(cfg: PretrainConfig, domains: list[Domain]) -> dict[str, Any]:
+    return {
+        "geofm_version": geofm.__version__, "git_commit": _git_commit(), "jax_version": jax.__version__,
+        "seed": cfg.seed, "devices": jax.device_count(), "processes": jax.process_count(),
+        "domains": [{"name": d.name, "num_nodes": d.num_nodes, "inputs": d.inputs, "checksum": d.checksum}
+                    for d in domains],
+        "config": to_dict(cfg),
+    }
+
+
+def model_state(model: nnx.Module) -> dict:
+    return nnx.state(model).to_pure_dict()
+
+
+def _ckpt_tree(model: nnx.Module, optimizer: nnx.Optimizer, key: jax.Array, step: int) -> dict:
+    return {"model": model_state(model), "opt": nnx.state(optimizer, nnx.optimizer.OptState).to_pure_dict(),
+            "rng": np.asarray(jax.random.key_data(key)), "step": np.asarray(step, np.int64)}
+
+
+def _restore_into(model: nnx.Module, optimizer: nnx.Optimizer, tree: dict) -> None:
+    st = nnx.state(model)
+    st.replace_by_pure_dict(tree["model"])
+    nnx.update(model, st)
+    ost = nnx.state(optimizer, nnx.optimizer.OptState)
+    ost.replace_by_pure_dict(tree["opt"])
+    nnx.update(optimizer, ost)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def _replicate(tree: Any, sharding: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def _put_batch(batch: GlueBatch, sharding: Any, global_rows: int) -> GlueBatch:
+    """Host stacked batch (this process's rows) -> global array sharded on axis 0."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a), sharding), batch)
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a),
+                                                         (global_rows,) + np.shape(a)[1:]), batch)
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    domains: list[Domain] | None = None,
+) -> dict[str, Any]:
+    """Pretrain (or resume) into ``run_dir``; returns {"step", "loss", "terms", "seconds", ...}.
+
+    stop_after: stop (after checkpointing) once this many global steps are done (tests).
+    Raises NonFiniteLossError (the last good checkpoint stays on disk) on NaN/inf loss.
+    """
+    from geofm.distributed import data_mesh
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    domains = domains if domains is not None else load_domains(cfg)
+    steps = total_steps(cfg)
+    if steps < 1:
+        raise ValueError("config: train.epochs * (local_steps + global_steps + refine_steps) must be >= 1")
+    mesh, rep, dat = data_mesh(tc.parallel)
+    model = make_model(cfg, len(domains))
+    optimizer = make_optimizer(model, tc, steps)
+    record = run_record(cfg, domains)
+    is_main = jax.process_index() == 0
+    if is_main:
+        (run / "config.yaml").write_text(dump_config(cfg))
+        (run / "run.json").write_text(json.dumps(record, indent=2))
+        np.savez(run / "projections.npz", **{d.name: d.projection for d in domains})
+    ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1,
+                        metadata={"config": to_dict(cfg), "domains": [d.name for d in domains],
+                                  "checksums": {d.name: d.checksum for d in domains}})
+    base_key = jax.random.key(cfg.seed)
+    start = 0
+    if resume and ckpt.latest_step() is not None:
+        saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
+        if saved.get("config", {}).get("model") != to_dict(cfg.model) or saved.get("domains") != [
+                d.name for d in domains]:
+            raise CheckpointError(f"checkpoints in {run / 'checkpoints'} come from an incompatible config "
+                                  f"(model or datasets differ); use a new run folder or --no-resume")
+        tree, meta = ckpt.restore(_ckpt_tree(model, optimizer, base_key, 0))
+        _restore_into(model, optimizer, tree)
+        start = int(np.asarray(tree["step"]))
+        log.info("resumed from %s at step %d", run / "checkpoints", start)
+    # replicate the model / optimizer on the mesh
+    nnx.update(model, _replicate(nnx.state(model), rep))
+    nnx.update(optimizer, _replicate(nnx.state(optimizer), rep))
+    streams = Streams(domains, cfg, steps)
+    plan = schedule(cfg)
+    step_fn = make_train_step(tc)
+    rows = _local_rows(tc.parallel)
+    ex = ThreadPoolExecutor(max_workers=1) if tc.prefetch else None
+
+    def host_batch(t: int) -> GlueBatch:
+        return streams.batch(plan[t][0], t, rows)
+
+    end = steps if stop_after is None else min(steps, stop_after)
+    metrics_f = open(run / "metrics.jsonl", "a") if is_main else None
+    bar = _bar(end - start, progress)
+    t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
+    loss_v, terms_v = math.nan, {}
+    gate_acc: dict[str, np.ndarray] = {}
+    pending = ex.submit(host_batch, start) if (ex and start < end) else None
+    try:
+        for t in range(start, end):
+            phase, epoch = plan[t]
+            hb = pending.result() if pending is not None else host_batch(t)
+            pending = ex.submit(host_batch, t + 1) if (ex and t + 1 < end) else None
+            batch = _put_batch(hb, dat, tc.parallel)
+            key = jax.random.fold_in(base_key, t)
+            loss, terms, gate = step_fn(model, optimizer, batch, key, phase_flags(phase, epoch, tc))
+            log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
+            if gate is not None:
+                gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
+                for i, d in enumerate(domains):
+                    if gc[i] > 0:
+                        gate_acc[d.name] = gs[i] / gc[i]
+            if log_now:
+                loss_v = float(loss)
+                terms_v = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
+                if not math.isfinite(loss_v) or not all(math.isfinite(v) for v in terms_v.values()):
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_v} "
+                        f"terms={terms_v}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                now = time.perf_counter()
+                rate = (t + 1 - last_step) / max(now - last_t, 1e-9)
+                row = {"step": t + 1, "epoch": epoch, "phase": phase, "loss": loss_v, **terms_v,
+                       "steps_per_s": rate, "samples_per_s": rate * tc.batch_size * tc.parallel,
+                       "time": now - t0}
+                if gate_acc:
+                    row["gate"] = {k: v.tolist() for k, v in gate_acc.items()}
+                last_t, last_step = now, t + 1
+                if metrics_f:
+                    metrics_f.write(json.dumps(row) + "\n")
+                    metrics_f.flush()
+                if bar is not None:
+                    bar.set_postfix({"phase": phase, "loss": f"{loss_v:.3f}", "it/s": f"{rate:.1f}"})
+            if bar is not None:
+                bar.update(1)
+            if (t + 1) % tc.checkpoint_every == 0 or t + 1 == end:
+                if not log_now:
+                    loss_v = float(loss)
+                ckpt.save(t + 1, _ckpt_tree(model, optimizer, base_key, t + 1), metrics={"loss": loss_v},
+                          extra={"phase": phase, "epoch": epoch, "sampler": {"next_index": t + 1}})
+    finally:
+        if pending is not None:
+            pending.cancel()
+        if ex is not None:
+            ex.shutdown(wait=True)
+        if metrics_f:
+            metrics_f.close()
+        if bar is not None:
+            bar.close()
+        ckpt.close()
+    del mesh
+    return {"step": end, "loss": loss_v, "terms": terms_v, "seconds": time.perf_counter() - t0,
+            "run_dir": str(run), "gate": {k: v.tolist() for k, v in gate_acc.items()}}
+
+
+def _local_rows(parallel: int) -> range:
+    p, n = jax.process_index(), jax.process_count()
+    if parallel % n:
+        raise ValueError(f"train.parallel={parallel} must be a multiple of the process count {n}")
+    per = parallel // n
+    return range(p * per, (p + 1) * per)
+
+
+def _bar(total: int, progress: bool | None):
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="pretrain", unit="step")
+
+
+def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[GlueModel, PretrainConfig, list[str]]:
+    """(model with EMA prototypes, its config, domain names) from a pretraining run folder."""
+    from geofm.config import from_dict
+
+    ckpt = Checkpointer(Path(run_dir) / "checkpoints", metric="loss", mode="min")
+    try:
+        step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
+        meta = ckpt.read_meta(step)["metadata"]
+        cfg = from_dict(PretrainConfig, meta["config"])
+        names = list(meta["domains"])
+        model = make_model(cfg, len(names))
+        tree = {"model": model_state(model)}
+        full = ckpt._mgr.restore(step)  # noqa: SLF001 - raw restore, model part only
+        st = full["state"]
+        saved = {"model": st["model"]}
+        from geofm.checkpoint import tree_fingerprint
+
+        if tree_fingerprint(saved) != tree_fingerprint(jax.tree_util.tree_map(np.asarray, tree)):
+            raise CheckpointError(f"checkpoint {run_dir} step {step} does not match its own config")
+        s = nnx.state(model)
+        s.replace_by_pure_dict(jax.tree_util.tree_map(jnp.asarray, saved["model"]))
+        nnx.update(model, s)
+    finally:
+        ckpt.close()
+    return model, cfg, names
+
+
+def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: str | None = None,
+         quick: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """`make demo`: short multi-domain pretraining then 5-shot adaptation on a held-out dataset.
+
+    Uses the TAG datasets under data_dir / $GEOFM_DATA / ../shared/data (target: cora,
+    pretraining on the others), else synthetic generators. Prints and returns the table.
+    """
+    from geofm.adapt import adapt_kshot, format_table
+    from geofm.data.registry import known_datasets
+
+    try:
+        names = known_datasets(data_dir)
+    except Exception:  # noqa: BLE001 - no data folder
+        names = []
+    tags = [n for n in ("cora", "arxiv2023", "webkb-cornell", "webkb-texas") if n in names]
+    if len(tags) >= 2:
+        tgt = target or ("cora" if "cora" in tags else tags[0])
+        sources = [n for n in tags if n != tgt]
+        inputs = "auto"
+    else:
+        tgt = target or "synthetic-mixed"
+        sources = ["synthetic-tree", "synthetic-cliques", "synthetic-grid", "synthetic-ring"]
+        inputs = "structural"
+    cfg = PretrainConfig(
+        seed=0,
+        model=GlueConfig(dim=64, num_generators=8, knn=5, att_dim=32, max_nodes=24, pool="mean_center"),
+        data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128),
+        train=TrainConfig(epochs=1 if quick else 2, batch_size=64, local_steps=10 if quick else 60,
+                          global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50),
+        adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=60 if quick else 150,
+                          max_test=500 if quick else 2000),
+    )
+    result = pretrain(cfg, Path(out) / "pretrain", resume=False, progress=progress)
+    res = adapt_kshot(Path(out) / "pretrain", cfg.adapt, progress=progress)
+    table = format_table(res)
+    print(table)
+    return {"pretrain": result, "adapt": res, "table": table}
