@@ -203,7 +203,8 @@ def segment_mean(data: jax.Array, csr: CSR) -> jax.Array:
 def segment_max(data: jax.Array, csr: CSR) -> jax.Array:
     """Max of per-edge data [E, ...] over each receiver's edges -> [N, ...]; 0 if none.
 
-    Differentiable (the gradient goes to the arg-max edges, ties to each maximal edge).
+    Differentiable: the gradient goes to the arg-max edge(s) (ties share it, as in
+    jnp.maximum / jax.ops.segment_max). Not on the hot path: its VJP scatters.
     """
     _check_rows(data, csr.num_edges, "segment_max: data")
     plan = csr.fwd

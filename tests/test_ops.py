@@ -90,6 +90,10 @@ def test_propagate_unweighted_and_per_head():
     close(ops.propagate(x, w, csr), ref.propagate(x, w))
     g = jax.grad(lambda w: jnp.sum(ops.propagate(x, w, csr) ** 2))(w)
     close(g, jax.grad(lambda w: jnp.sum(ref.propagate(x, w) ** 2))(w), 1e-4)
+    wv = jnp.asarray(rng.random((400, 3, 4)), jnp.float32)  # per-edge vector (per channel)
+    close(ops.propagate(x, wv, csr), ref.propagate(x, wv))
+    gv = jax.grad(lambda wv: jnp.sum(ops.propagate(x, wv, csr) ** 2))(wv)
+    close(gv, jax.grad(lambda wv: jnp.sum(ref.propagate(x, wv) ** 2))(wv), 1e-4)
     with pytest.raises(ValueError, match="weights"):
         ops.propagate(x, w[:, :2], csr)
     with pytest.raises(ValueError, match="leading axis"):
