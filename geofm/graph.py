@@ -373,6 +373,7 @@ def _sorted_order(rows: np.ndarray, mask: np.ndarray, n: int) -> tuple[np.ndarra
 
 def _chunk_plan(rows: np.ndarray, cols: np.ndarray, perm: np.ndarray, offsets: np.ndarray,
                 n: int, num_edges: int, chunk: int, static: bool) -> ChunkPlan:
+    """Cut each row's edges (in `perm` order) into chunks of `chunk` slots (see ChunkPlan)."""
     deg = np.diff(offsets).astype(np.int64)
     e_real = int(offsets[-1])
     nch = (deg + chunk - 1) // chunk

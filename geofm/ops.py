@@ -16,8 +16,9 @@ d propagate / dx = propagate over the reversed edges; d / dw_e = <g[r_e], x[s_e]
 
 Padding: edges with csr.mask False contribute nothing and get zero gradient; nodes
 without incoming edges get 0 from every op (segment_max included).
-Shapes: x [N, ...]; per-edge data [E, ...]; weights [E] or [E, H] broadcasting against
-the leading trailing axes of x (e.g. x [N, H, F] with per-head weights [E, H]).
+Shapes: x [N, ...]; per-edge data [E, ...]; weights [E] or [E, *x.shape[1:k]] matching
+x's leading feature axes: [E] scalars, [E, H] per head with x [N, H, F], or [E, d] per
+channel with x [N, d].
 """
 
 from __future__ import annotations
