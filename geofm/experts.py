@@ -17,7 +17,11 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
 from flax import nnx
+from scipy.sparse.csgraph import shortest_path
 
 from geofm import ops
 from geofm.gating import GraphShaperGate, fuse_tangent, load_balance_loss, node_entropy
@@ -208,3 +212,110 @@ class MixtureEncoder(nnx.Module):
     def regularizers(self, out: MixtureOutput, mask: jax.Array | None = None) -> dict[str, jax.Array]:
         """Optional gate losses: {"load_balance", "entropy"} (see `geofm.gating`)."""
         return {"load_balance": load_balance_loss(out.weights, mask), "entropy": node_entropy(out.weights, mask)}
+
+
+# ----------------------------------------------------------------------------- distance fitting
+
+
+def graph_distances(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
+    """All-pairs hop distances of the undirected graph [N, N] float32 (inf if disconnected)."""
+    ei = np.asarray(edge_index)
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise ValueError(f"edge_index must be [2, E], got {ei.shape}")
+    adj = sp.coo_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(num_nodes, num_nodes)).tocsr()
+    return shortest_path(adj, method="D", directed=False, unweighted=True).astype(np.float32)
+
+
+def pairwise_dist(points: jax.Array, *, k: jax.Array) -> jax.Array:
+    """Geodesic distances between all rows of points [N, d] with curvature k -> [N, N].
+
+    Broadcasts `st.dist` over an [N, N, d] array (meant for small N: distance fitting);
+    floored at 1e-6 so the diagonal has a finite gradient."""
+    return jnp.maximum(st.dist(points[:, None, :], points[None, :, :], k=k), 1e-6)
+
+
+def expert_distances(out: MixtureOutput) -> jax.Array:
+    """Each expert's pairwise geodesic distances [N, N, E]. `out.tangent` holds each
+    expert's logmap0, so its points are expmap0(tangent, k_e)."""
+    return jnp.stack([pairwise_dist(st.expmap0(out.tangent[:, e], k=out.ks[e]), k=out.ks[e])
+                      for e in range(out.tangent.shape[1])], axis=-1)
+
+
+def pair_weights(weights: jax.Array) -> jax.Array:
+    """Gate weight of a pair: wbar_ij = (w_i + w_j) / 2, [N, E] -> [N, N, E]."""
+    return 0.5 * (weights[:, None, :] + weights[None, :, :])
+
+
+def mixture_distances(out: MixtureOutput) -> jax.Array:
+    """Pairwise distance prediction [N, N] of a mixture: sum_e wbar_ije d_e(i, j)."""
+    return jnp.sum(pair_weights(out.weights) * expert_distances(out), axis=-1)
+
+
+def distortion(pred: jax.Array, target: jax.Array, pair_mask: jax.Array) -> jax.Array:
+    """Mean relative distortion |pred / target - 1| over pairs where pair_mask [N, N] is True
+    (target > 0 there)."""
+    rel = jnp.abs(pred / jnp.where(pair_mask, target, 1.0) - 1.0)
+    return jnp.sum(jnp.where(pair_mask, rel, 0.0)) / jnp.maximum(jnp.sum(pair_mask), 1)
+
+
+class FitResult(NamedTuple):
+    """Outcome of `fit_distances`: final distortion, loss history, the trained model's output."""
+
+    distortion: float
+    losses: list[float]
+    output: MixtureOutput
+
+
+def fit_distances(
+    model: MixtureEncoder,
+    x: jax.Array,
+    csr: CSR,
+    target: np.ndarray,
+    *,
+    pair_mask: np.ndarray | None = None,
+    descriptors: jax.Array | None = None,
+    steps: int = 300,
+    lr: float = 0.02,
+    balance: float = 0.0,
+    objective: str = "mixture",
+) -> FitResult:
+    """Train `model` so that its (mixture) geodesic distances match `target` [N, N].
+
+    Loss over pair_mask (default: all i != j with finite target), r_e = d_e / d_target - 1:
+      objective="mixture":     mean (sum_e wbar_e d_e / d_target - 1)^2  (the mixed distance)
+      objective="competitive": mean sum_e wbar_e r_e^2  (mixture of experts' errors, Jacobs
+                               et al. 1991: each pair's gate mass flows to the expert that
+                               reconstructs it best, and that expert specialises on it)
+    plus balance * load_balance_loss(w). Adam(lr), `steps` full-batch steps, one
+    compilation. Returns the final mean relative distortion of the mixed distance.
+    """
+    if objective not in ("mixture", "competitive"):
+        raise ValueError(f"unknown objective {objective!r}; known: ['mixture', 'competitive']")
+    target = np.asarray(target, np.float32)
+    n = target.shape[0]
+    if pair_mask is None:
+        pair_mask = np.isfinite(target) & ~np.eye(n, dtype=bool)
+    pair_mask = jnp.asarray(np.asarray(pair_mask, bool) & np.isfinite(target) & (target > 0))
+    tgt = jnp.where(pair_mask, jnp.asarray(np.where(np.isfinite(target), target, 1.0)), 1.0)
+    opt = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
+
+    def loss_fn(m: MixtureEncoder):
+        out = m(x, csr, descriptors=descriptors)
+        if objective == "mixture":
+            rel = mixture_distances(out) / tgt - 1.0
+            err = rel * rel
+        else:
+            rel = expert_distances(out) / tgt[..., None] - 1.0
+            err = jnp.sum(pair_weights(out.weights) * rel * rel, axis=-1)
+        loss = jnp.sum(jnp.where(pair_mask, err, 0.0)) / jnp.sum(pair_mask)
+        return loss + balance * load_balance_loss(out.weights), out
+
+    @nnx.jit
+    def step(m, o):
+        (loss, _), grads = nnx.value_and_grad(loss_fn, has_aux=True)(m)
+        o.update(m, grads)
+        return loss
+
+    losses = [float(step(model, opt)) for _ in range(steps)]
+    out = model(x, csr, descriptors=descriptors)
+    return FitResult(float(distortion(mixture_distances(out), tgt, pair_mask)), losses, out)
