@@ -41,6 +41,8 @@ __all__ = [
     "node_mask",
     "edge_mask",
     "graph_mask",
+    "node_graph_index",
+    "graph_pool",
     "symmetrize",
     "add_self_loops",
     "remove_self_loops",
@@ -259,6 +261,34 @@ def graph_mask(g: Graph) -> jax.Array:
     """[G] bool, False on the padding graph and the empty graphs after it. jit-safe."""
     total = int(jnp.shape(g.n_node)[0])
     return jnp.arange(total) < total - _num_padding_graphs(g.n_node)
+
+
+def node_graph_index(g: Graph) -> jax.Array:
+    """[N] int32 index of the graph each node belongs to (jit-safe: N is static)."""
+    total = _static_len(g.nodes, g.n_node)
+    n_node = jnp.asarray(g.n_node)
+    return jnp.repeat(jnp.arange(n_node.shape[0], dtype=jnp.int32), n_node,
+                      total_repeat_length=total)
+
+
+def graph_pool(x: jax.Array, g: Graph, *, mode: str = "mean") -> jax.Array:
+    """Readout per graph: x [N, ...] -> [G, ...] by "sum", "mean" or "max" over its nodes.
+
+    Empty graphs (and the empty trailing padding graphs) get 0. The padding graph's
+    own row pools the padded nodes; mask it with `graph_mask`.
+    """
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"graph_pool: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+    seg = node_graph_index(g)
+    n_graph = int(jnp.shape(g.n_node)[0])
+    counts = jnp.asarray(g.n_node).reshape((-1,) + (1,) * (x.ndim - 1))
+    if mode == "max":
+        out = jax.ops.segment_max(x, seg, n_graph, indices_are_sorted=True)
+        return jnp.where(counts > 0, out, jnp.zeros((), x.dtype))
+    out = jax.ops.segment_sum(x, seg, n_graph, indices_are_sorted=True)
+    if mode == "mean":
+        out = out / jnp.maximum(counts, 1).astype(x.dtype)
+    return out
 
 
 # --------------------------------------------------------------------------- edge index

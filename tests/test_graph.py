@@ -20,6 +20,8 @@ from geofm.graph import (
     edge_mask,
     from_jraph,
     graph_mask,
+    graph_pool,
+    node_graph_index,
     next_bucket,
     node_mask,
     pad_graph,
@@ -79,6 +81,21 @@ def test_pad_graph_follows_jraph_convention():
     np.testing.assert_array_equal(graph_mask(p), [True, True, False, False])
     with pytest.raises(ValueError, match="too small"):
         pad_graph(b, n_node=5, n_edge=8, n_graph=4)  # no spare node
+
+
+def test_graph_index_and_pooling_under_jit():
+    rng = np.random.default_rng(8)
+    b = batch([random_graph(rng, 3, 2), random_graph(rng, 2, 1)])
+    p = jax.tree.map(jnp.asarray, pad_graph(b, n_node=8, n_edge=4, n_graph=4))
+    np.testing.assert_array_equal(node_graph_index(p), [0, 0, 0, 1, 1, 2, 2, 2])
+    x = p.nodes
+    for mode, fn in [("sum", np.sum), ("mean", np.mean), ("max", np.max)]:
+        out = jax.jit(lambda x, g, mode=mode: graph_pool(x, g, mode=mode))(x, p)
+        np.testing.assert_allclose(out[0], fn(np.asarray(x[:3]), 0), rtol=1e-6)
+        np.testing.assert_allclose(out[1], fn(np.asarray(x[3:5]), 0), rtol=1e-6)
+        assert not np.asarray(out[3]).any()  # empty trailing graph -> 0
+    with pytest.raises(ValueError, match="mode"):
+        graph_pool(x, p, mode="median")
 
 
 def test_bucket_ladder():
