@@ -84,16 +84,14 @@ def torch_atth_eval(ds, model) -> tuple[dict, np.ndarray] | None:
     ent, rel, diag, ctx, kraw, bh, bt = (p[n] for n in ("entity", "rel", "rel_diag", "context", "k_raw", "bh", "bt"))
     d = ent.shape[1]
 
-    def givens(g, x, reflect):
-        g = g.view(g.shape[0], -1, 2)
-        g = g / g.norm(dim=-1, keepdim=True)
-        x = x.view(x.shape[0], -1, 2)
-        c, s = g[..., 0], g[..., 1]
+    def givens(g, x, reflect):  # geofm pairs coordinate i with i + d/2
+        a, b = torch.chunk(g, 2, dim=1)
+        n = (a * a + b * b).sqrt()
+        c, s = a / n, b / n
+        x0, x1 = torch.chunk(x, 2, dim=1)
         if reflect:
-            out = torch.stack([c * x[..., 0] + s * x[..., 1], s * x[..., 0] - c * x[..., 1]], -1)
-        else:
-            out = torch.stack([c * x[..., 0] - s * x[..., 1], s * x[..., 0] + c * x[..., 1]], -1)
-        return out.reshape(x.shape[0], -1)
+            return torch.cat([c * x0 + s * x1, s * x0 - c * x1], 1)
+        return torch.cat([c * x0 - s * x1, s * x0 + c * x1], 1)
 
     def expmap0(u, c):
         sc = c.sqrt()

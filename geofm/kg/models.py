@@ -317,10 +317,10 @@ class AttH(_HypBase):
         """(attended tangent query [B, d], weights [B, 2] over (reflection, rotation))."""
         head = self.entity[...][h]
         rot_p, ref_p = jnp.split(self.rel_diag[...][r], 2, axis=-1)
-        cands = jnp.stack([givens_reflection(ref_p, head), givens_rotation(rot_p, head)], 1)  # [B, 2, d]
-        logits = jnp.einsum("bd,bnd->bn", self.context[...][r], cands) / jnp.sqrt(float(self.dim))
-        att = jax.nn.softmax(logits, axis=-1)
-        return jnp.einsum("bn,bnd->bd", att, cands), att
+        ref, rot = givens_reflection(ref_p, head), givens_rotation(rot_p, head)
+        ctx = self.context[...][r] / jnp.sqrt(float(self.dim))
+        a_ref = jax.nn.sigmoid(jnp.sum(ctx * (ref - rot), -1, keepdims=True))  # = softmax over the two
+        return a_ref * ref + (1.0 - a_ref) * rot, jnp.concatenate([a_ref, 1.0 - a_ref], -1)
 
     def query(self, h, r, *, key=None):
         k = self.curvature(r)

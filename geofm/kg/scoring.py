@@ -30,37 +30,41 @@ __all__ = [
 ]
 
 
-def _pairs(x: jax.Array) -> jax.Array:
+def _halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     if x.shape[-1] % 2:
         raise ValueError(f"Givens transforms need an even dimension, got {x.shape[-1]}")
-    return x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
+    m = x.shape[-1] // 2
+    return x[..., :m], x[..., m:]
 
 
-def _unit_pairs(g: jax.Array) -> jax.Array:
-    g = _pairs(g)
-    n2 = jnp.sum(g * g, -1, keepdims=True)
-    safe = jnp.where(n2 > 0, n2, 1.0)
-    return jnp.where(n2 > 0, g / jnp.sqrt(safe), jnp.array([1.0, 0.0], g.dtype))
+def _unit_cos_sin(params: jax.Array) -> tuple[jax.Array, jax.Array]:
+    a, b = _halves(params)
+    n2 = a * a + b * b
+    inv = jax.lax.rsqrt(jnp.where(n2 > 0, n2, 1.0))
+    return jnp.where(n2 > 0, a * inv, 1.0), jnp.where(n2 > 0, b * inv, 0.0)
 
 
 def givens_rotation(params: jax.Array, x: jax.Array) -> jax.Array:
-    """Block-diagonal 2x2 rotations of x: [..., d] by params [..., d] (pairs (cos, sin) after normalising)."""
-    g, xp = _unit_pairs(params), _pairs(x)
-    c, s = g[..., 0], g[..., 1]
-    x0, x1 = xp[..., 0], xp[..., 1]
-    return jnp.stack([c * x0 - s * x1, s * x0 + c * x1], -1).reshape(x.shape)
+    """Block-diagonal 2x2 rotations of x: [..., d] by params [..., d].
+
+    Coordinate i is paired with i + d/2 (contiguous halves: ~4x faster on CPU
+    than interleaved pairs, and the same model family up to a fixed permutation
+    of coordinates). (cos, sin) = params' halves after normalising each pair.
+    """
+    c, s = _unit_cos_sin(params)
+    x0, x1 = _halves(x)
+    return jnp.concatenate([c * x0 - s * x1, s * x0 + c * x1], -1)
 
 
 def givens_reflection(params: jax.Array, x: jax.Array) -> jax.Array:
-    """Block-diagonal 2x2 reflections [[c, s], [s, -c]] of x: [..., d] (params [..., d]).
+    """Block-diagonal 2x2 reflections [[c, s], [s, -c]] of x: [..., d] (pairs as in `givens_rotation`).
 
     (A true reflection; the public AttH code's variant maps (x0, x1) to
     (c x0 + s x1, s x0 - c x0), which is not orthogonal.)
     """
-    g, xp = _unit_pairs(params), _pairs(x)
-    c, s = g[..., 0], g[..., 1]
-    x0, x1 = xp[..., 0], xp[..., 1]
-    return jnp.stack([c * x0 + s * x1, s * x0 - c * x1], -1).reshape(x.shape)
+    c, s = _unit_cos_sin(params)
+    x0, x1 = _halves(x)
+    return jnp.concatenate([c * x0 + s * x1, s * x0 - c * x1], -1)
 
 
 def gram_sqdist_k(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: jax.Array) -> jax.Array:
