@@ -1,0 +1,580 @@
+"""Graph–text contrastive alignment (GraphShaper-style, our reconstruction) and its data prep.
+
+Pipeline per text-attributed graph (TAG):
+
+    t_i  = TextEncoder(node text)                         [N, D]  L2-normalised
+    p_i  = propagate_text(t, hops)                        [N, D]  SGC-style k-hop average
+    u    = MixtureEncoder([t, p], graph, descriptors)     [N, d]  gated experts fused in the
+                                                                  tangent space at the origin
+                                                                  (logmap0 of each expert's
+                                                                  point, signed curvature k:
+                                                                  k<0 hyperbolic, k>0
+                                                                  spherical, k=0 flat)
+    z_i  = normalize(b_i + A b_i + W u_i)                 [N, D]  residual over the base
+                                                                  b = normalize(p): the graph
+                                                                  model predicts a correction
+                                                                  in the text space
+
+Losses on a batch of nodes of one source domain: a symmetric InfoNCE between z and the
+node's own text embedding t (keeps z in the text space), plus a label-text term: cross
+entropy of z against the domain's class-prompt embeddings (class name + description, several
+templates averaged), both with learnable temperatures. Training mixes several source domains
+(one full-graph forward per step on a domain drawn uniformly); the target dataset is never
+seen. With `A`, `W` initialised to zero the untrained model *is* the text+propagation
+baseline, so everything training adds is measured against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+from flax import nnx
+
+from geofm import ops
+from geofm.config import dump_config, from_dict, to_dict
+from geofm.data.types import TAGDataset
+from geofm.experts import MixtureEncoder
+from geofm.graph import CSR, add_self_loops, build_csr, symmetrize
+from geofm.structure import DESCRIPTOR_NAMES, fit_standardizer, node_descriptors, standardize
+
+log = logging.getLogger("geofm.align")
+
+__all__ = [
+    "PromptConfig",
+    "AlignModelConfig",
+    "AlignLossConfig",
+    "AlignTrainConfig",
+    "EvalConfig",
+    "AlignConfig",
+    "DomainInputs",
+    "GraphTextAligner",
+    "AlignOutput",
+    "TrainResult",
+    "templates_for",
+    "class_texts",
+    "propagate_text",
+    "prepare_domain",
+    "build_aligner",
+    "info_nce",
+    "label_loss",
+    "train_aligner",
+    "save_aligner",
+    "load_aligner",
+    "embed_nodes",
+    "encode_classes",
+    "encode_texts",
+    "normalized_adjacency",
+    "config_from_dict",
+    "config_to_dict",
+]
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("{name}: {description}", "{name}")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Class-prompt templates. `templates` maps a dataset name or a word of its domain
+    (e.g. "citation", "web") to a list of templates with `{name}` / `{description}`;
+    the first key that matches wins, else `default`. A template that uses
+    `{description}` falls back to the name alone when the class has no description."""
+
+    templates: dict[str, list[str]] = field(default_factory=dict)
+    default: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
+
+
+@dataclass(frozen=True)
+class AlignModelConfig:
+    """dim: expert width; experts: registry specs (geofm.experts); hops: propagation depth
+    of the input/base p; residual: z = normalize(b + correction) (else normalize(correction));
+    adapter: add a linear text-space map A b (zero-initialised)."""
+
+    dim: int = 64
+    experts: list[Any] = field(default_factory=lambda: ["hyperbolic", "spherical", "euclidean"])
+    num_layers: int = 2
+    aggregation: str = "midpoint"
+    gate_hidden: int = 32
+    dropout: float = 0.1
+    hops: int = 2
+    residual: bool = True
+    adapter: bool = True
+
+
+@dataclass(frozen=True)
+class AlignLossConfig:
+    """self_weight / label_weight: weights of the node-text InfoNCE and the label-text CE;
+    init_temperature for both (learnable when learn_temperature); class_balance p weights
+    each labelled node by count(class)^-p (0 = plain CE, 1 = fully balanced)."""
+
+    self_weight: float = 1.0
+    label_weight: float = 1.0
+    init_temperature: float = 0.05
+    learn_temperature: bool = True
+    class_balance: float = 0.5
+
+
+@dataclass(frozen=True)
+class AlignTrainConfig:
+    """steps: optimizer steps (each on one source domain drawn uniformly); batch_nodes:
+    loss nodes per step (all nodes of smaller domains)."""
+
+    steps: int = 300
+    batch_nodes: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """hops: propagation depth of the text+propagation baseline; few_shot_k: shots per class;
+    few_shot_trials: random draws of the labelled nodes."""
+
+    hops: int = 2
+    few_shot_k: list[int] = field(default_factory=lambda: [1, 5])
+    few_shot_trials: int = 5
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """The zero-shot alignment run (configs/zero_shot/*.yaml)."""
+
+    seed: int = 0
+    sources: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    text_model: str | None = None
+    text_batch_size: int = 64
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    model: AlignModelConfig = field(default_factory=AlignModelConfig)
+    loss: AlignLossConfig = field(default_factory=AlignLossConfig)
+    train: AlignTrainConfig = field(default_factory=AlignTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def templates_for(prompts: PromptConfig, *, name: str, domain: str) -> list[str]:
+    """Templates for a dataset: first key of `prompts.templates` equal to its name or
+    contained in its domain string (case-insensitive), else the default list."""
+    low_name, low_domain = name.lower(), domain.lower()
+    for key, temps in prompts.templates.items():
+        k = key.lower()
+        if k == low_name or (k and k in low_domain):
+            return list(temps)
+    return list(prompts.default)
+
+
+def class_texts(names: Sequence[str], descriptions: Sequence[str], templates: Sequence[str]
+                ) -> tuple[list[list[str]], int]:
+    """Per class, one prompt per template -> (texts [C][T], #classes without a description).
+
+    Templates are checked for unknown fields (ValueError naming the template). A class
+    without a description uses its name alone wherever a template asks for `{description}`.
+    """
+    if not templates:
+        raise ValueError("no class-prompt templates given")
+    for t in templates:
+        try:
+            t.format(name="x", description="y")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"class-prompt template {t!r}: only {{name}} and {{description}} are "
+                             f"allowed ({err!r})") from None
+    if len(descriptions) != len(names):
+        raise ValueError(f"{len(names)} class names but {len(descriptions)} descriptions")
+    out, missing = [], 0
+    for name, desc in zip(names, descriptions):
+        desc = (desc or "").strip()
+        missing += not desc
+        row = []
+        for t in templates:
+            row.append(t.format(name=name, description=desc) if desc or "{description}" not in t
+                       else t.replace("{description}", "{name}").format(name=name))
+        out.append(row)
+    return out, missing
+
+
+def encode_classes(encoder: Any, prompts: list[list[str]], *, batch_size: int = 64) -> np.ndarray:
+    """Prompt-ensemble class embeddings [C, D]: mean of each class's template embeddings,
+    L2-normalised. `encoder` has `.encode(texts, batch_size=...)` -> [n, D]."""
+    flat = [p for row in prompts for p in row]
+    emb = np.asarray(encoder.encode(flat, batch_size=batch_size), np.float32)
+    emb = emb.reshape(len(prompts), -1, emb.shape[-1]).mean(axis=1)
+    return _l2n_np(emb)
+
+
+def _l2n_np(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- graph prep
+
+
+def normalized_adjacency(edge_index: np.ndarray, num_nodes: int, *, norm: str = "sym") -> sp.csr_matrix:
+    """Host-side propagation matrix of the symmetrised graph with self-loops [N, N]:
+    "sym" = D^-1/2 (A+I) D^-1/2 (SGC), "mean" = D^-1 (A+I) (neighbourhood average)."""
+    if norm not in ("sym", "mean"):
+        raise ValueError(f"norm must be 'sym' or 'mean', got {norm!r}")
+    ei = add_self_loops(symmetrize(edge_index, num_nodes), num_nodes)
+    a = sp.csr_matrix((np.ones(ei.shape[1], np.float64), (ei[1], ei[0])), shape=(num_nodes, num_nodes))
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    if norm == "mean":
+        return (sp.diags(1.0 / deg) @ a).tocsr()
+    inv = 1.0 / np.sqrt(deg)
+    return (sp.diags(inv) @ a @ sp.diags(inv)).tocsr()
+
+
+def propagate_text(x: np.ndarray, edge_index: np.ndarray, *, hops: int, norm: str = "sym") -> np.ndarray:
+    """Parameter-free k-hop propagation S^hops x of node embeddings x [N, D] (S from
+    `normalized_adjacency`), re-normalised to unit rows. hops=0 returns x normalised."""
+    if hops < 0:
+        raise ValueError(f"hops must be >= 0, got {hops}")
+    x = np.asarray(x, np.float32)
+    s = normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32)
+    for _ in range(hops):
+        x = s @ x
+    return _l2n_np(np.asarray(x))
+
+
+@dataclass(frozen=True)
+class DomainInputs:
+    """Everything the aligner needs about one TAG, precomputed on the host.
+
+    text [N, D], prop [N, D] unit rows; descriptors [N, F] standardised; csr/weights: the
+    symmetrised graph with self-loops and its GCN weights [E]; labels [N] (-1 unknown);
+    class_emb [C, D]; edge_index [2, E] as loaded; hops used for prop; counts of empty / truncated texts and classes without description.
+    """
+
+    name: str
+    text: np.ndarray
+    prop: np.ndarray
+    descriptors: np.ndarray
+    csr: CSR
+    weights: jax.Array
+    labels: np.ndarray
+    class_emb: np.ndarray
+    class_names: list[str]
+    edge_index: np.ndarray
+    hops: int
+    n_empty: int = 0
+    n_truncated: int = 0
+    n_missing_descriptions: int = 0
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.text.shape[0])
+
+
+def encode_texts(encoder: Any, texts: Sequence[str | None], *, batch_size: int = 64) -> tuple[np.ndarray, int, int]:
+    """Node texts -> (embeddings [N, D], #empty or missing, #truncated). Missing (None)
+    texts are embedded as ""; the counts come from the encoder's stats when it has them."""
+    texts = ["" if t is None else t for t in texts]
+    if hasattr(encoder, "encode_with_stats"):
+        emb, stats = encoder.encode_with_stats(texts, batch_size=batch_size)
+        return np.asarray(emb, np.float32), int(stats.n_empty), int(stats.n_truncated)
+    emb = encoder.encode(texts, batch_size=batch_size)
+    return np.asarray(emb, np.float32), sum(1 for t in texts if not t.strip()), 0
+
+
+def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops: int,
+                   batch_size: int = 64) -> DomainInputs:
+    """Encode a TAG's node texts and class prompts, propagate, build CSR + descriptors."""
+    if ds.num_nodes < 1:
+        raise ValueError(f"dataset {ds.name!r} has no nodes")
+    if len(ds.texts) != ds.num_nodes:
+        raise ValueError(f"dataset {ds.name!r}: {len(ds.texts)} texts for {ds.num_nodes} nodes")
+    text, n_empty, n_trunc = encode_texts(encoder, ds.texts, batch_size=batch_size)
+    if n_empty:
+        log.warning("%s: %d node(s) with empty or missing text (embedded as \"\")", ds.name, n_empty)
+    if n_trunc:
+        log.info("%s: %d node text(s) truncated to the text model's max length", ds.name, n_trunc)
+    temps = templates_for(prompts, name=ds.name, domain=ds.domain)
+    prompt_rows, missing = class_texts(ds.class_names, ds.class_descriptions, temps)
+    if missing:
+        log.warning("%s: %d class(es) without a description in labels.json: prompts use the name",
+                    ds.name, missing)
+    class_emb = encode_classes(encoder, prompt_rows, batch_size=batch_size)
+    n = ds.num_nodes
+    ei = np.asarray(ds.edge_index, np.int64).reshape(2, -1)
+    prop = propagate_text(text, ei, hops=hops)
+    desc = node_descriptors(ei, n)
+    desc = standardize(desc, fit_standardizer(desc))
+    full = add_self_loops(symmetrize(ei, n), n)
+    csr = build_csr(full[0], full[1], n, static_shapes=False)
+    return DomainInputs(name=ds.name, text=text, prop=prop, descriptors=np.nan_to_num(desc), csr=csr,
+                        weights=ops.gcn_norm(csr), labels=np.asarray(ds.labels, np.int32),
+                        class_emb=class_emb, class_names=list(ds.class_names), edge_index=ei, hops=hops,
+                        n_empty=n_empty,
+                        n_truncated=n_trunc, n_missing_descriptions=missing)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class AlignOutput(NamedTuple):
+    """embedding [N, D] unit rows in the text space; gate [N, E] expert weights;
+    tangent [N, d] fused tangent vector at the origin; ks [E] expert curvatures."""
+
+    embedding: jax.Array
+    gate: jax.Array
+    tangent: jax.Array
+    ks: jax.Array
+
+
+def _l2n(x: jax.Array) -> jax.Array:
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+
+
+class GraphTextAligner(nnx.Module):
+    """Gated mixed-geometry graph encoder projected into the text space.
+
+    Inputs per graph: text [N, D] and prop [N, D] unit rows, csr + GCN weights [E],
+    descriptors [N, F]. Output `AlignOutput`. All parameters are Euclidean (plain
+    optax): the experts' curvatures are sign-constrained raw scalars (geofm.nn.curvature),
+    the fused representation is a tangent vector at the origin, so the head is a plain
+    Linear. Temperatures are stored as log inverse temperatures.
+    """
+
+    def __init__(self, text_dim: int, cfg: AlignModelConfig, *, descriptor_dim: int,
+                 init_temperature: float = 0.05, rngs: nnx.Rngs):
+        if text_dim < 1 or cfg.dim < 1:
+            raise ValueError(f"text_dim and model.dim must be >= 1, got {text_dim}, {cfg.dim}")
+        if not 0 < init_temperature < 10:
+            raise ValueError(f"loss.init_temperature must be in (0, 10), got {init_temperature}")
+        self.residual, self.use_adapter = cfg.residual, cfg.adapter
+        self.encoder = MixtureEncoder(2 * text_dim, cfg.dim, experts=list(cfg.experts),
+                                      descriptor_dim=descriptor_dim, gate_hidden=cfg.gate_hidden,
+                                      num_layers=cfg.num_layers, aggregation=cfg.aggregation,
+                                      dropout=cfg.dropout, rngs=rngs)
+        init = nnx.initializers.zeros_init() if cfg.residual else nnx.initializers.lecun_normal()
+        self.head = nnx.Linear(cfg.dim, text_dim, kernel_init=init, rngs=rngs)
+        self.adapter = (nnx.Linear(text_dim, text_dim, use_bias=False, kernel_init=nnx.initializers.zeros_init(),
+                                   rngs=rngs) if cfg.adapter else None)
+        s = math.log(1.0 / init_temperature)
+        self.log_scale_self = nnx.Param(jnp.asarray(s, jnp.float32))
+        self.log_scale_label = nnx.Param(jnp.asarray(s, jnp.float32))
+
+    def __call__(self, text: jax.Array, prop: jax.Array, csr: CSR, weights: jax.Array,
+                 descriptors: jax.Array) -> AlignOutput:
+        out = self.encoder(jnp.concatenate([text, prop], axis=-1), csr, weights, descriptors)
+        delta = self.head(out.fused)
+        if self.adapter is not None:
+            delta = delta + self.adapter(prop)
+        z = _l2n(prop + delta) if self.residual else _l2n(delta)
+        return AlignOutput(z, out.weights, out.fused, out.ks)
+
+    def scales(self) -> tuple[jax.Array, jax.Array]:
+        """Inverse temperatures (self, label), clipped to [1, 100]."""
+        return (jnp.exp(jnp.clip(self.log_scale_self[...], 0.0, math.log(100.0))),
+                jnp.exp(jnp.clip(self.log_scale_label[...], 0.0, math.log(100.0))))
+
+
+def build_aligner(cfg: AlignConfig, *, text_dim: int) -> GraphTextAligner:
+    """A fresh aligner for `cfg` (parameters from cfg.seed)."""
+    return GraphTextAligner(text_dim, cfg.model, descriptor_dim=len(DESCRIPTOR_NAMES),
+                            init_temperature=cfg.loss.init_temperature, rngs=nnx.Rngs(cfg.seed))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def info_nce(a: jax.Array, b: jax.Array, *, scale: jax.Array) -> jax.Array:
+    """Symmetric InfoNCE between paired unit rows a [B, D] and b [B, D] (row i of a
+    matches row i of b; the other rows are negatives)."""
+    logits = scale * (a @ b.T)
+    idx = jnp.arange(a.shape[0])
+    ab = optax.softmax_cross_entropy_with_integer_labels(logits, idx)
+    ba = optax.softmax_cross_entropy_with_integer_labels(logits.T, idx)
+    return 0.5 * (jnp.mean(ab) + jnp.mean(ba))
+
+
+def label_loss(z: jax.Array, class_emb: jax.Array, labels: jax.Array, weights: jax.Array, *,
+               scale: jax.Array) -> jax.Array:
+    """Weighted CE of node embeddings z [B, D] against class prompts class_emb [C, D].
+    labels [B] (entries < 0 ignored); weights [B] >= 0 per node."""
+    w = jnp.where(labels >= 0, weights, 0.0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(scale * (z @ class_emb.T), jnp.maximum(labels, 0))
+    return jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+class TrainResult(NamedTuple):
+    """losses: per-step total loss; domains: domain index of each step; compiles: number
+    of distinct step shapes compiled (one per source domain)."""
+
+    losses: list[float]
+    domains: list[int]
+    compiles: int
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, power: float) -> np.ndarray:
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(np.float64)
+    w = np.where(labels >= 0, np.maximum(counts[np.maximum(labels, 0)], 1.0) ** (-power), 0.0)
+    return (w / max(w[labels >= 0].mean() if (labels >= 0).any() else 1.0, 1e-12)).astype(np.float32)
+
+
+def _device_domain(d: DomainInputs) -> dict[str, Any]:
+    return {"text": jnp.asarray(d.text), "prop": jnp.asarray(d.prop), "desc": jnp.asarray(d.descriptors),
+            "csr": d.csr, "w": d.weights, "cls": jnp.asarray(d.class_emb)}
+
+
+def _loss(m: GraphTextAligner, g: dict[str, Any], idx: jax.Array, labels: jax.Array, w: jax.Array,
+          coef: dict[str, jax.Array]) -> jax.Array:
+    out = m(g["text"], g["prop"], g["csr"], g["w"], g["desc"])
+    z = out.embedding[idx]
+    s_self, s_label = m.scales()
+    s_self = jnp.where(coef["learn_t"], s_self, jax.lax.stop_gradient(s_self))
+    s_label = jnp.where(coef["learn_t"], s_label, jax.lax.stop_gradient(s_label))
+    total = coef["self"] * info_nce(z, g["text"][idx], scale=s_self)
+    return total + coef["label"] * label_loss(z, g["cls"], labels, w, scale=s_label)
+
+
+@nnx.jit
+def _train_step(m: GraphTextAligner, o: nnx.Optimizer, g: dict[str, Any], idx: jax.Array, labels: jax.Array,
+                w: jax.Array, coef: dict[str, jax.Array]) -> jax.Array:
+    """One AdamW step; module-level so runs with the same model config and graph shapes
+    (other seeds, other targets sharing a source) reuse the compiled executable."""
+    loss, grads = nnx.value_and_grad(_loss)(m, g, idx, labels, w, coef)
+    o.update(m, grads)
+    return loss
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr: float, weight_decay: float, grad_clip: float) -> optax.GradientTransformation:
+    """AdamW (+ global-norm clipping), one object per setting: the optimizer's graphdef
+    then compares equal across runs, so the jitted step is not recompiled."""
+    tx = optax.adamw(lr, weight_decay=weight_decay)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), tx) if grad_clip > 0 else tx
+
+
+def _step_compiles() -> int:
+    """Executables compiled so far by the shared train step."""
+    return int(_train_step.jitted_fn._cache_size())
+
+
+def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg: AlignConfig, *,
+                  progress: bool = False) -> TrainResult:
+    """Multi-domain contrastive training, in place. Each step draws a source domain
+    uniformly (seeded numpy Generator), `batch_nodes` of its nodes without replacement
+    (all of them for smaller graphs), runs the full-graph forward and takes one AdamW step
+    on self_weight * InfoNCE(z, t) + label_weight * CE(z, class prompts)."""
+    if not domains:
+        raise ValueError("train_aligner needs at least one source domain")
+    tc, lc = cfg.train, cfg.loss
+    if tc.steps < 0 or tc.batch_nodes < 2:
+        raise ValueError(f"train.steps must be >= 0 and train.batch_nodes >= 2, got {tc.steps}, {tc.batch_nodes}")
+    opt = nnx.Optimizer(model, _optimizer(tc.lr, tc.weight_decay, tc.grad_clip or 0.0), wrt=nnx.Param)
+    dev = [_device_domain(d) for d in domains]
+    cw = [_class_weights(d.labels, d.class_emb.shape[0], lc.class_balance) for d in domains]
+    coef = {"self": jnp.float32(lc.self_weight), "label": jnp.float32(lc.label_weight),
+            "learn_t": jnp.asarray(lc.learn_temperature)}
+    before = _step_compiles()
+    rng = np.random.default_rng(cfg.seed)
+    model.train()
+    losses, picked = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, desc="align", leave=False)
+    for _ in range(tc.steps):
+        k = int(rng.integers(len(domains)))
+        d = domains[k]
+        b = min(tc.batch_nodes, d.num_nodes)
+        idx = np.sort(rng.choice(d.num_nodes, size=b, replace=False)).astype(np.int32)
+        loss = _train_step(model, opt, dev[k], jnp.asarray(idx), jnp.asarray(d.labels[idx]),
+                           jnp.asarray(cw[k][idx]), coef)
+        losses.append(float(loss))
+        picked.append(k)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", domain=d.name)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"alignment loss is not finite at step {bad[0]} (domain {domains[picked[bad[0]]].name})")
+    return TrainResult(losses, picked, _step_compiles() - before)
+
+
+def embed_nodes(model: GraphTextAligner, d: DomainInputs) -> AlignOutput:
+    """Frozen forward on a whole graph (eval mode, no dropout) -> AlignOutput."""
+    model.eval()
+    return _embed(model, _device_domain(d))
+
+
+@nnx.jit
+def _embed(model: GraphTextAligner, g: dict[str, Any]) -> AlignOutput:
+    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"])
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def save_aligner(run: str | Path, model: GraphTextAligner, cfg: AlignConfig, *, text_dim: int,
+                 info: dict[str, Any] | None = None) -> Path:
+    """Write run/config.yaml, run/aligner.json (text_dim, sources, info) and the parameters
+    (orbax, run/checkpoints). Returns the run folder."""
+    from geofm.checkpoint import Checkpointer
+
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    meta = {"text_dim": int(text_dim), "sources": list(cfg.sources), **(info or {})}
+    (run / "aligner.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    with Checkpointer(run / CHECKPOINT_DIR, metric="final_loss", mode="min", metadata=meta) as ck:
+        ck.save(0, params, metrics={"final_loss": float((info or {}).get("final_loss", math.nan))})
+    return run
+
+
+def load_aligner(run: str | Path) -> tuple[GraphTextAligner, AlignConfig, dict[str, Any]]:
+    """Rebuild and restore a frozen aligner from a run folder written by `save_aligner`.
+
+    ValueError naming the missing file when the folder is not such a run."""
+    from geofm.checkpoint import Checkpointer
+    from geofm.config import load_config
+
+    run = Path(run)
+    for name in ("config.yaml", "aligner.json", CHECKPOINT_DIR):
+        if not (run / name).exists():
+            raise ValueError(f"{run} is not an alignment run folder: missing {name} "
+                             f"(train one with `geofm zero-shot --config configs/zero_shot/<...>.yaml --out RUN`)")
+    cfg = load_config(run / "config.yaml", AlignConfig)
+    try:
+        meta = json.loads((run / "aligner.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{run / 'aligner.json'}:{err.lineno}: invalid JSON: {err.msg}") from None
+    model = build_aligner(cfg, text_dim=int(meta["text_dim"]))
+    state = nnx.state(model, nnx.Param)
+    with Checkpointer(run / CHECKPOINT_DIR, metric="final_loss", mode="min") as ck:
+        params, _ = ck.restore(nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    model.eval()
+    return model, cfg, meta
+
+
+def config_from_dict(data: dict[str, Any]) -> AlignConfig:
+    """Validate a raw mapping into `AlignConfig` (tests, programmatic use)."""
+    return from_dict(AlignConfig, data)
+
+
+def config_to_dict(cfg: AlignConfig) -> dict[str, Any]:
+    return to_dict(cfg)

@@ -1,0 +1,370 @@
+"""Zero-shot / few-shot node classification with class-text prompts, baselines and visuals.
+
+A node embedding z_i and class-prompt embeddings c_j (all unit rows in the text space)
+give scores s_ij = <z_i, c_j>; the zero-shot prediction is argmax_j s_ij. Three node
+embeddings are compared on one target, with the same text encoder and the same class
+prompts:
+
+  text_only          t_i: the node's own text embedding;
+  text_propagation   S^k t (SGC-style k-hop propagation, parameter-free);
+  aligned            z_i from a frozen `geofm.align.GraphTextAligner` trained on other
+                     datasets (the target never seen).
+
+Few-shot: k labelled nodes per class (seeded draws), then a prototype classifier (cosine
+to the class-mean embedding) or a linear probe (L2-regularised softmax regression) on the
+remaining labelled nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from geofm.metrics import accuracy, macro_f1
+
+log = logging.getLogger("geofm.zero_shot")
+
+__all__ = [
+    "class_scores",
+    "zero_shot_predict",
+    "classification_metrics",
+    "few_shot_support",
+    "prototype_predict",
+    "linear_probe_predict",
+    "few_shot_eval",
+    "evaluate_embeddings",
+    "evaluate_target",
+    "confusion_matrix",
+    "pca_2d",
+    "plot_target",
+]
+
+
+def class_scores(node_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
+    """Cosine scores [N, C] of unit rows node_emb [N, D] against class_emb [C, D]."""
+    node_emb, class_emb = np.asarray(node_emb, np.float32), np.asarray(class_emb, np.float32)
+    if node_emb.ndim != 2 or class_emb.ndim != 2 or node_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(f"class_scores: need [N, D] and [C, D], got {node_emb.shape} and {class_emb.shape}")
+    return node_emb @ class_emb.T
+
+
+def zero_shot_predict(node_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
+    """argmax_j <z_i, c_j> -> [N] int32."""
+    return np.argmax(class_scores(node_emb, class_emb), axis=1).astype(np.int32)
+
+
+def classification_metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int,
+                           mask: np.ndarray | None = None) -> dict[str, float]:
+    """{"accuracy", "macro_f1"} over labelled nodes (label >= 0), optionally within mask [N]."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    if mask is not None:
+        pred, labels = pred[mask], labels[mask]
+    return {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels, num_classes)}
+
+
+# ----------------------------------------------------------------------------- few-shot
+
+
+def few_shot_support(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k labelled node ids per class (all of a class's nodes when it has <= k), sorted [S]."""
+    if k < 1:
+        raise ValueError(f"few-shot k must be >= 1, got {k}")
+    labels = np.asarray(labels)
+    picked = []
+    for c in np.unique(labels[labels >= 0]):
+        ids = np.flatnonzero(labels == c)
+        picked.append(rng.choice(ids, size=min(k, ids.size), replace=False))
+    return np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+def prototype_predict(emb: np.ndarray, labels: np.ndarray, support: np.ndarray, num_classes: int) -> np.ndarray:
+    """Cosine to class prototypes (normalised mean of the support embeddings) -> [N] int32.
+    Classes without support nodes are never predicted."""
+    emb = np.asarray(emb, np.float32)
+    protos = np.zeros((num_classes, emb.shape[1]), np.float32)
+    np.add.at(protos, labels[support], emb[support])
+    norm = np.linalg.norm(protos, axis=1, keepdims=True)
+    scores = emb @ (protos / np.maximum(norm, 1e-12)).T
+    scores[:, norm[:, 0] == 0] = -np.inf
+    return np.argmax(scores, axis=1).astype(np.int32)
+
+
+def linear_probe_predict(emb: np.ndarray, labels: np.ndarray, support: np.ndarray, num_classes: int, *,
+                         steps: int = 200, lr: float = 0.1, l2: float = 1e-3, scale: float = 10.0) -> np.ndarray:
+    """L2-regularised softmax regression on the support nodes (full-batch Adam, `steps`),
+    initialised at the prototype classifier -> predictions [N] int32."""
+    x = jnp.asarray(np.asarray(emb, np.float32) * scale)
+    xs, ys = x[support], jnp.asarray(labels[support])
+    protos = np.zeros((num_classes, emb.shape[1]), np.float32)
+    np.add.at(protos, labels[support], np.asarray(emb, np.float32)[support])
+    protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
+    params = {"w": jnp.asarray(protos.T), "b": jnp.zeros(num_classes)}
+    present = jnp.asarray(np.bincount(labels[support], minlength=num_classes) > 0)
+    tx = optax.adam(lr)
+
+    def loss(p):
+        logits = jnp.where(present, xs @ p["w"] + p["b"], -1e9)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
+        return ce + l2 * jnp.sum(p["w"] ** 2)
+
+    @jax.jit
+    def fit(p):
+        def body(carry, _):
+            p, s = carry
+            g = jax.grad(loss)(p)
+            u, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), None, length=steps)
+        return p
+
+    p = fit(params)
+    logits = jnp.where(present, x @ p["w"] + p["b"], -jnp.inf)
+    return np.asarray(jnp.argmax(logits, axis=1), np.int32)
+
+
+def few_shot_eval(emb: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int, trials: int,
+                  seed: int = 0) -> dict[str, dict[str, float]]:
+    """Mean ± std over `trials` seeded support draws of prototype and linear-probe
+    accuracy / macro-F1 on the labelled non-support nodes."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[dict[str, float]]] = {"prototype": [], "linear_probe": []}
+    for _ in range(trials):
+        sup = few_shot_support(labels, k, rng)
+        query = labels >= 0
+        query[sup] = False
+        if not query.any():
+            continue
+        rows["prototype"].append(classification_metrics(prototype_predict(emb, labels, sup, num_classes),
+                                                        labels, num_classes, query))
+        rows["linear_probe"].append(classification_metrics(linear_probe_predict(emb, labels, sup, num_classes),
+                                                           labels, num_classes, query))
+    return {name: _mean_std(r) for name, r in rows.items() if r}
+
+
+def _mean_std(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for key in rows[0]:
+        v = np.array([r[key] for r in rows], np.float64)
+        out[key] = float(v.mean())
+        out[f"{key}_std"] = float(v.std())
+    return out
+
+
+# ----------------------------------------------------------------------------- one target
+
+
+def evaluate_embeddings(emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Zero-shot metrics of one embedding -> ({"accuracy", "macro_f1"}, predictions [N])."""
+    pred = zero_shot_predict(emb, class_emb)
+    return classification_metrics(pred, labels, class_emb.shape[0]), pred
+
+
+def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot_k: Sequence[int] = (),
+                    few_shot_trials: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Zero-shot (and few-shot) evaluation of a frozen aligner on one prepared target
+    (`geofm.align.DomainInputs`), with both baselines computed in the same call.
+
+    Returns a JSON-able dict: accuracy, macro_f1, baselines{text_only, text_propagation},
+    few_shot{k: {method: {...}}} for aligned and text_propagation, counts, and under "_arrays"
+    (not JSON) the predictions and embeddings for `plot_target`.
+    """
+    from geofm.align import embed_nodes, propagate_text
+
+    labels = domain.labels
+    cls = domain.class_emb
+    prop = domain.prop if baseline_hops == domain.hops else propagate_text(domain.text, domain.edge_index,
+                                                                             hops=baseline_hops)
+    out = embed_nodes(model, domain)
+    z = np.asarray(out.embedding)
+    aligned, pred = evaluate_embeddings(z, cls, labels)
+    text_only, pred_text = evaluate_embeddings(domain.text, cls, labels)
+    text_prop, pred_prop = evaluate_embeddings(prop, cls, labels)
+    result: dict[str, Any] = {
+        "dataset": domain.name,
+        **aligned,
+        "baselines": {"text_only": text_only, "text_propagation": text_prop},
+        "num_nodes": domain.num_nodes,
+        "num_labelled": int((labels >= 0).sum()),
+        "num_classes": int(cls.shape[0]),
+        "empty_texts": domain.n_empty,
+        "truncated_texts": domain.n_truncated,
+        "classes_without_description": domain.n_missing_descriptions,
+        "gate_mean": np.asarray(out.gate).mean(axis=0).round(4).tolist(),
+        "curvatures": np.asarray(out.ks).round(4).tolist(),
+    }
+    if few_shot_k:
+        result["few_shot"] = {
+            str(k): {
+                "aligned": few_shot_eval(z, labels, cls.shape[0], k=k, trials=few_shot_trials, seed=seed),
+                "text_propagation": few_shot_eval(prop, labels, cls.shape[0], k=k, trials=few_shot_trials, seed=seed),
+            }
+            for k in few_shot_k
+        }
+    result["_arrays"] = {"pred": pred, "pred_text_only": pred_text, "pred_text_propagation": pred_prop,
+                         "embedding": z, "labels": labels}
+    return result
+
+
+# ----------------------------------------------------------------------------- visuals
+
+
+def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [C, C] (row = true class, column = predicted) over labelled nodes."""
+    keep = np.asarray(labels) >= 0
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(labels)[keep], np.asarray(pred)[keep]), 1)
+    return cm
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Top-2 principal components of x [N, D] -> [N, 2] float32 (deterministic sign)."""
+    x = np.asarray(x, np.float64)
+    xc = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    v = vt[:2]
+    v = v * np.sign(v[np.arange(v.shape[0]), np.argmax(np.abs(v), axis=1)])[:, None]
+    out = xc @ v.T
+    if out.shape[1] < 2:
+        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    return out.astype(np.float32)
+
+
+def plot_target(path: str | Path, *, title: str, labels: np.ndarray, pred: np.ndarray, embedding: np.ndarray,
+                class_names: Sequence[str], max_points: int = 5000, seed: int = 0) -> Path:
+    """PNG with the row-normalised confusion matrix (left) and a PCA view of the node
+    embeddings coloured by true class (right; at most `max_points` random nodes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = len(class_names)
+    cm = confusion_matrix(pred, labels, c).astype(np.float64)
+    cmn = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    keep = np.flatnonzero(np.asarray(labels) >= 0)
+    if keep.size > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, size=max_points, replace=False))
+    xy = pca_2d(np.asarray(embedding)[keep])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5.8))
+    im = a1.imshow(cmn, cmap="Blues", vmin=0, vmax=1)
+    short = [n if len(n) <= 18 else n[:17] + "…" for n in class_names]
+    ticks = np.arange(c)
+    fs = 7 if c <= 12 else 4
+    a1.set_xticks(ticks, short, rotation=90, fontsize=fs)
+    a1.set_yticks(ticks, short, fontsize=fs)
+    a1.set_xlabel("predicted")
+    a1.set_ylabel("true")
+    a1.set_title("confusion (row-normalised)")
+    fig.colorbar(im, ax=a1, fraction=0.046)
+    cmap = plt.get_cmap("tab20" if c > 10 else "tab10")
+    y = np.asarray(labels)[keep]
+    for j in range(c):
+        m = y == j
+        if m.any():
+            a2.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(j % cmap.N), label=short[j] if c <= 20 else None)
+    if c <= 20:
+        a2.legend(fontsize=6, markerscale=3, loc="best")
+    a2.set_title("node embeddings (PCA), coloured by true class")
+    a2.set_xticks([])
+    a2.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def load_text_encoder(path: str | None = None) -> Any:
+    """The text encoder of a run (`geofm.text.TextEncoder.load(path)`; None = packaged model)."""
+    from geofm.text import TextEncoder
+
+    return TextEncoder.load(path)
+
+
+def prepare_named(name: str, cfg: Any, encoder: Any, *, data_dir: str | None = None, hops: int | None = None) -> Any:
+    """Load a TAG by name or folder and prepare it (`geofm.align.prepare_domain`).
+    ValueError when the dataset is not a text-attributed graph."""
+    from geofm.align import prepare_domain
+    from geofm.data import TAGDataset, load_dataset
+
+    ds = load_dataset(name, data_dir if data_dir is not None else cfg.data_dir)
+    if not isinstance(ds, TAGDataset):
+        raise ValueError(f"dataset {name!r} is a {type(ds).__name__}, not a text-attributed graph "
+                         f"(nodes.jsonl + edges.tsv + labels.json)")
+    return prepare_domain(ds, encoder, cfg.prompts, hops=cfg.model.hops if hops is None else hops,
+                          batch_size=cfg.text_batch_size)
+
+
+def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder: Any = None,
+              domains: dict[str, Any] | None = None, progress: bool = False) -> Path:
+    """Train an aligner on cfg.sources minus `exclude` (the cross-dataset target) and save
+    it to `out`. `domains` optionally maps source names to prepared `DomainInputs`."""
+    import time
+
+    from geofm.align import build_aligner, save_aligner, train_aligner
+
+    skip = {_key(x) for x in exclude}
+    sources = [s for s in cfg.sources if _key(s) not in skip]
+    if not sources:
+        raise ValueError(f"no source datasets left to train on (sources {list(cfg.sources)}, excluded {list(exclude)})")
+    encoder = encoder if encoder is not None else load_text_encoder(cfg.text_model)
+    prepared = [(domains or {}).get(s) or prepare_named(s, cfg, encoder) for s in sources]
+    model = build_aligner(cfg, text_dim=int(prepared[0].text.shape[1]))
+    t0 = time.perf_counter()
+    result = train_aligner(model, prepared, cfg, progress=progress)
+    info = {"trained_on": [d.name for d in prepared], "excluded": list(exclude), "steps": len(result.losses),
+            "final_loss": float(np.mean(result.losses[-20:])) if result.losses else float("nan"),
+            "train_seconds": round(time.perf_counter() - t0, 2)}
+    from dataclasses import replace
+
+    cfg = replace(cfg, sources=sources)
+    return save_aligner(out, model, cfg, text_dim=int(prepared[0].text.shape[1]), info=info)
+
+
+def _key(name: str) -> str:
+    return Path(str(name)).name.lower()
+
+
+def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, plot: bool = True,
+                 few_shot: bool = True, encoder: Any = None, allow_seen: bool = False) -> dict[str, Any]:
+    """Zero-shot evaluation of a saved run on one target; writes
+    RUN/zero_shot/<target>.json (+ .png). ValueError when the target was a training source
+    (cross-dataset protocol) unless allow_seen."""
+    import json
+
+    from geofm.align import load_aligner
+
+    model, cfg, meta = load_aligner(run)
+    seen = {_key(s) for s in meta.get("trained_on", cfg.sources)}
+    if _key(dataset) in seen and not allow_seen:
+        raise ValueError(f"target {dataset!r} was a training source of {run} (trained on "
+                         f"{sorted(seen)}); the zero-shot protocol needs an unseen target")
+    encoder = encoder if encoder is not None else load_text_encoder(cfg.text_model)
+    dom = prepare_named(dataset, cfg, encoder, data_dir=data_dir)
+    res = evaluate_target(model, dom, baseline_hops=cfg.eval.hops,
+                          few_shot_k=cfg.eval.few_shot_k if few_shot else (),
+                          few_shot_trials=cfg.eval.few_shot_trials, seed=cfg.seed)
+    arrays = res.pop("_arrays")
+    res["trained_on"] = meta.get("trained_on", list(cfg.sources))
+    folder = Path(run) / "zero_shot"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _key(dataset).replace(" ", "_")
+    (folder / f"{stem}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    if plot:
+        plot_target(folder / f"{stem}.png", title=f"{dom.name}: zero-shot acc {res['accuracy']:.3f}",
+                    labels=arrays["labels"], pred=arrays["pred"], embedding=arrays["embedding"],
+                    class_names=dom.class_names)
+    return res

@@ -1,0 +1,157 @@
+"""Graph–text alignment: prompts, propagation, losses, training, checkpoint round trip."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from geofm.align import (
+    AlignConfig,
+    PromptConfig,
+    build_aligner,
+    class_texts,
+    config_from_dict,
+    embed_nodes,
+    info_nce,
+    label_loss,
+    load_aligner,
+    normalized_adjacency,
+    prepare_domain,
+    propagate_text,
+    save_aligner,
+    templates_for,
+    train_aligner,
+)
+from geofm.config import ConfigError
+from geofm.data.synthetic import make_synthetic
+
+TINY = {"model": {"dim": 8, "experts": ["hyperbolic", "euclidean"], "num_layers": 1, "gate_hidden": 8},
+        "train": {"steps": 6, "batch_nodes": 32}}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from geofm.text import TextEncoder
+
+    return TextEncoder.load()
+
+
+@pytest.fixture(scope="module")
+def domains(encoder):
+    cfg = config_from_dict(TINY)
+    a = make_synthetic("synthetic-mixed", seed=0, text_noise=0.4, depth=3, num_cliques=4, rows=5, cols=5)
+    b = make_synthetic("synthetic-mixed", seed=1, text_noise=0.4, depth=3, num_cliques=4, rows=5, cols=5)
+    return [prepare_domain(d, encoder, cfg.prompts, hops=2) for d in (a, b)]
+
+
+def test_templates_pick_name_then_domain_then_default():
+    p = PromptConfig(templates={"cora": ["C {name}"], "web": ["W {name}"]}, default=["D {name}"])
+    assert templates_for(p, name="Cora", domain="citation") == ["C {name}"]
+    assert templates_for(p, name="x", domain="web (university pages)") == ["W {name}"]
+    assert templates_for(p, name="x", domain="citation") == ["D {name}"]
+
+
+def test_class_texts_fall_back_to_names_and_count_missing():
+    rows, missing = class_texts(["graphs", "vision"], ["about graphs", ""],
+                                ["a paper about {name}: {description}", "{description}"])
+    assert rows[0] == ["a paper about graphs: about graphs", "about graphs"]
+    assert rows[1] == ["a paper about vision: vision", "vision"]
+    assert missing == 1
+
+
+def test_class_texts_bad_template_names_it():
+    with pytest.raises(ValueError, match="{label}"):
+        class_texts(["a"], ["b"], ["{label}"])
+
+
+def test_propagation_is_neighbour_average():
+    # path 0 - 1 - 2: one "mean" hop at node 0 averages nodes 0 and 1 (self-loop included)
+    ei = np.array([[0, 1], [1, 2]])
+    s = normalized_adjacency(ei, 3, norm="mean").toarray()
+    np.testing.assert_allclose(s[0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=1e-6)
+    x = np.eye(3, dtype=np.float32)
+    p = propagate_text(x, ei, hops=1, norm="mean")
+    np.testing.assert_allclose(np.linalg.norm(p, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(p[0], np.array([1, 1, 0]) / np.sqrt(2), rtol=1e-5)
+    np.testing.assert_allclose(propagate_text(x, ei, hops=0), x)
+
+
+def test_info_nce_prefers_matching_pairs():
+    a = jnp.eye(4)
+    good = info_nce(a, a, scale=jnp.float32(10.0))
+    bad = info_nce(a, jnp.roll(a, 1, axis=0), scale=jnp.float32(10.0))
+    assert float(good) < 0.01 < float(bad)
+
+
+def test_label_loss_ignores_unlabelled_nodes():
+    z = jnp.eye(3)
+    cls = jnp.eye(3)
+    w = jnp.ones(3)
+    l1 = label_loss(z, cls, jnp.array([0, 1, -1]), w, scale=jnp.float32(5.0))
+    l2 = label_loss(z[:2], cls, jnp.array([0, 1]), w[:2], scale=jnp.float32(5.0))
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-6)
+
+
+def test_config_rejects_unknown_key():
+    with pytest.raises(ConfigError, match="model.width"):
+        config_from_dict({"model": {"width": 3}})
+
+
+def test_untrained_aligner_equals_propagation_baseline(domains):
+    model = build_aligner(config_from_dict(TINY), text_dim=domains[0].text.shape[1])
+    out = embed_nodes(model, domains[0])
+    np.testing.assert_allclose(np.asarray(out.embedding), domains[0].prop, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.gate).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_training_reduces_loss_and_compiles_once_per_domain(domains):
+    cfg = config_from_dict({**TINY, "train": {"steps": 30, "batch_nodes": 32, "lr": 3e-3}})
+    model = build_aligner(cfg, text_dim=domains[0].text.shape[1])
+    res = train_aligner(model, domains, cfg)
+    assert np.all(np.isfinite(res.losses))
+    first = np.mean(res.losses[:5])
+    last = np.mean(res.losses[-5:])
+    assert last < first
+    assert set(res.domains) == {0, 1}
+    assert res.compiles <= 2
+    # same config, same graphs: a second run reuses the compiled step
+    again = train_aligner(build_aligner(cfg, text_dim=domains[0].text.shape[1]), domains, cfg)
+    assert again.compiles == 0
+    # same seed, same numbers
+    np.testing.assert_allclose(again.losses, res.losses, rtol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path, domains):
+    cfg = config_from_dict({**TINY, "sources": ["a", "b"]})
+    model = build_aligner(cfg, text_dim=domains[0].text.shape[1])
+    train_aligner(model, domains, cfg)
+    save_aligner(tmp_path / "run", model, cfg, text_dim=domains[0].text.shape[1], info={"final_loss": 1.0})
+    restored, cfg2, meta = load_aligner(tmp_path / "run")
+    assert cfg2 == cfg
+    assert meta["text_dim"] == domains[0].text.shape[1]
+    np.testing.assert_allclose(np.asarray(embed_nodes(restored, domains[1]).embedding),
+                               np.asarray(embed_nodes(model, domains[1]).embedding), atol=1e-6)
+    assert json.loads((tmp_path / "run" / "aligner.json").read_text())["sources"] == ["a", "b"]
+
+
+def test_load_aligner_names_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="missing config.yaml"):
+        load_aligner(tmp_path)
+
+
+def test_prepare_domain_counts_empty_texts_and_missing_descriptions(encoder):
+    ds = make_synthetic("synthetic-ring", num_nodes=12, seed=0)
+    texts = list(ds.texts)
+    texts[0], texts[3] = "", None
+    from dataclasses import replace
+
+    ds = replace(ds, texts=texts, class_descriptions=[""] * ds.num_classes)
+    d = prepare_domain(ds, encoder, AlignConfig().prompts, hops=1)
+    assert d.n_empty == 2
+    assert d.n_missing_descriptions == ds.num_classes
+    np.testing.assert_allclose(d.text[0], d.text[3], atol=1e-6)  # both embedded as ""
+    assert np.all(np.isfinite(d.class_emb))
