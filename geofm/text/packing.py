@@ -6,13 +6,15 @@ that holds it, and fills `R` rows of `T` tokens: every row starts with the
 longest remaining sentence and is topped up with whatever else still fits
 (next-longest first, then the shortest), so the dense layers see almost no
 padding while the shapes come from a handful of buckets (one XLA compile per
-`(R, T)` pair). `R = budget // T`, so every step has about the same number of
-tokens; the last step's rows are padded to a power of two.
+`(R, T)` pair). `R ~ budget // T`, so every step has about the same number
+of tokens; the last step's rows are padded to a power-of-two multiple of the
+micro-batch rows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -53,12 +55,12 @@ def bucket_lengths(max_len: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> 
     return tuple(sorted({b for b in buckets if 0 < b < max_len} | {max_len}))
 
 
-def plan_rows(lengths: np.ndarray, *, budget: int, buckets: tuple[int, ...],
+def plan_rows(lengths: np.ndarray, *, rows_for: Callable[[int], int], buckets: tuple[int, ...],
               max_per_row: int) -> list[tuple[int, list[list[int]]]]:
     """Group sentences into steps of rows.
 
-    lengths: [n] token counts (each <= max(buckets)). budget: tokens per
-    step (rows per step = budget // T). Returns a list of steps
+    lengths: [n] token counts (each <= max(buckets)). rows_for(T): rows per
+    step of row length T. Returns a list of steps
     `(T, rows)`, each row a list of sentence indices whose lengths sum to <= T,
     at most `max_per_row` per row. Every index appears exactly once.
     """
@@ -71,7 +73,7 @@ def plan_rows(lengths: np.ndarray, *, budget: int, buckets: tuple[int, ...],
     steps: list[tuple[int, list[list[int]]]] = []
     while lo <= hi:
         t = next(b for b in buckets if b >= lens[order[lo]])
-        n_rows = max(1, budget // t)
+        n_rows = rows_for(t)
         rows: list[list[int]] = []
         while len(rows) < n_rows and lo <= hi:
             row, room = [order[lo]], t - lens[order[lo]]
@@ -92,18 +94,32 @@ def plan_rows(lengths: np.ndarray, *, budget: int, buckets: tuple[int, ...],
     return steps
 
 
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+def step_rows(t: int, *, budget: int, micro_tokens: int) -> tuple[int, int]:
+    """(rows per full step, rows per micro-batch) for row length `t`.
+
+    Micro-batches hold `micro_tokens // t` rows (at least 1); a full step
+    holds about `budget // t` rows, rounded down to a whole number of
+    micro-batches (at least one).
+    """
+    chunk = max(1, micro_tokens // t)
+    return max(chunk, (budget // t) // chunk * chunk), chunk
+
+
+def padded_rows(n_used: int, *, n_rows: int, chunk: int) -> int:
+    """Rows to allocate for a step using `n_used` rows: `n_rows` when full, else the
+    smallest `chunk * 2**j` >= n_used (capped at n_rows), so ragged last steps reuse few shapes."""
+    r = chunk
+    while r < n_used:
+        r *= 2
+    return min(n_rows, r)
 
 
 def pack_step(token_ids: list[list[int]], t: int, rows: list[list[int]], *, n_rows: int,
-              max_per_row: int, pad_id: int = 0) -> PackedBatch:
-    """Lay out one planned step as a `PackedBatch` of shape [n_rows', t].
-
-    n_rows' is `n_rows` when the step is full, else the smallest power of two
-    >= len(rows) (capped at n_rows), so ragged final steps reuse few shapes.
-    """
-    r = n_rows if len(rows) >= n_rows else min(n_rows, _pow2_at_least(len(rows)))
+              max_per_row: int, chunk: int = 1, pad_id: int = 0) -> PackedBatch:
+    """Lay out one planned step as a `PackedBatch` of shape [padded_rows(...), t]."""
+    if len(rows) > n_rows:
+        raise ValueError(f"step has {len(rows)} rows, more than n_rows={n_rows}")
+    r = padded_rows(len(rows), n_rows=n_rows, chunk=chunk)
     num_slots = n_rows * max_per_row
     ids = np.full((r, t), pad_id, np.int32)
     pos = np.zeros((r, t), np.int32)
