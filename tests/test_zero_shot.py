@@ -1,0 +1,137 @@
+"""Zero-shot / few-shot classifiers, visuals and the `geofm zero-shot` CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geofm.data.synthetic import make_synthetic
+from geofm.zero_shot import (
+    class_scores,
+    classification_metrics,
+    confusion_matrix,
+    few_shot_eval,
+    few_shot_support,
+    linear_probe_predict,
+    pca_2d,
+    plot_target,
+    prototype_predict,
+    zero_shot_predict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tag(ds, folder: Path, *, descriptions: bool = True) -> Path:
+    """Write a TAGDataset in the documented folder format (nodes.jsonl, edges.tsv, labels.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "nodes.jsonl", "w", encoding="utf-8") as f:
+        for i, (t, y) in enumerate(zip(ds.texts, ds.labels.tolist())):
+            f.write(json.dumps({"id": i, "text": t, "label": y}) + "\n")
+    rows = "\n".join(f"{s}\t{d}" for s, d in ds.edge_index.T.tolist())
+    (folder / "edges.tsv").write_text("src\tdst\n" + rows + "\n", encoding="utf-8")
+    labels = [{"id": i, "name": n, **({"description": d} if descriptions else {})}
+              for i, (n, d) in enumerate(zip(ds.class_names, ds.class_descriptions))]
+    (folder / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
+    (folder / "meta.json").write_text(json.dumps({"domain": "synthetic"}), encoding="utf-8")
+    return folder
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_zero_shot_predicts_nearest_class_text():
+    cls = _unit(np.eye(3, 4, dtype=np.float32))
+    nodes = _unit(np.array([[0.9, 0.1, 0, 0], [0, 0.2, 1, 0], [0.1, 1, 0, 0.3]], np.float32))
+    assert zero_shot_predict(nodes, cls).tolist() == [0, 2, 1]
+    assert class_scores(nodes, cls).shape == (3, 3)
+    with pytest.raises(ValueError, match="class_scores"):
+        class_scores(nodes, cls[:, :3])
+
+
+def test_metrics_ignore_unlabelled_and_match_hand_counts():
+    m = classification_metrics(np.array([0, 1, 1, 0]), np.array([0, 1, 0, -1]), 2)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    # class 0: tp 1, pred 1, true 2 -> F1 2/3; class 1: tp 1, pred 2, true 1 -> 2/3
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_few_shot_support_takes_k_per_class():
+    labels = np.array([0] * 10 + [1] * 2 + [-1] * 3)
+    sup = few_shot_support(labels, 3, np.random.default_rng(0))
+    assert np.bincount(labels[sup]).tolist() == [3, 2]
+    with pytest.raises(ValueError):
+        few_shot_support(labels, 0, np.random.default_rng(0))
+
+
+def test_prototype_and_probe_separate_clusters():
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(3, 16)).astype(np.float32))
+    labels = np.repeat(np.arange(3), 30)
+    emb = _unit(centres[labels] + 0.2 * rng.normal(size=(90, 16)).astype(np.float32))
+    sup = few_shot_support(labels, 2, rng)
+    assert classification_metrics(prototype_predict(emb, labels, sup, 3), labels, 3)["accuracy"] > 0.9
+    assert classification_metrics(linear_probe_predict(emb, labels, sup, 3), labels, 3)["accuracy"] > 0.9
+    res = few_shot_eval(emb, labels, 3, k=1, trials=2)
+    assert set(res) == {"prototype", "linear_probe"} and res["prototype"]["accuracy"] > 0.8
+
+
+def test_confusion_pca_and_plot(tmp_path):
+    cm = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, -1]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    x = np.random.default_rng(0).normal(size=(20, 5))
+    xy = pca_2d(x)
+    assert xy.shape == (20, 2) and np.var(xy[:, 0]) >= np.var(xy[:, 1])
+    png = plot_target(tmp_path / "p.png", title="t", labels=np.array([0, 1, 1, 0] * 5), pred=np.zeros(20, int),
+                      embedding=x, class_names=["a", "b"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, capsys):
+    from geofm.cli import main
+
+    data = tmp_path / "data"
+    kw = dict(text_noise=0.4, depth=3, num_cliques=4, rows=5, cols=5)
+    write_tag(make_synthetic("synthetic-mixed", seed=0, **kw), data / "synthetic-a")
+    write_tag(make_synthetic("synthetic-mixed", seed=1, **kw), data / "synthetic-b")
+    write_tag(make_synthetic("synthetic-mixed", seed=2, **kw), data / "target", descriptions=False)
+    run = tmp_path / "run"
+    cfg = str(ROOT / "configs" / "zero_shot" / "tiny.yaml")
+    assert main(["zero-shot", "--config", cfg, "--data-dir", str(data), "--out", str(run), "--quiet"]) == 0
+    assert (run / "config.yaml").is_file() and (run / "checkpoints").is_dir()
+    capsys.readouterr()
+    assert main(["zero-shot", "--checkpoint", str(run), "--dataset", "target", "--data-dir", str(data),
+                 "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accuracy", "macro_f1", "baselines"}
+    assert set(out["baselines"]) == {"text_only", "text_propagation"}
+    for block in (out, *out["baselines"].values()):
+        assert 0.0 <= block["accuracy"] <= 1.0 and 0.0 <= block["macro_f1"] <= 1.0
+    saved = json.loads((run / "zero_shot" / "target.json").read_text())
+    assert saved["accuracy"] == out["accuracy"]
+    assert saved["classes_without_description"] == 3
+    assert saved["trained_on"] == ["synthetic-a", "synthetic-b"]
+    assert (run / "zero_shot" / "target.png").is_file()
+    # the cross-dataset protocol refuses a training source as target
+    assert main(["zero-shot", "--checkpoint", str(run), "--dataset", "synthetic-a", "--data-dir", str(data),
+                 "--quiet"]) == 2
+    assert "training source" in capsys.readouterr().err
+    # human-readable output
+    assert main(["zero-shot", "--checkpoint", str(run), "--dataset", "target", "--data-dir", str(data),
+                 "--quiet", "--no-plot", "--no-few-shot"]) == 0
+    text = capsys.readouterr().out
+    assert "text + propagation" in text and "classes without description 3" in text
+
+
+def test_cli_argument_errors(capsys, tmp_path):
+    from geofm.cli import main
+
+    assert main(["zero-shot", "--dataset", "cora"]) == 2
+    assert main(["zero-shot", "--checkpoint", str(tmp_path)]) == 2
+    assert main(["zero-shot", "--checkpoint", str(tmp_path), "--dataset", "cora", "--quiet"]) == 2
+    assert "missing config.yaml" in capsys.readouterr().err
