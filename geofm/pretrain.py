@@ -627,17 +627,9 @@ def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[Glue
         cfg = from_dict(PretrainConfig, meta["config"])
         names = list(meta["domains"])
         model = make_model(cfg, len(names))
-        tree = {"model": model_state(model)}
-        full = ckpt._mgr.restore(step)  # noqa: SLF001 - raw restore, model part only
-        st = full["state"]
-        saved = {"model": st["model"]}
-        from geofm.checkpoint import tree_fingerprint
-
-        if tree_fingerprint(saved) != tree_fingerprint(jax.tree_util.tree_map(np.asarray, tree)):
-            raise CheckpointError(f"checkpoint {run_dir} step {step} does not match its own config")
-        s = nnx.state(model)
-        s.replace_by_pure_dict(jax.tree_util.tree_map(jnp.asarray, saved["model"]))
-        nnx.update(model, s)
+        opt = make_optimizer(model, cfg.train, total_steps(cfg))
+        tree, _ = ckpt.restore(_ckpt_tree(model, opt, jax.random.key(cfg.seed), 0), step=step)
+        _restore_into(model, opt, tree)
     finally:
         ckpt.close()
     return model, cfg, names
@@ -676,7 +668,7 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
                           max_test=500 if quick else 2000),
     )
     result = pretrain(cfg, Path(out) / "pretrain", resume=False, progress=progress)
-    res = adapt_kshot(Path(out) / "pretrain", cfg.adapt, progress=progress)
+    res = adapt_kshot(Path(out) / "pretrain", cfg.adapt)
     table = format_table(res)
     print(table)
     return {"pretrain": result, "adapt": res, "table": table}
