@@ -104,6 +104,16 @@ def jax_variants(s, r, w, x, wmat, chunk: int) -> tuple[dict, dict, float]:
                     jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
         fns[f"{name}/fwd"] = lambda fwd=fwd, args=args: jax.block_until_ready(fwd(*args))
         fns[f"{name}/fwd_bwd"] = lambda fb=fb, args=args: jax.block_until_ready(fb(*args))
+    # Pieces (profile): where the naive time goes vs ours, timed in the same rounds.
+    pieces = {
+        "gather_x_senders_ExD": (jax.jit(lambda x: x[sj]), (x,)),
+        "naive_gather_scale_segment_sum": (jax.jit(lambda x: jax.ops.segment_sum(
+            x[sj] * wj[:, None], rj, n)), (x,)),
+        "geofm_propagate_only": (jax.jit(lambda x, c: propagate(x, wj, c)), (x, csr)),
+        "dense_linear_NxDxD": (jax.jit(lambda x, wm: x @ wm), (x, wmat)),
+    }
+    for name, (f, args) in pieces.items():
+        fns[f"pieces/{name}"] = lambda f=f, args=args: jax.block_until_ready(f(*args))
     return fns, checks, build_ms
 
 
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
             run["ratios"] = ratios(run)
             runs.append(run)
         res: dict = {name: {mode: {"median_ms": statistics.median(
-            r[name][mode]["median_ms"] for r in runs)} for mode in ("fwd", "fwd_bwd")}
+            r[name][mode]["median_ms"] for r in runs)} for mode in runs[0][name]}
             for name in runs[0] if name not in ("ratios", "load_avg_1min_at_start")}
         res["ratios_per_run"] = [r["ratios"] for r in runs]
         res["ratios"] = {k: statistics.median(r["ratios"][k] for r in runs)
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
             if name in res:
                 print(f"  {name:18s} fwd {res[name]['fwd']['median_ms']:8.2f} ms   "
                       f"fwd+bwd {res[name]['fwd_bwd']['median_ms']:8.2f} ms", flush=True)
+        print("  pieces (ms):", {k: round(v["median_ms"], 2) for k, v in res["pieces"].items()})
     result["machine"]["load_avg_at_end"] = list(os.getloadavg())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
