@@ -549,6 +549,12 @@ def pretrain(
             key = jax.random.fold_in(base_key, t)
             loss, terms, gate = step_fn(model, optimizer, batch, key, phase_flags(phase, epoch, tc))
             log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
+            loss_now = float(loss)  # one scalar sync per step: never checkpoint a NaN state
+            if not math.isfinite(loss_now):
+                terms_now = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_now} "
+                    f"terms={terms_now}; the last good checkpoint in {run / 'checkpoints'} is kept")
             if gate is not None:
                 gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
                 for i, d in enumerate(domains):

@@ -1,0 +1,162 @@
+"""GraphGlue core: frames, transport/holonomy, prototypes, losses, batches, features."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from geofm import glue
+from geofm.data.sampler import SubgraphSampler
+from geofm.data.synthetic import make_synthetic
+from geofm.features import project_features, random_walk_features, spectral_features, structural_features
+
+
+def _batch(dim=16, m=4, s_cap=12, parts=2, per=8, seed=0):
+    ds = make_synthetic("synthetic-mixed", seed=seed)
+    x, _ = project_features(structural_features(ds.edge_index, ds.num_nodes), dim, seed=1)
+    smp = SubgraphSampler(ds.edge_index, ds.num_nodes, fanouts=[-1, -1], max_nodes=s_cap, features=x)
+    rng = np.random.default_rng(seed)
+    subs = [(smp.sample(np.arange(i * per, (i + 1) * per), rng), i) for i in range(parts)]
+    return glue.build_glue_batch(subs, num_generators=m, max_nodes=s_cap, labels=[ds.labels] * parts,
+                                 num_paths=8), ds
+
+
+def test_frames_orthonormal_and_aligned():
+    V = jax.random.normal(jax.random.key(0), (5, 4, 16))
+    Q, s, lg = glue.frames(V)
+    np.testing.assert_allclose(np.einsum("bdm,bdn->bmn", Q, Q), np.broadcast_to(np.eye(4), (5, 4, 4)), atol=1e-5)
+    # first frame vector is V_0's direction; all lengths are ||V_m||
+    np.testing.assert_allclose(Q[:, :, 0], V[:, 0] / np.linalg.norm(V[:, 0], axis=-1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(s, np.linalg.norm(V, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(lg, 2 * np.log(np.linalg.norm(V, axis=-1)), rtol=1e-5)
+    assert np.all(np.einsum("bdm,bmd->bm", Q, V) > 0)
+
+
+def _out(Q, s):
+    return glue.GlueOutput(z=jnp.zeros((Q.shape[0], Q.shape[1])), V=None, Q=Q, s=s, log_g=2 * jnp.log(s), gate=None)
+
+
+def test_holonomy_zero_for_shared_subspace_positive_otherwise():
+    key = jax.random.key(1)
+    q0 = jnp.linalg.qr(jax.random.normal(key, (16, 4)))[0]
+    s = jnp.abs(jax.random.normal(jax.random.key(2), (3, 4))) + 0.5
+    same = jnp.stack([q0, q0, q0])
+    paths, mask = jnp.array([[0, 1, 2]]), jnp.array([True])
+    terms = glue.glue_loss(_out(same, s), paths, mask)
+    assert float(terms["holonomy"]) < 1e-10  # the reference's diagonal case: trivially glued
+    diff = jnp.stack([jnp.linalg.qr(jax.random.normal(jax.random.key(i), (16, 4)))[0] for i in range(3)])
+    assert float(glue.glue_loss(_out(diff, s), paths, mask)["holonomy"]) > 1e-2
+    # curvature: second difference of log g
+    lg = 2 * np.log(np.asarray(s))
+    np.testing.assert_allclose(float(terms["curvature"]), np.mean((lg[0] - 2 * lg[1] + lg[2]) ** 2), rtol=1e-5)
+    # masked paths contribute nothing
+    assert float(glue.glue_loss(_out(diff, s), paths, jnp.array([False]))["holonomy"]) == 0.0
+
+
+def test_transport_identity_on_same_frame():
+    q = jnp.linalg.qr(jax.random.normal(jax.random.key(3), (8, 3)))[0]
+    s = jnp.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(glue.transport(q, s, q, s), np.eye(3), atol=1e-5)
+
+
+def test_prototypes_ema_bias_corrected_log_euclidean():
+    p = glue.Prototypes(2, 3, 2, decay=0.9)
+    z = jnp.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [9.0, 9.0, 9.0]])
+    lg = jnp.log(jnp.array([[1.0, 4.0], [4.0, 1.0], [2.0, 2.0]]))
+    p.update(z, lg, jnp.array([0, 0, 1]), jnp.array([True, True, False]))
+    pts, lgs, valid = p.read()
+    np.testing.assert_allclose(pts[0], [2.0, 2.0, 2.0], rtol=1e-5)  # first update = the batch mean
+    np.testing.assert_allclose(np.exp(lgs[0]), [2.0, 2.0], rtol=1e-5)  # geometric (log-Euclidean) mean
+    assert valid.tolist() == [True, False]
+    p.update(jnp.zeros((1, 3)), jnp.zeros((1, 2)), jnp.array([0]), jnp.array([True]))
+    pts, _, _ = p.read()
+    np.testing.assert_allclose(pts[0], 2.0 * 0.9 * 0.1 / (1 - 0.81), rtol=1e-5)
+
+
+def test_build_batch_masks_and_augmented_graph():
+    b, ds = _batch()
+    nb, s_cap = b.members.shape
+    assert nb == 16 and s_cap == 12
+    assert b.sample_mask.all() and (b.sample_domain[:8] == 0).all() and (b.sample_domain[8:] == 1).all()
+    assert (b.label == ds.labels[np.arange(16)]).all()
+    n = b.x.shape[0]
+    assert b.csr.num_nodes == n + nb * 4
+    # every member slot is a real node of its sample; masked slots point at padding
+    real = b.members[b.member_mask]
+    assert len(np.unique(real)) == real.size and real.max() < n - 1
+    np.testing.assert_array_equal(b.x[n - 1], 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        glue.build_glue_batch([], num_generators=4, max_nodes=12)
+
+
+@pytest.mark.parametrize("backbone", ["gcn", "gated"])
+def test_model_losses_finite_and_differentiable(backbone):
+    b, _ = _batch()
+    cfg = glue.GlueConfig(dim=16, num_generators=4, knn=3, att_dim=8, max_nodes=12,
+                          backbone={"name": backbone, "kwargs": {"num_layers": 1}})
+    model = glue.GlueModel(cfg, in_dim=16, num_domains=2, rngs=nnx.Rngs(0))
+    bj = jax.tree_util.tree_map(jnp.asarray, b)
+
+    def loss(m):
+        out = m.encode(bj)
+        paths, valid = glue.knn_paths(out.z, bj.sample_mask, bj.sample_domain, jax.random.key(0), knn=4,
+                                      num_paths=16, cross_domain=True)
+        g = glue.glue_loss(out, paths, valid)
+        return glue.locality_loss(out, bj.sample_mask, tau=1.0) + g["holonomy"] + g["curvature"]
+
+    val, grads = nnx.value_and_grad(loss)(model)
+    assert np.isfinite(float(val))
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+    assert float(jnp.abs(grads["generators"][...]).sum()) > 0  # generators receive gradient
+
+
+def test_generators_attach_within_sample_only():
+    b, _ = _batch()
+    cfg = glue.GlueConfig(dim=16, num_generators=4, knn=3, att_dim=8, max_nodes=12)
+    model = glue.GlueModel(cfg, in_dim=16, num_domains=2, rngs=nnx.Rngs(0))
+    bj = jax.tree_util.tree_map(jnp.asarray, b)
+    h0 = model.project(bj.x, bj.node_domain)
+    g, w = model.attach(h0, bj)
+    w = np.asarray(w)
+    assert w.shape == (16, 4, 12)
+    assert np.all(w[~np.broadcast_to(b.member_mask[:, None], w.shape)] == 0)
+    assert np.all((w > 0).sum(-1) == np.minimum(3, b.member_mask.sum(-1))[:, None])
+    assert not np.allclose(g[0], g[1])  # per-sample generators (reference quirk fixed)
+
+
+def test_knn_paths_cross_domain():
+    z = jax.random.normal(jax.random.key(0), (10, 4))
+    dom = jnp.array([0] * 5 + [1] * 5)
+    paths, valid = glue.knn_paths(z, jnp.ones(10, bool), dom, jax.random.key(1), knn=3, num_paths=64,
+                                  cross_domain=True)
+    p = np.asarray(paths)[np.asarray(valid)]
+    assert p.shape[0] > 0
+    d = np.asarray(dom)
+    assert np.all(d[p[:, 0]] != d[p[:, 1]]) and np.all(d[p[:, 2]] != d[p[:, 1]]) and np.all(p[:, 0] != p[:, 2])
+
+
+def test_structural_features():
+    n = 40
+    ring = np.stack([np.arange(n), (np.arange(n) + 1) % n])
+    rw = random_walk_features(ring, n, steps=2, probes=4096, seed=0)
+    np.testing.assert_allclose(rw[:, 0], 0.0, atol=0.05)  # no return in one step
+    np.testing.assert_allclose(rw[:, 1], 0.5, atol=0.06)  # return in two steps: 1/2 on a cycle
+    sp = spectral_features(ring, n, dim=4)
+    assert sp.shape == (n, 4) and np.all(np.isfinite(sp))
+    np.testing.assert_array_equal(structural_features(ring, n), structural_features(ring, n))
+
+
+def test_fixed_projection_is_deterministic():
+    x = np.random.default_rng(0).standard_normal((20, 7))
+    a, ma = project_features(x, 5, seed=3)
+    b, mb = project_features(x, 5, seed=3)
+    c, _ = project_features(x, 5, seed=4)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ma, mb)
+    assert not np.allclose(a, c)
+    with pytest.raises(ValueError, match="NaN"):
+        project_features(np.full((3, 2), np.nan), 4, seed=0)
