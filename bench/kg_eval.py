@@ -194,6 +194,12 @@ def main() -> None:
     out: dict = {"machine": machine(), "dataset": "WN18RR", "model": "AttH d=32 (random init, scale 0.1)"}
     out["geofm"], ranks = geofm_eval(ds, model, args.repeats)
     print("geofm", json.dumps(out["geofm"]))
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # 2 OpenMP threads on a busy 2-core machine are often far slower
+    except ImportError:
+        pass
     tres = torch_atth_eval(ds, model)
     if tres is not None:
         out["torch_kgemb_loop"], t_ranks = tres
