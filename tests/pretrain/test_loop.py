@@ -1,0 +1,173 @@
+"""The pretraining loop: exact resume after SIGKILL, NaN stop, bad input, data parallel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geofm.checkpoint import CheckpointError, Checkpointer
+from geofm.config import ConfigError, load_config
+from geofm.pretrain import NonFiniteLossError, PretrainConfig, pretrain
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "test" / "tiny.yaml"
+pytestmark = pytest.mark.slow
+
+
+def _final_model(run: Path, step: int) -> dict:
+    ck = Checkpointer(run / "checkpoints", metric="loss", mode="min")
+    try:
+        import orbax.checkpoint as ocp
+
+        raw = ck._mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))  # noqa: SLF001
+        return raw["state"]["model"]
+    finally:
+        ck.close()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ref")
+    cfg = load_config(TINY, PretrainConfig)
+    res = pretrain(cfg, run, progress=False)
+    assert res["step"] == 16 and np.isfinite(res["loss"])
+    return run
+
+
+def test_run_records(reference_run: Path):
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "projections.npz"):
+        assert (reference_run / name).is_file(), name
+    import json
+
+    rec = json.loads((reference_run / "run.json").read_text())
+    assert rec["seed"] == 0 and len(rec["domains"]) == 2 and all(d["checksum"] for d in rec["domains"])
+    rows = [json.loads(l) for l in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in rows} == {"local", "global", "refine"}
+    protos = _flat(_final_model(reference_run, 16))
+    assert np.all(protos["protos/count"] > 0)  # EMA prototypes are in the checkpoint
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path: Path):
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain", "--config", str(TINY), "--out", str(run), "--quiet"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            if (run / "checkpoints" / "8").is_dir() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    steps = Checkpointer(run / "checkpoints", metric="loss", mode="min").all_steps()
+    assert steps and max(steps) < 16
+    res = pretrain(load_config(TINY, PretrainConfig), run, progress=False)
+    assert res["step"] == 16
+    a, b = _flat(_final_model(reference_run, 16)), _flat(_final_model(run, 16))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0, err_msg=k)
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
+    cfg = load_config(TINY, PretrainConfig)
+    pretrain(cfg, tmp_path, progress=False, stop_after=4)
+    bad = load_config(TINY, PretrainConfig, ["train.lr=1e30", "train.grad_clip=1e30"])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ .*terms="):
+        pretrain(bad, tmp_path, progress=False)
+    ck = Checkpointer(tmp_path / "checkpoints", metric="loss", mode="min")
+    last = ck.latest_step()
+    assert last is not None and np.isfinite(ck.read_meta(last)["metrics"]["loss"])
+    ck.close()
+
+
+def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path):
+    other = load_config(TINY, PretrainConfig, ["model.dim=8", "model.att_dim=8"])
+    with pytest.raises(CheckpointError, match="incompatible config"):
+        pretrain(other, reference_run, progress=False)
+    with pytest.raises(ConfigError, match="model.nope"):
+        load_config(TINY, PretrainConfig, ["model.nope=1"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(TINY, PretrainConfig, ["train.epochs=many"])
+    with pytest.raises(ValueError, match="unknown|not found|known"):
+        pretrain(load_config(TINY, PretrainConfig, ["data.datasets=[no-such-dataset]"]), tmp_path, progress=False)
+
+
+def test_adapt_kshot_runs(reference_run: Path):
+    import dataclasses
+
+    from geofm.adapt import adapt_kshot, format_table
+
+    cfg = load_config(TINY, PretrainConfig)
+    acfg = dataclasses.replace(cfg.adapt, shots=[1], splits=2, epochs=10)
+    res = adapt_kshot(reference_run, acfg)
+    assert np.isfinite(res["transferability"]["gtm"])
+    assert 0.0 <= res["shots"]["1"]["mean"] <= 100.0 and len(res["shots"]["1"]["accs"]) == 2
+    assert "1-shot" in format_table(res)
+
+
+DP_SCRIPT = r"""
+import os, sys, json
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from geofm.config import load_config
+from geofm.pretrain import PretrainConfig, load_domains, Streams, make_model, phase_loss, phase_flags, total_steps
+from geofm.distributed import data_mesh
+cfg = load_config(sys.argv[1], PretrainConfig, ["train.parallel=4"])
+doms = load_domains(cfg)
+st = Streams(doms, cfg, total_steps(cfg))
+hb = st.batch("local", 1, range(4))
+model = make_model(cfg, len(doms))
+mesh, rep, dat = data_mesh(4)
+nnx.update(model, jax.tree_util.tree_map(lambda a: jax.device_put(a, rep), nnx.state(model)))
+batch = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a), dat), hb)
+flags = phase_flags("local", 1, cfg.train)
+@nnx.jit
+def f(m, b):
+    (l, aux), g = nnx.value_and_grad(lambda m: phase_loss(m, b, jax.random.key(0), flags, cfg.train), has_aux=True)(m)
+    return l, g
+loss, grads = f(model, batch)
+leaves = [np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(nnx.to_pure_dict(grads) if hasattr(nnx, "to_pure_dict") else grads)]
+print(json.dumps({"devices": jax.device_count(), "shards": len(batch.x.sharding.device_set),
+                  "loss": float(loss), "grad": np.concatenate(leaves).tolist()}))
+"""
+
+
+def test_data_parallel_matches_single_device(tmp_path: Path):
+    import json
+
+    script = tmp_path / "dp.py"
+    script.write_text(DP_SCRIPT)
+    out = {}
+    for n in (1, 4):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+               "JAX_PLATFORMS": "cpu"}
+        r = subprocess.run([sys.executable, str(script), str(TINY)], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out[4]["devices"] == 4 and out[4]["shards"] == 4 and out[1]["shards"] == 1
+    np.testing.assert_allclose(out[4]["loss"], out[1]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(out[4]["grad"], out[1]["grad"], rtol=1e-4, atol=1e-6)
