@@ -339,6 +339,13 @@ def test_bad_config_and_missing_files(tmp_path: Path) -> None:
                             "num_attention_heads": 3, "intermediate_size": 4, "max_position_embeddings": 8})
     shutil.rmtree(tmp_path / "m")
     _write_tiny_model(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "vocab_size": 5}))
+    with pytest.raises(ValueError, match=r"tokenizer has 24 tokens but .*vocab_size=5"):
+        TextEncoder.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 8}))
+    with pytest.raises(ValueError, match=r"position_embeddings.weight' has shape \(40, 16\), expected \(8, 16\)"):
+        TextEncoder.load(tmp_path / "m")
     (tmp_path / "m" / "tokenizer.json").unlink()
     with pytest.raises(ValueError, match=r"no tokenizer\.json; found: 1_Pooling/, config\.json"):
         TextEncoder.load(tmp_path / "m")

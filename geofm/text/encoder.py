@@ -268,11 +268,14 @@ class TextEncoder:
                     any((tdir / n).exists() for n in ("pytorch_model.bin", "model.bin")) else ""
                 raise ValueError(f"{tdir}: no {what}{extra}; found: {_listing(tdir)}")
         cfg = BertConfig.from_hf(_read_json(cfg_path), source=str(cfg_path))
-        arrays = bert_arrays_from_hf(_load_safetensors(weights), cfg, source=str(weights))
         try:
             tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as err:  # tokenizers raises a bare Exception on bad JSON
             raise ValueError(f"{tok_path}: cannot load tokenizer ({err})") from err
+        if tokenizer.get_vocab_size() > cfg.vocab_size:
+            raise ValueError(f"{tok_path}: tokenizer has {tokenizer.get_vocab_size()} tokens but {cfg_path} "
+                             f"has vocab_size={cfg.vocab_size}; the tokenizer does not belong to this model")
+        arrays = bert_arrays_from_hf(_load_safetensors(weights), cfg, source=str(weights))
         max_len = _max_seq_length(folder, tdir, cfg)
         pooling = _pooling_modes(folder)
         lower = _do_lower_case(folder)
