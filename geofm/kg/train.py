@@ -361,6 +361,10 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     }
     if hasattr(final_model, "router_weights") and len(getattr(final_model, "branches", ())) > 1:
         results["router_by_relation"] = router_by_relation(final_model, ds.valid, ds.relations, n_rel)
+        if run is not None:
+            from geofm.kg.plots import plot_router_weights
+
+            plot_router_weights(results["router_by_relation"], run / "router_weights.png", title=f"CAT router weights, {ds.name}")
     if run is not None:
         (run / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
     return results

@@ -94,3 +94,28 @@ def test_duplicates_and_unseen_are_counted(tiny: Path, tmp_path: Path, capsys) -
     assert res["dataset"]["dropped"]["train"]["duplicates_dropped"] == 1
     assert res["dataset"]["num_triples"]["test"] == len((dup / "test.txt").read_text().splitlines())  # kept, not dropped
     assert res["dataset"]["num_unseen_entities"]["test"] >= 2
+
+
+def test_float64_run_restores_precision_flag(tiny: Path, tmp_path: Path, capsys) -> None:
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    code, metrics, _ = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--json", "--quiet", "--out", str(tmp_path / "f64"),
+                            *FAST, "--set", "train.dtype=float64", "--set", "train.epochs=2")
+    assert code == 0 and 0 < metrics["mrr"] <= 1
+    assert bool(jax.config.jax_enable_x64) == before
+
+
+@pytest.mark.slow
+def test_cat_router_logging_and_plot(tiny: Path, tmp_path: Path, capsys) -> None:
+    code, _, _ = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--quiet", "--out", str(tmp_path / "cat"),
+                      "--set", "model.name=cat", "--set", "model.kwargs={dim: 8, heads: 2, blocks: 1}",
+                      "--set", "loss.name=1n_ce", "--set", "loss.label_smoothing=0.1", "--set", "train.epochs=2")
+    assert code == 0
+    res = json.loads((tmp_path / "cat" / "results.json").read_text())
+    router = res["router_by_relation"]
+    assert set(router) <= {"_child_of", "_parent_of", "_sibling_of"} and router
+    for dirs in router.values():
+        for v in dirs.values():
+            assert abs(sum(v["mean"].values()) - 1.0) < 1e-4 and set(v["mean"]) == {"E", "H", "S"}
+    assert (tmp_path / "cat" / "router_weights.png").stat().st_size > 1000
