@@ -171,3 +171,12 @@ def test_data_parallel_matches_single_device(tmp_path: Path):
     assert out[4]["devices"] == 4 and out[4]["shards"] == 4 and out[1]["shards"] == 1
     np.testing.assert_allclose(out[4]["loss"], out[1]["loss"], rtol=1e-5)
     np.testing.assert_allclose(out[4]["grad"], out[1]["grad"], rtol=1e-4, atol=1e-6)
+
+
+def test_plots(reference_run: Path, tmp_path: Path):
+    from geofm.plot import plot_run, poincare_2d
+
+    paths = plot_run(reference_run, tmp_path, embeddings=False)
+    assert [p.name for p in paths] == ["loss_curves.png"] and paths[0].stat().st_size > 1000
+    xy = poincare_2d(np.random.default_rng(0).standard_normal((50, 8)) * 30)
+    assert xy.shape == (50, 2) and np.all(np.linalg.norm(xy, axis=1) < 1.0)

@@ -1,0 +1,30 @@
+"""`geofm plot RUN_DIR [--out DIR] [--no-embeddings]`: loss curves, gate weights per domain,
+Poincaré-disk view of embeddings coloured by label/domain (PNG files)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="geofm plot", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", help="a `geofm pretrain` run folder")
+    p.add_argument("--out", help="where to write the PNGs (default: the run folder)")
+    p.add_argument("--no-embeddings", action="store_true", help="skip the embedding plot (no model forward)")
+    args = p.parse_args(argv)
+    from geofm.checkpoint import CheckpointError
+    from geofm.plot import plot_run
+
+    try:
+        paths = plot_run(args.run_dir, args.out, embeddings=not args.no_embeddings)
+    except (ValueError, CheckpointError) as err:
+        print(f"geofm plot: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

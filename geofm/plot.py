@@ -1,0 +1,162 @@
+"""Plots from a pretraining run folder (matplotlib, PNG; no TensorBoard).
+
+    from geofm.plot import plot_run
+    paths = plot_run("runs/tiny")      # loss_curves.png, gate_weights.png, embeddings.png
+
+- loss curves: every logged loss term against the step, one panel per phase;
+- gate weights: mean expert weight per pretraining domain (gated backbone only);
+- embeddings: sample embeddings z of every domain, reduced to 2-D by PCA and mapped
+  into the Poincaré disk (curvature k = -1) with `manifolds.stereographic.expmap0`,
+  coloured by domain and by label.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_metrics", "plot_losses", "plot_gates", "plot_embeddings", "plot_run"]
+
+_TERMS = ("loss", "local", "proto", "holonomy", "curvature")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Rows of RUN_DIR/metrics.jsonl; ValueError naming the file and line on bad JSON."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (is {run_dir} a `geofm pretrain` run folder?)")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: invalid JSON: {err.msg}") from None
+    return rows
+
+
+def plot_losses(run_dir: str | Path, out: str | Path) -> Path:
+    plt = _plt()
+    rows = read_metrics(run_dir)
+    phases = [p for p in ("local", "global", "refine") if any(r.get("phase") == p for r in rows)]
+    fig, axes = plt.subplots(1, max(len(phases), 1), figsize=(4.5 * max(len(phases), 1), 3.5), squeeze=False)
+    for ax, phase in zip(axes[0], phases):
+        sel = [r for r in rows if r.get("phase") == phase]
+        for term in _TERMS:
+            pts = [(r["step"], r[term]) for r in sel if term in r]
+            if pts:
+                s, v = zip(*pts)
+                ax.plot(s, v, marker=".", label=term)
+        ax.set_title(f"{phase} phase")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_gates(run_dir: str | Path, out: str | Path) -> Path | None:
+    """Bar chart of the last logged mean gate weight per domain; None without a gated backbone."""
+    rows = [r for r in read_metrics(run_dir) if "gate" in r]
+    if not rows:
+        return None
+    plt = _plt()
+    gate = rows[-1]["gate"]
+    names = list(gate)
+    w = np.asarray([gate[n] for n in names])
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(names), 3.5))
+    bottom = np.zeros(len(names))
+    for e in range(w.shape[1]):
+        ax.bar(names, w[:, e], bottom=bottom, label=f"expert {e}")
+        bottom += w[:, e]
+    ax.set_ylabel("mean gate weight")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def embed_domains(run_dir: str | Path, *, per_domain: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(z [n, d], domain [n], label [n], names) for up to per_domain nodes of each domain."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from geofm.glue import build_glue_batch
+    from geofm.pretrain import load_domains, load_pretrained
+
+    model, cfg, names = load_pretrained(run_dir)
+    domains = load_domains(cfg)
+    enc = nnx.jit(lambda m, b: m.encode(b).z)
+    zs, ds, ls = [], [], []
+    for i, d in enumerate(domains):
+        rng = np.random.default_rng([seed, i])
+        ids = rng.choice(d.num_nodes, size=min(per_domain, d.num_nodes), replace=False)
+        for s in range(0, ids.size, 64):
+            c = ids[s: s + 64]
+            b = build_glue_batch([(d.sampler.sample(c, rng, batch_size=64), i)], num_generators=model.cfg.num_generators,
+                                 max_nodes=model.cfg.max_nodes, labels=[d.labels])
+            z = np.asarray(enc(model, jax.tree_util.tree_map(jnp.asarray, b)))[: c.size]
+            zs.append(z)
+            ds.append(np.full(c.size, i))
+            ls.append(d.labels[c])
+    return np.concatenate(zs), np.concatenate(ds), np.concatenate(ls), names
+
+
+def poincare_2d(z: np.ndarray) -> np.ndarray:
+    """PCA to 2-D, scaled to unit mean norm, then expmap0 onto the Poincaré disk (k = -1): [n, 2]."""
+    from manifolds import stereographic as st
+
+    zc = z - z.mean(0)
+    _, _, vt = np.linalg.svd(zc, full_matrices=False)
+    p = zc @ vt[:2].T
+    p = p / max(np.linalg.norm(p, axis=1).mean(), 1e-9)
+    return np.asarray(st.expmap0(p.astype(np.float32), k=-1.0))
+
+
+def plot_embeddings(run_dir: str | Path, out: str | Path) -> Path:
+    plt = _plt()
+    z, dom, lab, names = embed_domains(run_dir)
+    xy = poincare_2d(z)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, colour, title in ((axes[0], dom, "domain"), (axes[1], lab, "label")):
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="gray"))
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, s=6, cmap="tab10" if title == "domain" else "tab20")
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_aspect("equal")
+        ax.set_title(f"Poincaré disk, coloured by {title}")
+        if title == "domain":
+            handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i))) for i in range(len(names))]
+            ax.legend(handles, names, fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, embeddings: bool = True) -> list[Path]:
+    """Write the run's PNGs into out_dir (default: the run folder); returns their paths."""
+    out = Path(out_dir or run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [plot_losses(run_dir, out / "loss_curves.png")]
+    g = plot_gates(run_dir, out / "gate_weights.png")
+    if g is not None:
+        paths.append(g)
+    if embeddings:
+        paths.append(plot_embeddings(run_dir, out / "embeddings.png"))
+    return paths
