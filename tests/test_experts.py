@@ -97,3 +97,16 @@ def test_gates_pick_the_matching_expert_per_region():
         mean_w = w[region == syn.REGIONS.index(name)].mean(0)
         assert int(np.argmax(mean_w)) == expert, (name, mean_w)
         assert mean_w[expert] > 0.5, (name, mean_w)
+
+
+def test_fused_propagate_matches_expert_by_expert():
+    rng = np.random.default_rng(0)
+    n = 30
+    csr = _csr(rng.integers(0, n, (2, 80)), n)
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, 7))
+    desc = jax.random.normal(jax.random.PRNGKey(1), (n, 8))
+    for agg in ("midpoint", "tangent"):
+        fused = MixtureEncoder(7, 6, descriptor_dim=8, aggregation=agg, rngs=nnx.Rngs(0))
+        plain = MixtureEncoder(7, 6, descriptor_dim=8, aggregation=agg, fuse_propagate=False, rngs=nnx.Rngs(0))
+        np.testing.assert_allclose(fused(x, csr, descriptors=desc).fused, plain(x, csr, descriptors=desc).fused,
+                                   rtol=1e-5, atol=1e-6)

@@ -113,12 +113,11 @@ def midpoint_attend(attn: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array
     """Attention-weighted gyro-midpoint of expmap0(v), returned in the tangent space.
 
     attn [..., T, S] (non-negative rows), v [..., S, d] tangent vectors -> [..., T, d]
-    = logmap0(midpoint_j(attn_ij; expmap0(v_j))). Two matmuls (the midpoint's sums).
+    = logmap0(midpoint_j(attn_ij; expmap0(v_j))). One matmul over the lifted [..., S, d+1] values.
     """
-    num, den = st.midpoint_terms(st.expmap0(v, k=k), k=k)
-    a = jnp.einsum("...ts,...sd->...td", attn, num)
-    b = jnp.einsum("...ts,...sd->...td", attn, den)
-    return st.logmap0(st.midpoint_from_sums(a, b, k=k), k=k)
+    lifted = jnp.concatenate(st.midpoint_terms(st.expmap0(v, k=k), k=k), axis=-1)
+    sums = jnp.einsum("...ts,...sd->...td", attn, lifted)  # one matmul for both sums
+    return st.logmap0(st.midpoint_from_sums(sums[..., :-1], sums[..., -1:], k=k), k=k)
 
 
 def branch_attention(

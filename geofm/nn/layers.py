@@ -152,10 +152,50 @@ class GeoGCNConv(nnx.Module):
         """This layer's (output) curvature."""
         return self.curvature()
 
+    @property
+    def fusable(self) -> bool:
+        """True when the layer's neighbourhood sum is one `ops.propagate` of per-node rows
+        (`messages` -> propagate -> `combine`), so several layers (e.g. the experts of a
+        mixture) can share ONE propagate over their concatenated rows."""
+        return self.aggregation != "local"
+
+    def messages(self, u: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """Rows to aggregate [N, c] (c = d_out + 1 for "midpoint", d_out for "tangent") and
+        the curvature used (None on the flat path), for `combine`."""
+        if not self.fusable:
+            raise ValueError("aggregation='local' has per-edge messages; call the layer directly")
+        h = self.linear(u)
+        if self.geometry == "euclidean":  # static: flat fast path, same values as k = 0
+            if self.bias is not None:
+                h = h + self.bias[...]
+            if self.aggregation == "midpoint":
+                return jnp.concatenate([h, jnp.ones(h.shape[:-1] + (1,), h.dtype)], axis=-1), None
+            return h, None
+        k = self.k()
+        p = st.expmap0(h, k=k)
+        if self.bias is not None:
+            p = st.mobius_add(p, st.expmap0(self.bias[...], k=k), k=k)
+        if self.aggregation == "midpoint":
+            return jnp.concatenate(st.midpoint_terms(p, k=k), axis=-1), k
+        return st.logmap0(p, k=k), k
+
+    def combine(self, sums: jax.Array, k: jax.Array | None) -> jax.Array:
+        """Propagated rows (weighted sums of `messages`) -> output tangent [N, d_out]."""
+        if self.geometry == "euclidean":
+            if self.aggregation == "midpoint":
+                den = sums[..., -1:]
+                sums = jnp.where(den > 0, sums[..., :-1] / jnp.where(den > 0, den, 1.0), 0.0)
+            return self.act(sums)
+        if self.aggregation == "midpoint":
+            m = st.midpoint_from_sums(sums[..., :-1], sums[..., -1:], k=k)
+        else:
+            m = st.expmap0(sums, k=k)
+        return self.act(st.logmap0(m, k=k))
+
     def pre_activation(self, u: jax.Array, csr: CSR, weights: jax.Array | None) -> jax.Array:
         """Aggregated manifold points m [N, d_out] (before the tangent nonlinearity)."""
         h = self.linear(u)
-        if self.geometry == "euclidean":  # static: flat fast path, same values as k = 0
+        if self.geometry == "euclidean":
             if self.bias is not None:
                 h = h + self.bias[...]
             return _flat_aggregate(h, weights, csr, self.aggregation)
@@ -167,6 +207,9 @@ class GeoGCNConv(nnx.Module):
 
     def __call__(self, u: jax.Array, csr: CSR, weights: jax.Array | None = None) -> jax.Array:
         """u [N, d_in] tangent at the origin -> [N, d_out] tangent at the origin."""
+        if self.fusable:
+            rows, k = self.messages(u)
+            return self.combine(ops.propagate(rows, weights, csr), k)
         m = self.pre_activation(u, csr, weights)
         if self.geometry == "euclidean":
             return self.act(m)
