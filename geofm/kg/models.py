@@ -24,6 +24,7 @@ from flax import nnx
 
 from geofm.kg.scoring import (
     euclidean_sqdist_shared,
+    gram_sqdist_hyperbolic,
     givens_reflection,
     givens_rotation,
     sqdist_to_tangent_rows,
@@ -244,23 +245,62 @@ class _HypBase(KGModel):
 
 @register_model("murp")
 class MuRP(_HypBase):
-    """MuRP (Balazevic et al. 2019), tangent-parameterised, fixed curvature k (default -1).
+    """MuRP (Balazevic et al. 2019) with fixed curvature k (default -1).
 
-    score = -d_k(exp0(R e_h), r ⊕ exp0(e_t))^2 + b_h + b_t with diagonal R, evaluated as
-    -d_k((-r) ⊕ exp0(R e_h), exp0(e_t))^2 (left Möbius translation is an isometry).
+    score = -d_k(exp0(R log0 e_h), r ⊕ e_t)^2 + b_h + b_t with diagonal R, evaluated as
+    -d_k((-r) ⊕ exp0(R log0 e_h), e_t)^2 (left Möbius translation is an isometry).
+    ball_params=False: e and r are tangent vectors at 0 (points exp0(.)), plain optax.
+    ball_params=True: e and r are points on the ball, as in the paper; optimise them
+    with `optim.name: riemannian_adam` (see `manifold_specs`).
     """
 
-    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, k=-1.0):
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, init_size=1e-3, k=-1.0, ball_params=False):
         super().__init__(num_entities, num_relations, rngs=rngs, dtype=dtype, dim=dim, init_size=init_size,
                          multi_c=False, k_init=k, learn_k=False)
+        self.k_fixed, self.ball_params = float(k), ball_params
         self.rel_diag = nnx.Param(jnp.ones((2 * num_relations, dim), dtype) + init_size * jax.random.normal(rngs.params(), (2 * num_relations, dim), dtype))
         self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
+        if ball_params:  # small tangent noise mapped onto the ball
+            self.entity = nnx.Param(st.expmap0(self.entity[...], k=k))
+            self.rel = nnx.Param(st.expmap0(self.rel[...], k=k))
+
+    def manifold_specs(self) -> Any:
+        """Spec rule for `manifolds.optim.riemannian_adam`: entity/rel tables on the ball when ball_params."""
+        from manifolds.optim import specs_by_path
+        from manifolds.spec import Stereographic
+
+        if not self.ball_params:
+            return None
+        ball = Stereographic(self.k_fixed)
+        return specs_by_path(nnx.state(self, nnx.Param), lambda path, _: ball if path.startswith(("['entity']", "['rel']")) else None)
+
+    def _points(self, x: jax.Array, k: jax.Array) -> jax.Array:
+        return st.project(x, k=k) if self.ball_params else st.expmap0(x, k=k)
 
     def query(self, h, r, *, key=None):
         k = self.curvature(r)
-        head = st.expmap0(self.rel_diag[...][r] * self.entity[...][h], k=k)
-        rel = st.expmap0(self.rel[...][r], k=k)
+        e_h = self.entity[...][h]
+        tangent = st.logmap0(st.project(e_h, k=k), k=k) if self.ball_params else e_h
+        head = st.expmap0(self.rel_diag[...][r] * tangent, k=k)
+        rel = self._points(self.rel[...][r], k)
         return self._finish(st.mobius_add(-rel, head, k=k), k, h)
+
+    def score_shared(self, q, cand):
+        if not self.ball_params:
+            return super().score_shared(q, cand)
+        e = st.project(self.entity[...][cand], k=self.k_fixed)
+        x = q["x"]
+        d2 = gram_sqdist_hyperbolic(x @ e.T, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1)[None, :], k=q["k"])
+        return -d2 + q["bh"][:, None] + self.bt[...][cand][None, :]
+
+    def score_rows(self, q, t):
+        if not self.ball_params:
+            return super().score_rows(q, t)
+        e = st.project(self.entity[...][t], k=self.k_fixed)
+        x = q["x"]
+        xy = jnp.einsum("bd,bkd->bk", x, e)
+        d2 = gram_sqdist_hyperbolic(xy, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1), k=q["k"])
+        return -d2 + q["bh"][:, None] + self.bt[...][t]
 
 
 @register_model("roth")

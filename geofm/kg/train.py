@@ -346,6 +346,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             "num_unseen_entities": ds.meta.get("num_unseen_entities"),
             "dropped": ds.meta.get("dropped"),
             "checksums": ds.meta.get("checksums"),
+            "entity_text": ds.meta.get("entity_text"),
         },
         "num_params": n_params,
         "best_epoch": best_epoch,

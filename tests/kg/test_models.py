@@ -25,7 +25,7 @@ KWARGS = {
     "transe": [{"p": 1}, {"p": 2}],
     "rotate": [{}],
     "complex": [{"n3": 0.1}],
-    "murp": [{}],
+    "murp": [{}, {"ball_params": True}],
     "atth": [{}],
     "roth": [{}],
     "refh": [{}],
@@ -122,3 +122,22 @@ def test_cat_fixed_variant_parameter_overhead() -> None:
     w = nnx.jit(lambda m, h, r: m.router_weights(h, r))(full, jnp.array([0, 1]), jnp.array([2, 3]))
     assert w.shape == (2, 2, 3, 3)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_murp_ball_params_with_riemannian_adam_stay_on_ball() -> None:
+    from geofm.kg.config import LossConfig, OptimConfig
+    from geofm.kg.train import make_epoch_fn, make_loss_fn, make_optimizer
+
+    m = build_model("murp", N, R, dim=4, init_size=0.3, ball_params=True)
+    gd, params, rest = nnx.split(m, nnx.Param, ...)
+    specs = m.manifold_specs()
+    assert specs["entity"].__class__.__name__ == "Stereographic" and specs["bh"] is None
+    tx = make_optimizer(OptimConfig(name="riemannian_adam", lr=0.5), m)
+    epoch = make_epoch_fn(make_loss_fn(LossConfig(num_negatives=4), gd, N), tx, 8)
+    rng = np.random.default_rng(0)
+    train = jnp.asarray(np.stack([rng.integers(0, N, 40), rng.integers(0, 2 * R, 40), rng.integers(0, N, 40)], 1), jnp.int32)
+    p2, _, loss = epoch(params, tx.init(params), rest, jax.random.key(0), train)
+    assert bool(jnp.isfinite(loss))
+    norms = jnp.linalg.norm(p2["entity"][...], axis=-1)
+    assert float(norms.max()) < 1.0  # k = -1: the unit ball
+    assert float(jnp.abs(p2["entity"][...] - params["entity"][...]).max()) > 1e-3  # it moved
