@@ -180,3 +180,39 @@ def test_plots(reference_run: Path, tmp_path: Path):
     assert [p.name for p in paths] == ["loss_curves.png"] and paths[0].stat().st_size > 1000
     xy = poincare_2d(np.random.default_rng(0).standard_normal((50, 8)) * 30)
     assert xy.shape == (50, 2) and np.all(np.linalg.norm(xy, axis=1) < 1.0)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one():
+    """jax.distributed on 127.0.0.1: 2 processes x 1 CPU device == 1 process, same global batch."""
+    import json
+
+    worker = Path(__file__).with_name("_multihost_worker.py")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    addr = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(TINY), addr, "2", str(i)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            so, se = p.communicate(timeout=600)
+            assert p.returncode == 0, se[-3000:]
+            outs.append(json.loads(so.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    r = subprocess.run([sys.executable, str(worker), str(TINY), "none", "1", "0"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [o["devices"] for o in outs] == [2, 2] and single["devices"] == 1
+    np.testing.assert_allclose([o["loss"] for o in outs], single["loss"], rtol=1e-5)
