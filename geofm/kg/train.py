@@ -284,6 +284,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         bar.update(start_epoch - 1)
     epoch_times: list[float] = []
     eval_times: list[float] = []
+    best_params, best_epoch = params, start_epoch - 1
     stopped_early = False
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         t0 = time.perf_counter()
@@ -300,6 +301,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             row.update({"valid_mrr": m["mrr"], "valid_hits@10": m["hits@10"], "eval_seconds": res.seconds})
             improved = m["mrr"] > best
             best, bad = (m["mrr"], 0) if improved else (best, bad + 1)
+            if improved:
+                best_params, best_epoch = params, epoch  # kept in memory too (runs without run_dir)
             history.append(row)
             if ckpt is not None:
                 ckpt.save(epoch, _flat({"params": params, "opt_state": opt_state}), metrics={"valid_mrr": m["mrr"]},
@@ -326,9 +329,10 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         state, info = ckpt.restore(_flat({"params": params, "opt_state": opt_state}), which="best")
         params = _unflat({"params": params, "opt_state": opt_state}, state)["params"]
         best_epoch = info["step"]
-        ckpt.close()
     else:
-        best_epoch = cfg.train.epochs
+        params = best_params
+    if ckpt is not None:
+        ckpt.close()
     final_model = nnx.merge(graphdef, params, rest)
     res_valid = evaluator.evaluate(score_fn, (params, rest), ds.valid)
     res_test = evaluator.evaluate(score_fn, (params, rest), ds.test)
