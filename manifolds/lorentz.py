@@ -85,7 +85,7 @@ def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
     if x.shape[-1] < 2:
         raise ValueError(f"{name}: Lorentz points need d+1 >= 2 coordinates on the last axis, got {x.shape}")
     kc = as_curvature(k, x.dtype)
-    if is_concrete(k) and not np.all(np.asarray(kc) < 0):
+    if is_concrete(k) and not np.all(np.asarray(k).astype(np.dtype(x.dtype)) < 0):
         raise ValueError(f"Lorentz model needs k < 0; k={np.asarray(k).tolist()} rounds to 0 in {x.dtype}")
     return x, kc
 

@@ -99,8 +99,9 @@ def _gyro_den(x2: Array, y2: Array, p: Array, q2: Array, k: Array) -> Array:
     positive terms inside the ball); for k>=0 (1 + k p)^2 + k^2 (x2 y2 - p^2)
     (Cauchy-Schwarz: both non-negative; zero only for antipodal points).
     """
-    hyper = (1.0 + k * x2) * (1.0 + k * y2) - k * q2
-    sphere = (1.0 + k * p) ** 2 + k * k * jnp.maximum(x2 * y2 - p * p, 0.0)
+    kx2, ky2, kp = k * x2, k * y2, k * p  # products of k-scaled terms: no overflow/underflow
+    hyper = (1.0 + kx2) * (1.0 + ky2) - k * q2
+    sphere = (1.0 + kp) ** 2 + jnp.maximum(kx2 * ky2 - kp * kp, 0.0)
     return jnp.maximum(jnp.where(k < 0, hyper, sphere), _tiny(x2.dtype))
 
 
@@ -142,12 +143,16 @@ def artan_k(y: ArrayLike, *, k: ArrayLike) -> Array:
 
 
 def _clip_ball(x: Array, x2: Array, k: Array, eps: float) -> Array:
-    """Scale points with |x|^2 = x2 > ((1-eps) R)^2 back onto that radius (k<0 only)."""
-    neg = k < 0
-    r2 = (1.0 - eps) ** 2 / jnp.where(neg, -k, 1.0)
-    over = neg & (x2 > r2)
+    """Scale points with |x|^2 = x2 > ((1-eps) R)^2 back onto that radius (k<0 only).
+
+    Works with c = -k|x|^2 (no division by k), so gradients w.r.t. k stay finite
+    even for |k| near the smallest normal number.
+    """
+    c = -k * x2
+    lim = (1.0 - eps) ** 2
+    over = (k < 0) & (c > lim)
     # The outer where gives exactly 1 (and zero gradient) off the boundary.
-    ratio = jnp.where(over, r2 / jnp.where(over, x2, 1.0), 1.0)
+    ratio = jnp.where(over, lim / jnp.where(over, c, 1.0), 1.0)
     return x * jnp.sqrt(ratio)
 
 
@@ -304,9 +309,9 @@ def gyration(u: ArrayLike, v: ArrayLike, w: ArrayLike, *, k: ArrayLike) -> Array
     uv = jnp.sum(u * v, axis=-1, keepdims=True)
     uw = jnp.sum(u * w, axis=-1, keepdims=True)
     vw = jnp.sum(v * w, axis=-1, keepdims=True)
-    k2 = k * k
-    a = -k2 * uw * v2 - k * vw + 2.0 * k2 * uv * vw
-    b = -k2 * vw * u2 + k * uw
+    kuw, kvw = k * uw, k * vw
+    a = -kuw * (k * v2) - kvw + 2.0 * (k * uv) * kvw
+    b = -kvw * (k * u2) + kuw
     den = _gyro_den(u2, v2, -uv, jnp.maximum(u2 + 2.0 * uv + v2, 0.0), k)
     return w + 2.0 * (a * u + b * v) / den
 
