@@ -64,19 +64,21 @@ def test_local_aggregate_matches_per_node_formula():
         np.testing.assert_allclose(got[i], st.expmap(p[i], v, k=k), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("geometry", ["hyperbolic", "spherical", "free"])
-@pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_gcn_nan_free_near_boundary_and_large_inputs(geometry, aggregation):
+def test_gcn_nan_free_near_boundary_and_large_inputs(geometry):
+    """Rows from 1e-6 to 1e6 in norm (hyperbolic: points pinned 1e-5 from the boundary),
+    every aggregation: finite values and gradients."""
     _, csr = _graph()
-    scale = jnp.array([1.0, 1e-6, 1.0, 1e3, 1e6, 30.0, 1.0])[:, None]  # rows from tiny to huge
+    scale = jnp.array([1.0, 1e-6, 1.0, 1e3, 1e6, 30.0, 1.0])[:, None]
     u = scale * jax.random.normal(jax.random.PRNGKey(4), (7, 4))
-    layer = GeoGCNConv(4, 4, geometry=geometry, k={"free": -1.0}.get(geometry), aggregation=aggregation,
-                       rngs=nnx.Rngs(0))
+    k0 = {"free": -1.0}.get(geometry)
+    layers = [GeoGCNConv(4, 4, geometry=geometry, k=k0, aggregation=a, rngs=nnx.Rngs(0)) for a in AGGREGATIONS]
 
-    def loss(m, u):
-        return jnp.sum(m(u, csr, ops.gcn_norm(csr)) ** 2)
+    def loss(ms, u):
+        return sum(jnp.sum(m(u, csr, ops.gcn_norm(csr)) ** 2) for m in ms)
 
-    val, (gm, gu) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(layer, u)
+    val, (gm, gu) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(layers, u)
     assert np.isfinite(float(val))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(nnx.state(gm)))
     assert bool(jnp.all(jnp.isfinite(gu)))
