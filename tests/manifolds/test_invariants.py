@@ -14,14 +14,16 @@ from hypothesis import strategies as st
 import manifolds as M
 from manifolds import testing as T
 
-from _manifolds_dtype import DTYPE
+from _manifolds_dtype import DTYPE, X64
 
 SPECIAL = [0.0, 1e-7, -1e-7, -2.0, 2.0, -1.0, 1.0]
 curvature = st.one_of(st.sampled_from(SPECIAL), st.floats(-2.0, 2.0, allow_nan=False))
 negative = st.one_of(st.sampled_from([-1e-7, -1.0, -2.0]), st.floats(-2.0, -1e-7))
 positive = st.one_of(st.sampled_from([1e-7, 1.0, 2.0]), st.floats(1e-7, 2.0))
 seeds = st.integers(0, 2**31 - 1)
-SETTINGS = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+# Modest, deterministic example counts: CI has 2 cores (the float64 re-run uses fewer).
+N = 5 if X64 else 10
+SETTINGS = settings(max_examples=N, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +51,7 @@ def test_lorentz_suite(k, seed):
 
 
 @pytest.mark.slow  # one ~30 s compilation of the 5-component gradient probe
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=N // 2, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(kh=negative, ks=positive, ke=curvature, kl=negative, seed=seeds)
 def test_product_suite(kh, ks, ke, kl, seed):
     """H x S x (any k) x Lorentz x E in one point."""
@@ -64,13 +66,13 @@ def test_euclidean_suite():
     T.run_suite(M.Euclidean(), jax.random.key(0), (8, 4), DTYPE)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True)
+@settings(max_examples=N, deadline=None, derandomize=True)
 @given(k=st.floats(-2.0, -0.05), seed=seeds)
 def test_ball_matches_lorentz(k, seed):
     T.check_stereographic_matches_lorentz(k, jax.random.key(seed), (8, 4), DTYPE)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True)
+@settings(max_examples=N, deadline=None, derandomize=True)
 @given(k=st.floats(0.05, 2.0), seed=seeds)
 def test_sphere_closed_form(k, seed):
     T.check_sphere_closed_form(k, jax.random.key(seed), (8, 4), DTYPE)
