@@ -268,6 +268,7 @@ def test_cache_makes_reencoding_free(tiny: tuple[Path, dict[str, np.ndarray]], t
     assert s1.n_cached == 0 and s1.n_computed == 5
     second, s2 = enc.encode_with_stats(TINY_TEXTS)
     assert s2.n_cached == 5 and s2.n_computed == len(TINY_TEXTS) - 5
+    assert s1.n_truncated == s2.n_truncated == 1  # TINY_TEXTS[4], counted from the cache the second time
     np.testing.assert_array_equal(first, second[:5])
     shards = list((tmp_path / "cache" / "text").rglob("*.npz"))
     assert len(shards) == 2 and not list((tmp_path / "cache").rglob(".*.tmp"))
@@ -284,11 +285,12 @@ def test_cache_makes_reencoding_free(tiny: tuple[Path, dict[str, np.ndarray]], t
 def test_cache_skips_corrupt_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = EmbeddingCache("ab" * 32, tmp_path)
     d = text_digests(["x", "y"])
-    cache.store(d, np.ones((2, 3), np.float32))
+    cache.store(d, np.ones((2, 3), np.float32), np.array([False, True]))
     (cache.dir / "zz-broken.npz").write_bytes(b"not a zip")
     with caplog.at_level(logging.WARNING, logger="geofm.text"):
-        emb, found = cache.lookup(text_digests(["y", "z"]), 3)
+        emb, found, truncated = cache.lookup(text_digests(["y", "z"]), 3)
     assert found.tolist() == [True, False] and emb[0].tolist() == [1, 1, 1] and emb[1].tolist() == [0, 0, 0]
+    assert truncated.tolist() == [True, False]
     assert "zz-broken" in caplog.text
     assert cache.clear() == 2
     with pytest.raises(ValueError, match="hex"):

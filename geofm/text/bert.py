@@ -297,11 +297,25 @@ def bert_arrays_from_hf(tensors: dict[str, np.ndarray], cfg: BertConfig, *, sour
 
 
 def build_bert(cfg: BertConfig, arrays: dict[str, np.ndarray] | None = None, *, seed: int = 0) -> BertEncoder:
-    """A `BertEncoder`, random-initialised from `seed`, with `arrays` (from `bert_arrays_from_hf`) loaded."""
-    model = BertEncoder(cfg, rngs=nnx.Rngs(seed))
-    if arrays is not None:
-        for key, value in arrays.items():
-            sub, name = key.split(".", 1)
-            param = getattr(getattr(model, sub), name)
-            param[...] = jnp.asarray(value)
+    """A `BertEncoder` holding `arrays` (from `bert_arrays_from_hf`), or random-initialised from `seed`.
+
+    With arrays, the module is built abstractly (`nnx.eval_shape`) and filled,
+    so loading runs no random-init computations; every parameter must be given.
+    """
+    if arrays is None:
+        return BertEncoder(cfg, rngs=nnx.Rngs(seed))
+    model = nnx.eval_shape(lambda: BertEncoder(cfg, rngs=nnx.Rngs(seed)))
+    given = set(arrays)
+    for path, param in nnx.iter_graph(model):
+        if isinstance(param, nnx.Param):
+            key = ".".join(str(p) for p in path)
+            if key not in given:
+                raise ValueError(f"build_bert: no array for parameter {key!r}")
+            want = param.get_value().shape
+            if tuple(arrays[key].shape) != tuple(want):
+                raise ValueError(f"build_bert: {key!r} has shape {arrays[key].shape}, expected {want}")
+            param.set_value(jnp.asarray(arrays[key], jnp.float32))
+            given.discard(key)
+    if given:
+        raise ValueError(f"build_bert: unknown parameters {sorted(given)}")
     return model

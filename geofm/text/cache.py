@@ -1,7 +1,9 @@
 """On-disk sentence-embedding cache keyed by (model hash, text hash).
 
 Layout: `<root>/text/<model_key>/<shard>.npz`, each shard holding
-`keys` [n, 32] uint8 (sha256 of the UTF-8 text) and `emb` [n, dim] float32.
+`keys` [n, 32] uint8 (sha256 of the UTF-8 text), `emb` [n, dim] float32
+and `truncated` [n] bool (the text was cut to the model's max length, kept so
+a fully cached call needs no tokenization).
 Shards are immutable and written atomically (temp file + rename), so
 concurrent writers and crashes never leave a half-written shard; a lookup
 reads every shard's keys once and the embeddings only of shards it hits.
@@ -43,8 +45,8 @@ class EmbeddingCache:
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("*.npz")) if self.dir.is_dir() else []
 
-    def lookup(self, digests: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """digests [n, 32] uint8 -> (embeddings [n, dim] float32, found [n] bool).
+    def lookup(self, digests: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """digests [n, 32] uint8 -> (embeddings [n, dim] float32, found [n] bool, truncated [n] bool).
 
         Rows not found are zero. Unreadable or mismatched shards are skipped
         with a warning (a cache only ever costs recomputation).
@@ -52,8 +54,9 @@ class EmbeddingCache:
         n = digests.shape[0]
         emb = np.zeros((n, dim), np.float32)
         found = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
         if n == 0:
-            return emb, found
+            return emb, found, truncated
         want = {digests[i].tobytes(): i for i in range(n)}
         for shard in self._shards():
             if found.all():
@@ -65,28 +68,32 @@ class EmbeddingCache:
                     hits = [(j, i) for j, i in hits if not found[i]]
                     if not hits:
                         continue
-                    data = z["emb"]
-                    if data.ndim != 2 or data.shape[1] != dim or data.shape[0] != keys.shape[0]:
+                    data, trunc = z["emb"], z["truncated"]
+                    if data.ndim != 2 or data.shape[1] != dim or data.shape[0] != keys.shape[0] or \
+                            trunc.shape != (keys.shape[0],):
                         log.warning("embedding cache shard %s has shape %s, expected [%d, %d]; ignored",
                                     shard, data.shape, keys.shape[0], dim)
                         continue
                     src, dst = zip(*hits)
                     emb[list(dst)] = data[list(src)]
+                    truncated[list(dst)] = trunc[list(src)]
                     found[list(dst)] = True
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
                 log.warning("unreadable embedding cache shard %s (%s); ignored", shard, err)
-        return emb, found
+        return emb, found, truncated
 
-    def store(self, digests: np.ndarray, emb: np.ndarray) -> Path | None:
+    def store(self, digests: np.ndarray, emb: np.ndarray, truncated: np.ndarray) -> Path | None:
         """Write one new shard; returns its path (None when there is nothing to store or on OSError)."""
         if digests.shape[0] == 0:
             return None
-        if emb.shape[0] != digests.shape[0]:
-            raise ValueError(f"store: {digests.shape[0]} digests but {emb.shape[0]} embeddings")
+        if not emb.shape[0] == truncated.shape[0] == digests.shape[0]:
+            raise ValueError(f"store: {digests.shape[0]} digests, {emb.shape[0]} embeddings, "
+                             f"{truncated.shape[0]} truncated flags")
         path = self.dir / f"{uuid.uuid4().hex}.npz"
         try:
             atomic_write_bytes(path, lambda f: np.savez(f, keys=digests.astype(np.uint8),
-                                                        emb=emb.astype(np.float32)))
+                                                        emb=emb.astype(np.float32),
+                                                        truncated=truncated.astype(bool)))
         except OSError as err:
             log.warning("could not write embedding cache %s: %s", path, err)
             return None

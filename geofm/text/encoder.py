@@ -281,7 +281,7 @@ class TextEncoder:
         lower = _do_lower_case(folder)
         key = _model_hash([cfg_path, weights, tok_path],
                           {"max_seq_length": max_len, "pooling": pooling, "lower": lower, "dtype": dtype,
-                           "format": 1})
+                           "format": 2})
         return cls(build_bert(cfg, arrays), tokenizer, max_seq_length=max_len, pooling=pooling,
                    do_lower_case=lower, model_key=key, name=name, dtype=dtype, micro_tokens=micro_tokens)
 
@@ -366,17 +366,17 @@ class TextEncoder:
         store = self._cache(cache)
         if store is not None:
             digests = text_digests(prepared)
-            out, found = store.lookup(digests, self.dim)
+            out, found, truncated = store.lookup(digests, self.dim)
         else:
-            digests, out, found = None, np.zeros((n, self.dim), np.float32), np.zeros(n, bool)
+            digests, found = None, np.zeros(n, bool)
+            out, truncated = np.zeros((n, self.dim), np.float32), np.zeros(n, bool)
         todo = np.flatnonzero(~found)
-        ids, truncated = self.tokenize(prepared)
         shapes: tuple[tuple[int, int], ...] = ()
         if todo.size:
-            emb, shapes = self.compute([ids[i] for i in todo], batch_size=batch_size, progress=progress)
-            out[todo] = emb
+            ids, truncated[todo] = self.tokenize([prepared[i] for i in todo])
+            out[todo], shapes = self.compute(ids, batch_size=batch_size, progress=progress)
             if store is not None:
-                store.store(digests[todo], emb)
+                store.store(digests[todo], out[todo], truncated[todo])
         stats = EncodeStats(n_texts=n, n_empty=n_empty, n_truncated=int(truncated.sum()),
                             n_cached=int(found.sum()), n_computed=int(todo.size),
                             seconds=time.perf_counter() - t0, shapes=shapes)
