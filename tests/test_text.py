@@ -394,3 +394,19 @@ def test_encode_command_counts_and_caches(tiny: tuple[Path, dict[str, np.ndarray
     np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), emb)
     assert main(["encode", "--dataset", str(data), "--text-model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_encode_command_picks_dataset_texts() -> None:
+    from geofm.commands.encode import dataset_texts
+    from geofm.data.types import KGDataset, TAGDataset
+
+    tag = TAGDataset(name="t", num_nodes=2, edge_index=np.zeros((2, 0), np.int32), texts=["a", ""],
+                     labels=np.zeros(2, np.int32), class_names=["c"], class_descriptions=["d"])
+    assert dataset_texts(tag) == (["a", ""], "node texts")
+    triples = np.zeros((1, 3), np.int32)
+    kg = KGDataset(name="k", entities=["e0", "e1"], relations=["r"], train=triples, valid=triples, test=triples,
+                   entity_text=["first", None])
+    assert dataset_texts(kg) == (["first", None], "entity texts")
+    with pytest.raises(ValueError, match="no entity texts"):
+        dataset_texts(KGDataset(name="k", entities=["e0"], relations=["r"], train=triples, valid=triples,
+                                test=triples))
