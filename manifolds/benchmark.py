@@ -96,6 +96,7 @@ def run(*, n: int = 1_000_000, d: int = 64, repeats: int = 7, warmup: int = 2, s
     """
     if quick:
         n, repeats = min(n, 100_000), min(repeats, 5)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     data = _inputs(n, d, seed)
     k = jnp.asarray(-1.0, jnp.float32)
     results: dict[str, Any] = {}
@@ -137,6 +138,7 @@ def run(*, n: int = 1_000_000, d: int = 64, repeats: int = 7, warmup: int = 2, s
             "backend": jax.default_backend(),
             "device": str(jax.devices()[0]),
             "cpu_count": os.cpu_count(),
+            "load_avg_1m_at_start": load,
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
