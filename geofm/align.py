@@ -69,6 +69,7 @@ __all__ = [
     "info_nce",
     "label_loss",
     "train_aligner",
+    "sample_subgraph",
     "save_aligner",
     "load_aligner",
     "embed_nodes",
@@ -119,7 +120,7 @@ class AlignLossConfig:
     init_temperature for both (learnable when learn_temperature); class_balance p weights
     each labelled node by count(class)^-p (0 = plain CE, 1 = fully balanced)."""
 
-    self_weight: float = 1.0
+    self_weight: float = 0.3
     label_weight: float = 1.0
     init_temperature: float = 0.05
     learn_temperature: bool = True
@@ -129,10 +130,15 @@ class AlignLossConfig:
 @dataclass(frozen=True)
 class AlignTrainConfig:
     """steps: optimizer steps (each on one source domain drawn uniformly); batch_nodes:
-    loss nodes per step (all nodes of smaller domains)."""
+    loss nodes per step (all nodes of smaller domains). Sources with more than
+    max_full_nodes nodes are trained on a fresh induced subgraph per step: the batch
+    nodes plus random neighbours, subgraph_nodes nodes in all (padded, so one compile
+    per edge bucket); their propagated inputs and descriptors come from the full graph."""
 
     steps: int = 300
     batch_nodes: int = 256
+    max_full_nodes: int = 8192
+    subgraph_nodes: int = 4096
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
@@ -425,6 +431,45 @@ def _class_weights(labels: np.ndarray, num_classes: int, power: float) -> np.nda
     return (w / max(w[labels >= 0].mean() if (labels >= 0).any() else 1.0, 1e-12)).astype(np.float32)
 
 
+def sample_subgraph(d: DomainInputs, adj: sp.csr_matrix, centres: np.ndarray, rng: np.random.Generator, *,
+                    max_nodes: int) -> dict[str, Any]:
+    """Device inputs of the subgraph induced by `centres` [B] (listed first, so their
+    positions are 0..B-1) plus random neighbours, padded to `max_nodes` nodes; edges
+    (adj [N, N] with self-loops) padded to a power-of-two bucket and masked."""
+    from geofm.graph import next_bucket
+
+    b = centres.size
+    if b > max_nodes:
+        raise ValueError(f"train.subgraph_nodes={max_nodes} must be >= train.batch_nodes={b}")
+    neigh = np.unique(adj[centres].indices)
+    neigh = neigh[~np.isin(neigh, centres)]
+    room = max_nodes - b
+    if neigh.size > room:
+        neigh = np.sort(rng.choice(neigh, size=room, replace=False))
+    nodes = np.concatenate([centres, neigh]).astype(np.int64)
+    sub = adj[nodes][:, nodes].tocoo()
+    e = sub.nnz
+    cap = next_bucket(e, minimum=1024)
+    snd = np.zeros(cap, np.int32)
+    rcv = np.zeros(cap, np.int32)
+    snd[:e], rcv[:e] = sub.col, sub.row
+    mask = np.arange(cap) < e
+    csr = build_csr(snd, rcv, max_nodes, edge_mask=mask, static_shapes=True)
+
+    def pad(x: np.ndarray) -> jax.Array:
+        out = np.zeros((max_nodes,) + x.shape[1:], np.float32)
+        out[: nodes.size] = x[nodes]
+        return jnp.asarray(out)
+
+    return {"text": pad(d.text), "prop": pad(d.prop), "desc": pad(d.descriptors), "csr": csr,
+            "w": ops.gcn_norm(csr), "cls": jnp.asarray(d.class_emb)}
+
+
+def _adjacency_with_loops(d: DomainInputs) -> sp.csr_matrix:
+    full = add_self_loops(symmetrize(d.edge_index, d.num_nodes), d.num_nodes)
+    return sp.csr_matrix((np.ones(full.shape[1], np.float32), (full[1], full[0])), shape=(d.num_nodes, d.num_nodes))
+
+
 def _device_domain(d: DomainInputs) -> dict[str, Any]:
     return {"text": jnp.asarray(d.text), "prop": jnp.asarray(d.prop), "desc": jnp.asarray(d.descriptors),
             "csr": d.csr, "w": d.weights, "cls": jnp.asarray(d.class_emb)}
@@ -476,7 +521,9 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
     if tc.steps < 0 or tc.batch_nodes < 2:
         raise ValueError(f"train.steps must be >= 0 and train.batch_nodes >= 2, got {tc.steps}, {tc.batch_nodes}")
     opt = nnx.Optimizer(model, _optimizer(tc.lr, tc.weight_decay, tc.grad_clip or 0.0), wrt=nnx.Param)
-    dev = [_device_domain(d) for d in domains]
+    big = [d.num_nodes > tc.max_full_nodes for d in domains]
+    dev = [None if b else _device_domain(d) for d, b in zip(domains, big)]
+    adj = [_adjacency_with_loops(d) if b else None for d, b in zip(domains, big)]
     cw = [_class_weights(d.labels, d.class_emb.shape[0], lc.class_balance) for d in domains]
     coef = {"self": jnp.float32(lc.self_weight), "label": jnp.float32(lc.label_weight),
             "learn_t": jnp.asarray(lc.learn_temperature)}
@@ -494,7 +541,11 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
         d = domains[k]
         b = min(tc.batch_nodes, d.num_nodes)
         idx = np.sort(rng.choice(d.num_nodes, size=b, replace=False)).astype(np.int32)
-        loss = _train_step(model, opt, dev[k], jnp.asarray(idx), jnp.asarray(d.labels[idx]),
+        if big[k]:
+            g, pos = sample_subgraph(d, adj[k], idx, rng, max_nodes=tc.subgraph_nodes), np.arange(b, dtype=np.int32)
+        else:
+            g, pos = dev[k], idx
+        loss = _train_step(model, opt, g, jnp.asarray(pos), jnp.asarray(d.labels[idx]),
                            jnp.asarray(cw[k][idx]), coef)
         losses.append(float(loss))
         picked.append(k)

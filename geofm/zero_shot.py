@@ -17,6 +17,7 @@ remaining labelled nodes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -106,6 +107,15 @@ def linear_probe_predict(emb: np.ndarray, labels: np.ndarray, support: np.ndarra
     protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
     params = {"w": jnp.asarray(protos.T), "b": jnp.zeros(num_classes)}
     present = jnp.asarray(np.bincount(labels[support], minlength=num_classes) > 0)
+    p = _fit_probe(params, xs, ys, present, jnp.float32(lr), jnp.float32(l2), steps=steps)
+    logits = jnp.where(present, x @ p["w"] + p["b"], -jnp.inf)
+    return np.asarray(jnp.argmax(logits, axis=1), np.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _fit_probe(params: dict[str, jax.Array], xs: jax.Array, ys: jax.Array, present: jax.Array, lr: jax.Array,
+               l2: jax.Array, *, steps: int) -> dict[str, jax.Array]:
+    """Full-batch Adam on the L2-regularised softmax regression (module-level: compiled once per shape)."""
     tx = optax.adam(lr)
 
     def loss(p):
@@ -113,20 +123,14 @@ def linear_probe_predict(emb: np.ndarray, labels: np.ndarray, support: np.ndarra
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean()
         return ce + l2 * jnp.sum(p["w"] ** 2)
 
-    @jax.jit
-    def fit(p):
-        def body(carry, _):
-            p, s = carry
-            g = jax.grad(loss)(p)
-            u, s = tx.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+    def body(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
 
-        (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), None, length=steps)
-        return p
-
-    p = fit(params)
-    logits = jnp.where(present, x @ p["w"] + p["b"], -jnp.inf)
-    return np.asarray(jnp.argmax(logits, axis=1), np.int32)
+    (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+    return p
 
 
 def few_shot_eval(emb: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int, trials: int,

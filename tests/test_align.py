@@ -155,3 +155,24 @@ def test_prepare_domain_counts_empty_texts_and_missing_descriptions(encoder):
     assert d.n_missing_descriptions == ds.num_classes
     np.testing.assert_allclose(d.text[0], d.text[3], atol=1e-6)  # both embedded as ""
     assert np.all(np.isfinite(d.class_emb))
+
+
+def test_large_sources_train_on_padded_induced_subgraphs(domains):
+    from geofm.align import _adjacency_with_loops, sample_subgraph
+
+    d = domains[0]
+    adj = _adjacency_with_loops(d)
+    rng = np.random.default_rng(0)
+    centres = np.sort(rng.choice(d.num_nodes, size=8, replace=False))
+    g = sample_subgraph(d, adj, centres, rng, max_nodes=40)
+    assert g["text"].shape == (40, d.text.shape[1])
+    np.testing.assert_allclose(np.asarray(g["prop"][:8]), d.prop[centres])
+    mask = np.asarray(g["csr"].mask)
+    snd, rcv = np.asarray(g["csr"].senders)[mask], np.asarray(g["csr"].receivers)[mask]
+    assert np.all(rcv[snd == rcv] < 40) and np.sum(snd == rcv) >= 8  # self-loops kept
+    with pytest.raises(ValueError, match="subgraph_nodes"):
+        sample_subgraph(d, adj, centres, rng, max_nodes=4)
+    cfg = config_from_dict({**TINY, "train": {"steps": 8, "batch_nodes": 16, "max_full_nodes": 50,
+                                              "subgraph_nodes": 48}})
+    res = train_aligner(build_aligner(cfg, text_dim=d.text.shape[1]), domains, cfg)
+    assert np.all(np.isfinite(res.losses)) and res.compiles <= 4
