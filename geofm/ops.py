@@ -27,7 +27,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-
 from jax import lax
 
 from geofm.graph import CSR, ChunkPlan
@@ -74,7 +73,7 @@ def _check_rows(a: jax.Array, n: int, what: str) -> None:
         raise ValueError(f"{what}: expected leading axis {n}, got shape {a.shape}")
 
 
-def _chunk_sum(plan: ChunkPlan, n_out: int, n_edges: int, term) -> jax.Array:
+def _chunk_sum(plan: ChunkPlan, n_out: int, term) -> jax.Array:
     """sum over chunks of sum_k term(k) -> [n_out, ...]; term(k) gives slot k of every chunk."""
     acc = term(0)
     for k in range(1, plan.idx.shape[0]):
@@ -105,7 +104,7 @@ def _spmm(plan: ChunkPlan, x: jax.Array, w: jax.Array | None, n_out: int,
         xk = _take(x, plan.idx[k])
         return _expand(wp[k], xk.ndim) * xk
 
-    return _chunk_sum(plan, n_out, n_edges, term)
+    return _chunk_sum(plan, n_out, term)
 
 
 def _edge_sum(plan: ChunkPlan, m: jax.Array, n_out: int, n_edges: int) -> jax.Array:
@@ -114,7 +113,7 @@ def _edge_sum(plan: ChunkPlan, m: jax.Array, n_out: int, n_edges: int) -> jax.Ar
         return jnp.zeros((n_out,) + m.shape[1:], m.dtype)
     valid = lax.optimization_barrier((plan.edge < n_edges).astype(m.dtype))
     edge = jnp.minimum(plan.edge, n_edges - 1)
-    return _chunk_sum(plan, n_out, n_edges,
+    return _chunk_sum(plan, n_out,
                       lambda k: _expand(valid[k], m.ndim) * _take(m, edge[k]))
 
 
