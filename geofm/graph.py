@@ -11,6 +11,7 @@ padded batch is the padding graph (exactly like `jraph.get_*_padding_mask`).
 
 `pad_to_bucket` rounds (nodes + 1, edges, graphs + 1) up to the next size in a short
 geometric ladder, so a training run compiles once per bucket, not once per batch.
+`node_graph_index` / `graph_pool` give per-node graph ids and sum/mean/max readouts.
 
 Edge-index helpers (`symmetrize`, `add_self_loops`, `remove_self_loops`, `coalesce`)
 work on host numpy arrays of shape [2, E] (row 0 = source, row 1 = destination).
