@@ -160,3 +160,17 @@ def test_fixed_projection_is_deterministic():
     assert not np.allclose(a, c)
     with pytest.raises(ValueError, match="NaN"):
         project_features(np.full((3, 2), np.nan), 4, seed=0)
+
+
+def test_bf16_gcn_backbone_close_to_f32():
+    b, _ = _batch()
+    bj = jax.tree_util.tree_map(jnp.asarray, b)
+    outs = {}
+    for dt in ("float32", "bfloat16"):
+        cfg = glue.GlueConfig(dim=16, num_generators=4, knn=3, att_dim=8, max_nodes=12,
+                              backbone={"name": "gcn", "kwargs": {"num_layers": 2, "dtype": dt}})
+        model = glue.GlueModel(cfg, in_dim=16, num_domains=2, rngs=nnx.Rngs(0))
+        outs[dt] = np.asarray(model.encode(bj).z)
+    assert outs["bfloat16"].dtype == np.float32 and np.all(np.isfinite(outs["bfloat16"]))
+    np.testing.assert_allclose(outs["bfloat16"], outs["float32"], atol=0.1)
+    assert not np.array_equal(outs["bfloat16"], outs["float32"])  # really computed in bf16
