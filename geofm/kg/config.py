@@ -20,7 +20,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """1-N cross entropy (`1n_ce`) or negative sampling (`neg_sampling`).
+    """1-N cross entropy (`1n_ce`), sampled cross entropy (`sampled_ce`) or negative sampling (`neg_sampling`).
+
+    sampled_ce: softmax over the true tail and `num_negatives` uniform entities
+    shared by the batch (accidental hits removed), with label smoothing; a
+    cheap stand-in for 1-N when scoring all entities is expensive (CAT's H/S
+    geometries on CPU).
 
     neg_sampling: `num_negatives` uniform tail corruptions per positive
     (`double_neg`: the head is corrupted too, as in the public AttH code);
@@ -30,7 +35,7 @@ class LossConfig:
     code); "balanced" averages the positive term and the weighted negative term.
     """
 
-    name: Literal["1n_ce", "neg_sampling"] = "neg_sampling"
+    name: Literal["1n_ce", "sampled_ce", "neg_sampling"] = "neg_sampling"
     label_smoothing: float = 0.0
     num_negatives: int = 50
     double_neg: bool = False

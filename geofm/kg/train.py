@@ -82,8 +82,8 @@ def make_optimizer(cfg: OptimConfig, model: KGModel) -> optax.GradientTransforma
 
 def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
     """loss(params, rest, batch [B, 3], weights [B], key) -> scalar (weighted mean + regularisers)."""
-    if cfg.name == "neg_sampling" and cfg.num_negatives < 1:
-        raise ValueError("loss.num_negatives must be >= 1 for neg_sampling")
+    if cfg.name in ("neg_sampling", "sampled_ce") and cfg.num_negatives < 1:
+        raise ValueError(f"loss.num_negatives must be >= 1 for {cfg.name}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ValueError("loss.label_smoothing must be in [0, 1)")
 
@@ -96,6 +96,16 @@ def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
             logp = jax.nn.log_softmax(model.score_shared(q, jnp.arange(num_entities, dtype=jnp.int32)), -1)
             eps = cfg.label_smoothing
             per = -(1.0 - eps) * jnp.take_along_axis(logp, t[:, None], 1)[:, 0] - eps * jnp.mean(logp, -1)
+        elif cfg.name == "sampled_ce":
+            cand = jax.random.randint(k_neg, (cfg.num_negatives,), 0, num_entities, dtype=jnp.int32)
+            pos = model.score_rows(q, t[:, None])
+            hit = cand[None, :] == t[:, None]  # accidental hits of the true tail are removed
+            logits = jnp.concatenate([pos, jnp.where(hit, -jnp.inf, model.score_shared(q, cand))], 1)
+            logp = jax.nn.log_softmax(logits, -1)
+            valid = jnp.concatenate([jnp.ones_like(pos, bool), ~hit], 1)
+            smooth = jnp.sum(jnp.where(valid, logp, 0.0), -1) / jnp.sum(valid, -1)
+            eps = cfg.label_smoothing
+            per = -(1.0 - eps) * logp[:, 0] - eps * smooth
         else:
             b, kn = h.shape[0], cfg.num_negatives
             negs = jax.random.randint(k_neg, (b, kn), 0, num_entities, dtype=jnp.int32)
