@@ -11,8 +11,9 @@ query; it scores all entities in each geometry (dot product, -d_kH^2, -d_kS^2),
 mixed with the last block's router weights of that token. Fixed-geometry
 variants ("E", "H", "S") keep one branch and no router.
 
-The three branch kernels (`dot_attention`, `kappa_attention`) and `route` are
-small pure functions so node-graph CAT blocks can share them.
+The branch kernels (dot-product / Poincaré-ball / sphere attention with
+gyro-midpoint aggregation) are shared with the node-graph CAT block:
+`geofm.nn.cat.branch_attention`. `route` and `mix_tangent` are small pure functions.
 """
 
 from __future__ import annotations
@@ -24,41 +25,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from geofm.kg.models import KGModel, register_model
-from geofm.kg.scoring import gram_sqdist_k, sqdist_to_tangent_shared, sqdist_to_tangent_rows
+from geofm.kg.scoring import sqdist_to_tangent_rows, sqdist_to_tangent_shared
+from geofm.nn.cat import branch_attention
 from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
 from manifolds import stereographic as st
 
-__all__ = ["dot_attention", "kappa_attention", "route", "mix_tangent", "CATKG", "BRANCHES"]
+__all__ = ["route", "mix_tangent", "CATKG", "BRANCHES"]
 
 BRANCHES = ("E", "H", "S")
-
-
-def dot_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Euclidean branch. q: [B, T, H, dh], k/v: [B, S, H, dh] -> [B, T, H, dh]."""
-    logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(float(q.shape[-1]))
-    att = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhts,bshd->bthd", att, v)
-
-
-def kappa_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, curv: jax.Array, beta: jax.Array) -> jax.Array:
-    """Hyperbolic (curv < 0) or spherical (curv > 0) branch, outputs in the tangent space at 0.
-
-    q: [B, T, H, dh], k/v: [B, S, H, dh] tangent vectors; curv: [H] signed curvature
-    per head; beta: [H] > 0 inverse temperature. Points are expmap0 of the inputs;
-    att_ts = softmax_s(-beta d_k(q_t, k_s)^2); output = logmap0(gyro-midpoint_s(att_ts, v_s)).
-    """
-    kk = curv[:, None]  # [H, 1]: broadcasts against [..., H, dh]
-    qp, kp, vp = st.expmap0(q, k=kk), st.expmap0(k, k=kk), st.expmap0(v, k=kk)
-    xy = jnp.einsum("bthd,bshd->bhts", qp, kp)
-    x2 = jnp.sum(qp * qp, -1).transpose(0, 2, 1)[..., None]  # [B, H, T, 1]
-    y2 = jnp.sum(kp * kp, -1).transpose(0, 2, 1)[:, :, None, :]  # [B, H, 1, S]
-    d2 = gram_sqdist_k(xy, x2, y2, k=curv[:, None, None])
-    att = jax.nn.softmax(-beta[:, None, None] * d2, axis=-1)  # [B, H, T, S]
-    num_t, den_t = st.midpoint_terms(vp, k=kk)  # [B, S, H, dh], [B, S, H, 1]
-    num = jnp.einsum("bhts,bshd->bthd", att, num_t)
-    den = jnp.einsum("bhts,bsh->bth", att, den_t[..., 0])[..., None]
-    mid = st.midpoint_from_sums(num, den, k=kk)
-    return st.logmap0(mid, k=kk)
 
 
 def route(logits: jax.Array, temperature: float) -> jax.Array:
@@ -111,18 +85,21 @@ class CATBlock(nnx.Module):
         b, t, d = x.shape
         xn = self.ln1(x)
         w = self.router(xn)
-        q, k, v = jnp.split(self.qkv(xn).reshape(b, t, 3 * self.heads, d // self.heads), 3, axis=2)
+        qkv = self.qkv(xn).reshape(b, t, 3 * self.heads, d // self.heads).transpose(0, 2, 1, 3)
+        q, k, v = jnp.split(qkv, 3, axis=1)  # [B, H, T, dh] each
         outs = []
         for name in self.branches:
             if name == "E":
-                o = dot_attention(q, k, v)
+                o = branch_attention(q, k, v, None, branch="euclidean")
             elif name == "H":
-                o = kappa_attention(q, k, v, curv=raw_to_curvature(self.k_h[...], geometry="hyperbolic"),
-                                    beta=jax.nn.softplus(self.beta_h[...]) + 0.5)
+                curv = raw_to_curvature(self.k_h[...], geometry="hyperbolic")[:, None, None]
+                beta = (jax.nn.softplus(self.beta_h[...]) + 0.5)[:, None, None]
+                o = branch_attention(q, k, v, None, branch="hyperbolic", k=curv, beta=beta)
             else:
-                o = kappa_attention(q, k, v, curv=raw_to_curvature(self.k_s[...], geometry="spherical"),
-                                    beta=jax.nn.softplus(self.beta_s[...]) + 0.5)
-            outs.append(o.reshape(b, t, d))
+                curv = raw_to_curvature(self.k_s[...], geometry="spherical")[:, None, None]
+                beta = (jax.nn.softplus(self.beta_s[...]) + 0.5)[:, None, None]
+                o = branch_attention(q, k, v, None, branch="spherical", k=curv, beta=beta)
+            outs.append(o.transpose(0, 2, 1, 3).reshape(b, t, d))
         k1, k2 = jax.random.split(key) if key is not None else (None, None)
         x = x + _dropout(self.out(mix_tangent(outs, w)), rate, k1)
         x = x + _dropout(self.ff2(jax.nn.gelu(self.ff1(self.ln2(x)))), rate, k2)

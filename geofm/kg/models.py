@@ -51,8 +51,16 @@ def register_model(name: str) -> Callable[[type], type]:
     return deco
 
 
+def load_builtin_models() -> dict[str, type["KGModel"]]:
+    """Register the built-in models defined outside this module (CAT-KG); returns MODELS."""
+    import geofm.kg.cat  # noqa: F401  (registers "cat")
+
+    return MODELS
+
+
 def build_model(name: str, num_entities: int, num_relations: int, *, seed: int = 0, dtype: Any = jnp.float32, **kwargs: Any) -> "KGModel":
     """Instantiate a registered model; num_relations is R (the model holds 2R with inverses)."""
+    load_builtin_models()
     if name not in MODELS:
         raise ValueError(f"unknown KG model {name!r}; known: {sorted(MODELS)}")
     try:
