@@ -12,7 +12,8 @@
 
     .venv/bin/python bench/experts.py [--quick] [--only distortion,gates,cora,speed,cat]
 
-Writes bench/results/experts.json (or --out).
+Writes bench/results/experts.json (or --out; --quick writes /tmp/experts_quick.json so a
+smoke run never overwrites the committed results).
 """
 
 from __future__ import annotations
@@ -299,8 +300,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, 2 seeds (a smoke run)")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "experts.json"))
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default bench/results/experts.json; --quick: /tmp/experts_quick.json)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = "/tmp/experts_quick.json" if args.quick else str(Path(__file__).parent / "results" / "experts.json")
     names = [s for s in args.only.split(",") if s]
     unknown = set(names) - set(SECTIONS)
     if unknown:
