@@ -22,17 +22,19 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from geofm.data._io import DataWarning, warn
 from geofm.data.types import KGDataset, TAGDataset
 
 log = logging.getLogger("geofm.data")
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 _CLASSES = {"TAGDataset": TAGDataset, "KGDataset": KGDataset}
 
 
@@ -230,12 +232,21 @@ def cached_load(
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             log.warning("ignoring unreadable processed cache %s: %s", path, err)
     if ds is None:
-        ds = loader(folder, **options)
-        ds = dataclasses.replace(ds, meta={**ds.meta, "checksums": sums})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            ds = loader(folder, **options)
+        notes = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+        for w in caught:  # hand every warning on to the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        ds = dataclasses.replace(ds, meta={**ds.meta, "checksums": sums, "warnings": notes})
         if use_cache:
             try:
                 save_dataset(ds, path)
             except OSError as err:
                 log.warning("could not write processed cache %s: %s", path, err)
+    else:
+        # A cache hit replays the loader's data warnings (dropped duplicates, missing texts).
+        for note in ds.meta.get("warnings", []):
+            warn(note)
     info = {"hit": hit, "path": str(path), "seconds": time.perf_counter() - t0}
     return dataclasses.replace(ds, meta={**ds.meta, "cache": info})

@@ -119,3 +119,24 @@ def test_cache_speedup_on_arxiv(data_dir: Path, tmp_path: Path) -> None:
     assert not first.meta["cache"]["hit"] and second.meta["cache"]["hit"]
     assert second.num_nodes == 33868 and second.edge_index.shape == (2, 305672)
     assert second.texts[:100] == first.texts[:100] and np.array_equal(second.labels, first.labels)
+
+
+def test_cache_hit_replays_loader_warnings(tmp_path):
+    """Dropped-duplicate warnings are not lost when the second load comes from the cache."""
+    import warnings
+
+    from geofm.data import DataWarning, load_dataset
+
+    folder = tmp_path / "dupkg"
+    folder.mkdir()
+    (folder / "train.txt").write_text("a\tr\tb\na\tr\tb\nb\tr\tc\n")
+    (folder / "valid.txt").write_text("a\tr\tc\n")
+    (folder / "test.txt").write_text("c\tr\ta\n")
+    seen = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = load_dataset(folder, cache_dir=tmp_path / "cache")
+        seen.append([str(w.message) for w in caught if issubclass(w.category, DataWarning)])
+    assert ds.meta["cache"]["hit"] is True
+    assert seen[0] and seen[1] == seen[0]
