@@ -513,8 +513,10 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
                   progress: bool = False) -> TrainResult:
     """Multi-domain contrastive training, in place. Each step draws a source domain
     uniformly (seeded numpy Generator), `batch_nodes` of its nodes without replacement
-    (all of them for smaller graphs), runs the full-graph forward and takes one AdamW step
-    on self_weight * InfoNCE(z, t) + label_weight * CE(z, class prompts)."""
+    (all of them for smaller graphs), runs the full-graph forward (an induced subgraph
+    around the batch for sources above train.max_full_nodes, see `sample_subgraph`) and
+    takes one AdamW step on self_weight * InfoNCE(z, t) + label_weight * CE(z, class prompts).
+    Returns losses, the domain of each step and how many step executables were compiled."""
     if not domains:
         raise ValueError("train_aligner needs at least one source domain")
     tc, lc = cfg.train, cfg.loss
