@@ -63,6 +63,7 @@ __all__ = [
     "logmap",
     "dist",
     "dist0",
+    "sqdist_from_gram",
     "inner",
     "norm",
     "egrad2rgrad",
@@ -263,6 +264,27 @@ def dist(x: ArrayLike, y: ArrayLike, *, k: ArrayLike, keepdims: bool = False) ->
     w2, _ = _diff_sq(x, y, k)
     d = 2.0 * safe_sqrt(w2) * _artan_ratio(k * w2)
     return d if keepdims else d[..., 0]
+
+
+def sqdist_from_gram(xy: ArrayLike, x2: ArrayLike, y2: ArrayLike, *, k: ArrayLike) -> Array:
+    """Squared geodesic distance d_k(x, y)^2 from Gram terms, elementwise with broadcasting.
+
+    xy = <x, y>, x2 = |x|^2, y2 = |y|^2 (any broadcastable shapes, e.g. [B, 1], [1, E]
+    and a [B, E] matmul), so 1-N scoring never materialises [B, E, d]. The gyro
+    denominator is formed without cancellation (as in `dist`), so values and
+    gradients stay finite 1e-5 from the ball boundary. |x - y|^2 comes from
+    x2 + y2 - 2xy, which loses relative accuracy for nearly equal points: use
+    `dist` when x and y are close and both available.
+    """
+    xy = jnp.asarray(xy)
+    if not jnp.issubdtype(xy.dtype, jnp.floating):
+        xy = xy.astype(jnp.result_type(float))
+    x2, y2 = jnp.asarray(x2, xy.dtype), jnp.asarray(y2, xy.dtype)
+    k = jnp.asarray(k, xy.dtype)
+    diff2 = jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)
+    w2 = diff2 / _gyro_den(x2, y2, xy, diff2, k)
+    d = 2.0 * safe_sqrt(w2) * _artan_ratio(k * w2)
+    return d * d
 
 
 def dist0(x: ArrayLike, *, k: ArrayLike, keepdims: bool = False) -> Array:

@@ -68,19 +68,11 @@ def givens_reflection(params: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def gram_sqdist_k(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: jax.Array) -> jax.Array:
-    """Squared geodesic distance d_k(x, y)^2 from Gram terms (broadcasting elementwise).
+    """Squared geodesic distance d_k(x, y)^2 from Gram terms (`manifolds.stereographic.sqdist_from_gram`).
 
-    d_k(x, y) = 2 artan_k(|(-x) ⊕_k y|), |(-x) ⊕_k y|^2 = |x - y|^2 / (1 + 2k x·y + k^2 |x|^2 |y|^2).
     At k = 0 this is 4|x - y|^2 (the stereographic model's flat metric is 4 I).
     """
-    diff2 = jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)
-    den = 1.0 + 2.0 * k * xy + k * k * x2 * y2
-    den = jnp.maximum(den, jnp.finfo(xy.dtype).tiny)
-    u2 = diff2 / den
-    u = jnp.sqrt(jnp.where(u2 > 0, u2, 1.0))
-    u = jnp.where(u2 > 0, u, 0.0)
-    d = 2.0 * st.artan_k(u, k=k)
-    return d * d
+    return st.sqdist_from_gram(xy, x2, y2, k=k)
 
 
 def gram_sqdist_hyperbolic(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: jax.Array) -> jax.Array:
@@ -91,7 +83,9 @@ def gram_sqdist_hyperbolic(xy: jax.Array, x2: jax.Array, y2: jax.Array, *, k: ja
     """
     c = jnp.maximum(-k, jnp.finfo(xy.dtype).tiny)
     diff2 = jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)
-    den = jnp.maximum(1.0 + 2.0 * k * xy + k * k * x2 * y2, jnp.finfo(xy.dtype).tiny)
+    # 1 + 2k xy + k^2 x2 y2 written as (1 + k x2)(1 + k y2) - k |x - y|^2: a sum of
+    # non-negative terms inside the ball, so no cancellation near the boundary.
+    den = jnp.maximum((1.0 + k * x2) * (1.0 + k * y2) - k * diff2, jnp.finfo(xy.dtype).tiny)
     z = jnp.minimum(jnp.sqrt(c * diff2 / den), 1.0 - jnp.finfo(xy.dtype).eps)
     d = jnp.arctanh(z)
     return 4.0 * d * d / c
