@@ -1,7 +1,8 @@
 """Text-attributed graph (TAG) loader for the folder format of shared/data/tag/README.md.
 
 Folder contents:
-  nodes.jsonl   one JSON object per line in id order: {"id": int, "text": str, "label": int|null, ...}
+  nodes.jsonl   one JSON object per line in id order: {"id": int, "text": str|null, "label": int|null, ...}
+                (a missing/null text is read as "" with a counted DataWarning)
   edges.tsv     header `src<TAB>dst`, then one directed edge per row, 0-based node ids
   labels.json   list indexed by label id: {"id", "name", "description", ...}
   splits.json   optional {"train": [...], "valid": [...], "test": [...]} node ids
@@ -63,6 +64,7 @@ def read_nodes(path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
     """
     texts: list[str] = []
     labels: list[int] = []
+    missing = 0
     lines = split_lines(read_text(path))
     for i, line in enumerate(lines):
         lineno = i + 1
@@ -78,8 +80,11 @@ def read_nodes(path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
         if type(node_id) is not int or node_id != i:
             raise DataFormatError(path, lineno, f"'id' is {node_id!r}, expected {i} (nodes must be listed in id order)")
         text = obj.get("text")
-        if not isinstance(text, str):
-            raise DataFormatError(path, lineno, f"'text' must be a string, got {type(text).__name__}")
+        if text is None:  # missing or null text: embedded as "" downstream, counted below
+            text = ""
+            missing += 1
+        elif not isinstance(text, str):
+            raise DataFormatError(path, lineno, f"'text' must be a string or null, got {type(text).__name__}")
         label = obj.get("label")
         if label is None:
             label = -1
@@ -91,6 +96,8 @@ def read_nodes(path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
         labels.append(label)
     if not texts:
         raise DataFormatError(path, None, "no nodes")
+    if missing:
+        warn(f"{path}: {missing} node(s) have no 'text' (missing or null); they are read as the empty string")
     return texts, np.asarray(labels, dtype=np.int32)
 
 

@@ -221,3 +221,16 @@ def test_missing_files(tmp_path: Path) -> None:
     (root / "edges.tsv").unlink()
     with pytest.raises(FileNotFoundError, match="edges.tsv"):
         load_tag(root)
+
+
+def test_missing_or_null_text_reads_as_empty_with_warning(tmp_path: Path) -> None:
+    import warnings
+
+    from geofm.data import DataWarning
+
+    folder = write_tag(tmp_path / "m", nodes=[{"id": 0, "label": 0}, {"id": 1, "text": None, "label": 0}, {"id": 2, "text": "x", "label": 0}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_tag(folder)
+    assert ds.texts == ["", "", "x"]
+    assert any(issubclass(w.category, DataWarning) and "2 node(s) have no 'text'" in str(w.message) for w in caught)
