@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from geofm.data._io import DataFormatError
+from geofm.graph import sorted_unique
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
@@ -29,7 +30,7 @@ def degree_quantiles(edge_index: np.ndarray, num_nodes: int) -> dict[str, float]
     src, dst = np.asarray(edge_index[0], np.int64), np.asarray(edge_index[1], np.int64)
     keep = src != dst
     lo, hi = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
-    pairs = np.unique(lo * max(num_nodes, 1) + hi)
+    pairs = sorted_unique(lo * max(num_nodes, 1) + hi)
     deg = np.bincount(pairs // max(num_nodes, 1), minlength=num_nodes) + np.bincount(pairs % max(num_nodes, 1), minlength=num_nodes)
     if num_nodes == 0:
         return {"degree_mean": 0.0}
