@@ -668,12 +668,17 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
         seed=0,
         model=GlueConfig(dim=64, num_generators=8, knn=5, att_dim=32, max_nodes=24, pool="mean_center"),
         data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128),
-        train=TrainConfig(epochs=1 if quick else 2, batch_size=64, local_steps=10 if quick else 60,
+        train=TrainConfig(epochs=1, batch_size=64, local_steps=10 if quick else 60,
                           global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50),
-        adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=60 if quick else 150,
-                          max_test=500 if quick else 2000),
+        adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=30 if quick else 80,
+                          max_test=300 if quick else 1000),
     )
-    result = pretrain(cfg, Path(out) / "pretrain", resume=False, progress=progress)
+    run = Path(out) / "pretrain"
+    if (run / "run.json").is_file():  # a previous demo run: start afresh
+        import shutil
+
+        shutil.rmtree(run)
+    result = pretrain(cfg, run, resume=False, progress=progress)
     res = adapt_kshot(Path(out) / "pretrain", cfg.adapt)
     table = format_table(res)
     print(table)
