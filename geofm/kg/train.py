@@ -209,14 +209,14 @@ def _unflat(template: Any, flat: dict[str, Any]) -> Any:
 
 @contextlib.contextmanager
 def _precision(dtype: str) -> Iterator[Any]:
-    """Enable float64 for the run when asked; restore the global flag afterwards."""
-    before = bool(jax.config.jax_enable_x64)
+    """Enable float64 for the run when asked, through JAX's scoped config context
+    (`jax.enable_x64`, part of every jit cache key) rather than flipping the
+    process-global flag, which would leak into compiled caches of other code."""
     if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    try:
-        yield jnp.float64 if dtype == "float64" else jnp.float32
-    finally:
-        jax.config.update("jax_enable_x64", before)
+        with jax.enable_x64(True):
+            yield jnp.float64
+    else:
+        yield jnp.float32
 
 
 def _progress(total: int, enabled: bool):
