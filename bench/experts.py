@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geofm.data import load_dataset  # noqa: E402
 from geofm.data import synthetic as syn  # noqa: E402
-from geofm.experts import MixtureEncoder, fit_distances, graph_distances  # noqa: E402
+from geofm.experts import MixtureEncoder, fit_distances, graph_distances, region_distances  # noqa: E402
 from geofm.graph import add_self_loops, build_csr, symmetrize  # noqa: E402
 from geofm.nn.cat import CATBlock, count_params  # noqa: E402
 from geofm.structure import fit_standardizer, node_descriptors, standardize  # noqa: E402
@@ -54,19 +54,6 @@ def machine() -> dict:
 def csr_of(ei: np.ndarray, n: int):
     e2 = add_self_loops(symmetrize(ei, n), n)
     return build_csr(e2[0], e2[1], n)
-
-
-def region_distances(edge_index: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Hop distances inside each region's induced subgraph; inf across regions."""
-    n = region.shape[0]
-    out = np.full((n, n), np.inf, np.float32)
-    for r in np.unique(region):
-        idx = np.flatnonzero(region == r)
-        keep = np.isin(edge_index[0], idx) & np.isin(edge_index[1], idx)
-        remap = np.full(n, -1)
-        remap[idx] = np.arange(idx.size)
-        out[np.ix_(idx, idx)] = graph_distances(remap[edge_index[:, keep]], idx.size)
-    return out
 
 
 # ----------------------------------------------------------------------------- 1. distortion

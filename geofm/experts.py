@@ -257,6 +257,19 @@ def graph_distances(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     return shortest_path(adj, method="D", directed=False, unweighted=True).astype(np.float32)
 
 
+def region_distances(edge_index: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Hop distances inside each region's induced subgraph; inf across regions. [N, N] float32."""
+    n = region.shape[0]
+    out = np.full((n, n), np.inf, np.float32)
+    for r in np.unique(region):
+        idx = np.flatnonzero(region == r)
+        keep = np.isin(edge_index[0], idx) & np.isin(edge_index[1], idx)
+        remap = np.full(n, -1)
+        remap[idx] = np.arange(idx.size)
+        out[np.ix_(idx, idx)] = graph_distances(remap[edge_index[:, keep]], idx.size)
+    return out
+
+
 def pairwise_dist(points: jax.Array, *, k: jax.Array) -> jax.Array:
     """Geodesic distances between all rows of points [N, d] with curvature k -> [N, N].
 

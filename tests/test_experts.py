@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from geofm.data import synthetic as syn
-from geofm.experts import EXPERTS, MixtureEncoder, build_expert, fit_distances, graph_distances, register_expert
+from geofm.experts import EXPERTS, MixtureEncoder, build_expert, fit_distances, graph_distances, region_distances, register_expert
 from geofm.graph import add_self_loops, build_csr, symmetrize
 from geofm.structure import fit_standardizer, node_descriptors, standardize
 
@@ -63,19 +63,6 @@ def test_spherical_beats_euclidean_on_cycle_distances():
     sph = _fit_single(ei, n, "spherical", k=0.1)
     euc = _fit_single(ei, n, "euclidean")
     assert sph.distortion < 0.5 * euc.distortion, (sph.distortion, euc.distortion)
-
-
-def region_distances(edge_index: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Hop distances inside each region's induced subgraph; inf across regions. [N, N]."""
-    n = region.shape[0]
-    out = np.full((n, n), np.inf, np.float32)
-    for r in np.unique(region):
-        idx = np.flatnonzero(region == r)
-        keep = np.isin(edge_index[0], idx) & np.isin(edge_index[1], idx)
-        remap = np.full(n, -1)
-        remap[idx] = np.arange(idx.size)
-        out[np.ix_(idx, idx)] = graph_distances(remap[edge_index[:, keep]], idx.size)
-    return out
 
 
 @pytest.mark.slow
