@@ -5,6 +5,10 @@ function, which is then re-run op by op) producing a NaN raises
 FloatingPointError naming that op, instead of NaNs flowing on silently.
 The geometry code keeps NaN out of masked branches too (double-where), so the
 flag has no false alarms from it.
+
+Switch it on before the code under test first runs: in a long-lived process,
+executables JAX compiled and cached earlier may not be re-checked (observed in
+the test suite after other modules ran), so the tests check it in a fresh process.
 """
 
 from __future__ import annotations
