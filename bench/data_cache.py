@@ -10,13 +10,13 @@ Needs ../shared/data (or $GEOFM_DATA); exits 0 with a note when absent.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,8 +58,6 @@ def main() -> int:
     if data_dir is None:
         print("data_cache: no ../shared/data or $GEOFM_DATA; skipped")
         return 0
-    import jax
-    import numpy as np
 
     results = {}
     for name in ("arxiv2023", "cora", "WN18RR", "FB15k-237"):
@@ -70,13 +68,7 @@ def main() -> int:
     payload = {
         "benchmark": "processed dataset cache: first load vs cached load (median of repeats, fresh cache each)",
         "baseline": "first_load_s (parse + md5 + npz write) and parse_only_s (cache=False), same run",
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine_info(),
         "results": results,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sys
 import time
 import zlib
 from pathlib import Path
+
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +47,7 @@ GEOS = ("hyperbolic", "spherical", "euclidean")
 
 
 def machine() -> dict:
-    return {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version()}
+    return machine_info()
 
 
 def csr_of(ei: np.ndarray, n: int):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import jax
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
+
 import numpy as np
 from flax import nnx
 
@@ -37,13 +37,7 @@ OUT = Path(__file__).resolve().parent / "results" / "kg_eval.json"
 
 
 def machine() -> dict:
-    return {
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_avg_1m_at_start": os.getloadavg()[0],
-    }
+    return machine_info()
 
 
 def geofm_eval(ds, model, repeats: int) -> tuple[dict, np.ndarray]:

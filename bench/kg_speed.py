@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 import jax
 import jax.numpy as jnp
@@ -154,8 +155,7 @@ def main() -> None:
     train = train[np.random.default_rng(0).permutation(len(train))]
     steps_per_epoch = -(-len(train) // B)
     out: dict = {
-        "machine": {"jax": jax.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_avg_1m_at_start": os.getloadavg()[0]},
+        "machine": machine_info(),
         "setting": {"dataset": "WN18RR", "dim": 32, "batch_size": B, "negatives": K, "dtype": "float32",
                     "steps_measured": args.steps, "steps_per_epoch": steps_per_epoch},
     }

@@ -18,11 +18,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
+
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 import numpy as np
 
@@ -126,8 +127,7 @@ def main() -> None:
     for r in results:
         r["speedup_vs_reference"] = r["samples_per_s_step"] / REFERENCE["subgraphs_per_s"]
     out = {
-        "machine": {"jax": jax.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "note": "2-core box shared with other jobs"},
+        "machine": machine_info(note="2-core box shared with other jobs"),
         "datasets": names, "inputs": inputs, "data_load_seconds": load_s,
         "results": results, "peak_rss_gb": peak, "reference": REFERENCE,
         "rss_vs_reference": peak / REFERENCE["peak_rss_gb"],

@@ -13,18 +13,17 @@ bench/results/scaling_law.json and scaling_law.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
 
 from geofm.adapt import adapt_kshot  # noqa: E402
 from geofm.glue import GlueConfig  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> None:
                          "acc5_mean": res["shots"]["5"]["mean"], "acc5_std": res["shots"]["5"]["std"],
                          "seconds": time.perf_counter() - t0})
             print(json.dumps(rows[-1]), flush=True)
-    out = {"machine": {"jax": jax.__version__, "cpu_count": os.cpu_count(), "platform": platform.platform()},
+    out = {"machine": machine_info(),
            "target": target, "real_data": real, "settings": vars(args), "rows": rows,
            "note": "num_domains 0 = randomly initialised backbone (baseline); short budget, see settings"}
     path = Path(args.out)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 import numpy as np
 
@@ -50,7 +50,6 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out", default=str(OUT / "zero_shot.json"))
     args = ap.parse_args()
-    import jax
 
     targets = args.targets.split(",")
     variants = args.variants.split(",")
@@ -62,9 +61,7 @@ def main() -> None:
     doms = {n: prepare_named(n, base, enc) for n in names}
     prep_s = time.perf_counter() - t0
     result = {
-        "machine": {"jax": jax.__version__, "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_at_start": list(os.getloadavg())},
+        "machine": machine_info(),
         "protocol": "cross-dataset: the aligner is trained on every source except the target; all labelled "
                     "target nodes are evaluated; baselines use the same text encoder and class prompts",
         "text_model": base.text_model or "all-MiniLM-L6-v2 (packaged)",
