@@ -10,17 +10,29 @@ Pipeline per text-attributed graph (TAG):
                                                                   point, signed curvature k:
                                                                   k<0 hyperbolic, k>0
                                                                   spherical, k=0 flat)
-    z_i  = normalize(b_i + A b_i + W u_i)                 [N, D]  residual over the base
+    x_ih = normalize(S^h t)_i, h = 0..H                   [N, H+1, D] propagation depths
+    c_i  = M [u_i, desc_i]                                [N, H+1] per-node depth weights
+                                                                  (model.depth_mix)
+    z_i  = normalize(b_i + sum_h c_ih x_ih + A b_i + W u_i)
+                                                          [N, D]  residual over the base
                                                                   b = normalize(p): the graph
                                                                   model predicts a correction
-                                                                  in the text space
+                                                                  in the text space; A full or
+                                                                  low-rank (model.adapter_rank),
+                                                                  W optional (model.head)
+
+The depth-mixing term is the structure-driven, label-space-free part: a node's own text
+(h=0) for heterophilous pages, neighbours (h>=1) for homophilous citation graphs, decided
+per node by the gated experts' fused representation and the structural descriptors. A and
+W map into the text space directly and can overfit the sources' class prompts; which terms
+to use is selected on held-out *sources* (`geofm.zero_shot.select_on_sources`).
 
 Losses on a batch of nodes of one source domain: a symmetric InfoNCE between z and the
 node's own text embedding t (keeps z in the text space), plus a label-text term: cross
 entropy of z against the domain's class-prompt embeddings (class name + description, several
 templates averaged), both with learnable temperatures. Training mixes several source domains
 (one full-graph forward per step on a domain drawn uniformly); the target dataset is never
-seen. With `A`, `W` initialised to zero the untrained model *is* the text+propagation
+seen. With `M`, `A`, `W` initialised to zero the untrained model *is* the text+propagation
 baseline, so everything training adds is measured against it.
 """
 
@@ -32,7 +44,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +76,7 @@ __all__ = [
     "templates_for",
     "class_texts",
     "propagate_text",
+    "propagation_depths",
     "prepare_domain",
     "build_aligner",
     "info_nce",
@@ -101,7 +114,10 @@ class PromptConfig:
 class AlignModelConfig:
     """dim: expert width; experts: registry specs (geofm.experts); hops: propagation depth
     of the input/base p; residual: z = normalize(b + correction) (else normalize(correction));
-    adapter: add a linear text-space map A b (zero-initialised)."""
+    adapter: add a linear text-space map A b (zero-initialised), full D x D when
+    adapter_rank == 0, else U V^T of that rank; head: add W u (fused expert output ->
+    text space, zero-initialised); depth_mix: add sum_h c_ih normalize(S^h t)_i for
+    h = 0..mix_hops with per-node c from a zero-initialised Linear on [u, descriptors]."""
 
     dim: int = 64
     experts: list[Any] = field(default_factory=lambda: ["hyperbolic", "spherical", "euclidean"])
@@ -112,6 +128,10 @@ class AlignModelConfig:
     hops: int = 2
     residual: bool = True
     adapter: bool = True
+    adapter_rank: int = 0
+    head: bool = True
+    depth_mix: bool = False
+    mix_hops: int = 3
 
 
 @dataclass(frozen=True)
@@ -261,7 +281,9 @@ class DomainInputs:
 
     text [N, D], prop [N, D] unit rows; descriptors [N, F] standardised; csr/weights: the
     symmetrised graph with self-loops and its GCN weights [E]; labels [N] (-1 unknown);
-    class_emb [C, D]; edge_index [2, E] as loaded; hops used for prop; counts of empty / truncated texts and classes without description.
+    class_emb [C, D]; edge_index [2, E] as loaded; hops used for prop; counts of empty /
+    truncated texts and classes without description; depths [N, H+1, D] unit rows
+    normalize(S^h t) for h = 0..H (None when prepared with mix_hops=0).
     """
 
     name: str
@@ -278,6 +300,7 @@ class DomainInputs:
     n_empty: int = 0
     n_truncated: int = 0
     n_missing_descriptions: int = 0
+    depths: np.ndarray | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -295,9 +318,26 @@ def encode_texts(encoder: Any, texts: Sequence[str | None], *, batch_size: int =
     return np.asarray(emb, np.float32), sum(1 for t in texts if not t.strip()), 0
 
 
+def propagation_depths(x: np.ndarray, edge_index: np.ndarray, *, max_hops: int, norm: str = "sym") -> np.ndarray:
+    """Unit rows normalize(S^h x) for h = 0..max_hops -> [N, max_hops+1, D] float32
+    (S from `normalized_adjacency`; each depth propagates the unnormalised previous one,
+    so depth h equals `propagate_text(x, hops=h)`)."""
+    if max_hops < 0:
+        raise ValueError(f"max_hops must be >= 0, got {max_hops}")
+    x = np.asarray(x, np.float32)
+    s = normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32)
+    out = np.empty((x.shape[0], max_hops + 1, x.shape[1]), np.float32)
+    for h in range(max_hops + 1):
+        out[:, h] = _l2n_np(x)
+        if h < max_hops:
+            x = np.asarray(s @ x)
+    return out
+
+
 def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops: int,
-                   batch_size: int = 64) -> DomainInputs:
-    """Encode a TAG's node texts and class prompts, propagate, build CSR + descriptors."""
+                   batch_size: int = 64, mix_hops: int = 0) -> DomainInputs:
+    """Encode a TAG's node texts and class prompts, propagate, build CSR + descriptors;
+    mix_hops > 0 also stores the propagation depths 0..mix_hops (model.depth_mix)."""
     if ds.num_nodes < 1:
         raise ValueError(f"dataset {ds.name!r} has no nodes")
     if len(ds.texts) != ds.num_nodes:
@@ -316,6 +356,7 @@ def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops:
     n = ds.num_nodes
     ei = np.asarray(ds.edge_index, np.int64).reshape(2, -1)
     prop = propagate_text(text, ei, hops=hops)
+    depths = propagation_depths(text, ei, max_hops=mix_hops) if mix_hops > 0 else None
     desc = node_descriptors(ei, n)
     desc = standardize(desc, fit_standardizer(desc))
     full = add_self_loops(symmetrize(ei, n), n)
@@ -324,7 +365,7 @@ def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops:
                         weights=ops.gcn_norm(csr), labels=np.asarray(ds.labels, np.int32),
                         class_emb=class_emb, class_names=list(ds.class_names), edge_index=ei, hops=hops,
                         n_empty=n_empty,
-                        n_truncated=n_trunc, n_missing_descriptions=missing)
+                        n_truncated=n_trunc, n_missing_descriptions=missing, depths=depths)
 
 
 # ----------------------------------------------------------------------------- model
@@ -348,10 +389,12 @@ class GraphTextAligner(nnx.Module):
     """Gated mixed-geometry graph encoder projected into the text space.
 
     Inputs per graph: text [N, D] and prop [N, D] unit rows, csr + GCN weights [E],
-    descriptors [N, F]. Output `AlignOutput`. All parameters are Euclidean (plain
-    optax): the experts' curvatures are sign-constrained raw scalars (geofm.nn.curvature),
-    the fused representation is a tangent vector at the origin, so the head is a plain
-    Linear. Temperatures are stored as log inverse temperatures.
+    descriptors [N, F], depths [N, H+1, D] (used only with cfg.depth_mix, H = cfg.mix_hops).
+    Output `AlignOutput`. All parameters are Euclidean (plain optax): the experts'
+    curvatures are sign-constrained raw scalars (geofm.nn.curvature), the fused
+    representation is a tangent vector at the origin, so the head, the depth mixer and the
+    adapter are plain Linear maps, all zero-initialised on the path into z (untrained model
+    = text+propagation baseline). Temperatures are stored as log inverse temperatures.
     """
 
     def __init__(self, text_dim: int, cfg: AlignModelConfig, *, descriptor_dim: int,
@@ -360,25 +403,47 @@ class GraphTextAligner(nnx.Module):
             raise ValueError(f"text_dim and model.dim must be >= 1, got {text_dim}, {cfg.dim}")
         if not 0 < init_temperature < 10:
             raise ValueError(f"loss.init_temperature must be in (0, 10), got {init_temperature}")
+        if cfg.adapter_rank < 0 or cfg.adapter_rank >= text_dim:
+            raise ValueError(f"model.adapter_rank must be 0 (full) or in [1, {text_dim - 1}], got {cfg.adapter_rank}")
+        if cfg.depth_mix and cfg.mix_hops < 1:
+            raise ValueError(f"model.mix_hops must be >= 1 with model.depth_mix, got {cfg.mix_hops}")
+        if not cfg.residual and not cfg.head:
+            raise ValueError("model.residual: false needs model.head: true (z would not depend on the graph)")
         self.residual, self.use_adapter = cfg.residual, cfg.adapter
+        self.num_depths = cfg.mix_hops + 1 if cfg.depth_mix else 0
         self.encoder = MixtureEncoder(2 * text_dim, cfg.dim, experts=list(cfg.experts),
                                       descriptor_dim=descriptor_dim, gate_hidden=cfg.gate_hidden,
                                       num_layers=cfg.num_layers, aggregation=cfg.aggregation,
                                       dropout=cfg.dropout, rngs=rngs)
-        init = nnx.initializers.zeros_init() if cfg.residual else nnx.initializers.lecun_normal()
-        self.head = nnx.Linear(cfg.dim, text_dim, kernel_init=init, rngs=rngs)
-        self.adapter = (nnx.Linear(text_dim, text_dim, use_bias=False, kernel_init=nnx.initializers.zeros_init(),
-                                   rngs=rngs) if cfg.adapter else None)
+        zeros = nnx.initializers.zeros_init()
+        init = zeros if cfg.residual else nnx.initializers.lecun_normal()
+        self.head = nnx.Linear(cfg.dim, text_dim, kernel_init=init, rngs=rngs) if cfg.head else None
+        low_rank = cfg.adapter and cfg.adapter_rank > 0
+        # low rank: A = U V^T with V random and U zero, so A starts at 0
+        self.adapter_in = (nnx.Linear(text_dim, cfg.adapter_rank, use_bias=False, rngs=rngs) if low_rank else None)
+        self.adapter = (nnx.Linear(cfg.adapter_rank if low_rank else text_dim, text_dim, use_bias=False,
+                                   kernel_init=zeros, rngs=rngs) if cfg.adapter else None)
+        self.mixer = (nnx.Linear(cfg.dim + descriptor_dim, self.num_depths, kernel_init=zeros, rngs=rngs)
+                      if self.num_depths else None)
         s = math.log(1.0 / init_temperature)
         self.log_scale_self = nnx.Param(jnp.asarray(s, jnp.float32))
         self.log_scale_label = nnx.Param(jnp.asarray(s, jnp.float32))
 
     def __call__(self, text: jax.Array, prop: jax.Array, csr: CSR, weights: jax.Array,
-                 descriptors: jax.Array) -> AlignOutput:
+                 descriptors: jax.Array, depths: jax.Array | None = None) -> AlignOutput:
         out = self.encoder(jnp.concatenate([text, prop], axis=-1), csr, weights, descriptors)
-        delta = self.head(out.fused)
+        delta = jnp.zeros_like(prop)
+        if self.head is not None:
+            delta = delta + self.head(out.fused)
         if self.adapter is not None:
-            delta = delta + self.adapter(prop)
+            delta = delta + self.adapter(prop if self.adapter_in is None else self.adapter_in(prop))
+        if self.mixer is not None:
+            if depths is None or depths.ndim != 3 or depths.shape[1] < self.num_depths:
+                got = None if depths is None else tuple(depths.shape)
+                raise ValueError(f"model.depth_mix needs depths [N, >={self.num_depths}, D] (prepare the domain "
+                                 f"with mix_hops >= {self.num_depths - 1}), got {got}")
+            c = self.mixer(jnp.concatenate([out.fused, descriptors], axis=-1))
+            delta = delta + jnp.einsum("nh,nhd->nd", c, depths[:, : self.num_depths])
         z = _l2n(prop + delta) if self.residual else _l2n(delta)
         return AlignOutput(z, out.weights, out.fused, out.ks)
 
@@ -462,7 +527,7 @@ def sample_subgraph(d: DomainInputs, adj: sp.csr_matrix, centres: np.ndarray, rn
         return jnp.asarray(out)
 
     return {"text": pad(d.text), "prop": pad(d.prop), "desc": pad(d.descriptors), "csr": csr,
-            "w": ops.gcn_norm(csr), "cls": jnp.asarray(d.class_emb)}
+            "w": ops.gcn_norm(csr), "cls": jnp.asarray(d.class_emb), "depths": pad(_depths(d))}
 
 
 def _adjacency_with_loops(d: DomainInputs) -> sp.csr_matrix:
@@ -470,14 +535,19 @@ def _adjacency_with_loops(d: DomainInputs) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(full.shape[1], np.float32), (full[1], full[0])), shape=(d.num_nodes, d.num_nodes))
 
 
+def _depths(d: DomainInputs) -> np.ndarray:
+    """The domain's propagation depths, or the bare text [N, 1, D] when it has none."""
+    return d.depths if d.depths is not None else d.text[:, None, :]
+
+
 def _device_domain(d: DomainInputs) -> dict[str, Any]:
     return {"text": jnp.asarray(d.text), "prop": jnp.asarray(d.prop), "desc": jnp.asarray(d.descriptors),
-            "csr": d.csr, "w": d.weights, "cls": jnp.asarray(d.class_emb)}
+            "csr": d.csr, "w": d.weights, "cls": jnp.asarray(d.class_emb), "depths": jnp.asarray(_depths(d))}
 
 
 def _loss(m: GraphTextAligner, g: dict[str, Any], idx: jax.Array, labels: jax.Array, w: jax.Array,
           coef: dict[str, jax.Array]) -> jax.Array:
-    out = m(g["text"], g["prop"], g["csr"], g["w"], g["desc"])
+    out = m(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"])
     z = out.embedding[idx]
     s_self, s_label = m.scales()
     s_self = jnp.where(coef["learn_t"], s_self, jax.lax.stop_gradient(s_self))
@@ -510,12 +580,15 @@ def _step_compiles() -> int:
 
 
 def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg: AlignConfig, *,
-                  progress: bool = False) -> TrainResult:
+                  progress: bool = False, callback: Callable[[int, GraphTextAligner], None] | None = None,
+                  callback_steps: Sequence[int] = ()) -> TrainResult:
     """Multi-domain contrastive training, in place. Each step draws a source domain
     uniformly (seeded numpy Generator), `batch_nodes` of its nodes without replacement
     (all of them for smaller graphs), runs the full-graph forward (an induced subgraph
     around the batch for sources above train.max_full_nodes, see `sample_subgraph`) and
     takes one AdamW step on self_weight * InfoNCE(z, t) + label_weight * CE(z, class prompts).
+    `callback(step, model)` runs after each step listed in callback_steps (1-based; e.g.
+    to score a held-out source for early stopping), the model back in train mode after it.
     Returns losses, the domain of each step and how many step executables were compiled."""
     if not domains:
         raise ValueError("train_aligner needs at least one source domain")
@@ -538,7 +611,8 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=tc.steps, desc="align", leave=False)
-    for _ in range(tc.steps):
+    at = set(int(s) for s in callback_steps)
+    for step in range(1, tc.steps + 1):
         k = int(rng.integers(len(domains)))
         d = domains[k]
         b = min(tc.batch_nodes, d.num_nodes)
@@ -551,6 +625,9 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
                            jnp.asarray(cw[k][idx]), coef)
         losses.append(float(loss))
         picked.append(k)
+        if callback is not None and step in at:
+            callback(step, model)
+            model.train()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", domain=d.name)
@@ -571,7 +648,7 @@ def embed_nodes(model: GraphTextAligner, d: DomainInputs) -> AlignOutput:
 
 @nnx.jit
 def _embed(model: GraphTextAligner, g: dict[str, Any]) -> AlignOutput:
-    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"])
+    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"])
 
 
 # ----------------------------------------------------------------------------- persistence

@@ -44,6 +44,9 @@ __all__ = [
     "confusion_matrix",
     "pca_2d",
     "plot_target",
+    "baseline_metrics",
+    "validation_gain",
+    "select_on_sources",
 ]
 
 
@@ -217,6 +220,75 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
     return result
 
 
+# ----------------------------------------------------------------------------- selection
+
+
+def baseline_metrics(domain: Any, *, hops: int) -> dict[str, dict[str, float]]:
+    """Both parameter-free baselines on a prepared domain: {"text_only", "text_propagation"}."""
+    from geofm.align import propagate_text
+
+    prop = domain.prop if hops == domain.hops else propagate_text(domain.text, domain.edge_index, hops=hops)
+    return {"text_only": evaluate_embeddings(domain.text, domain.class_emb, domain.labels)[0],
+            "text_propagation": evaluate_embeddings(prop, domain.class_emb, domain.labels)[0]}
+
+
+def validation_gain(metrics: dict[str, float], baselines: dict[str, dict[str, float]]) -> float:
+    """The selection criterion: min over {accuracy, macro_f1} of (metric - the better
+    baseline's metric). Positive iff both metrics beat both baselines."""
+    return min(metrics[m] - max(b[m] for b in baselines.values()) for m in ("accuracy", "macro_f1"))
+
+
+def select_on_sources(candidates: dict[str, Any], sources: Sequence[Any], *, checkpoints: Sequence[int],
+                      seed: int = 0, log_fn: Any = None) -> dict[str, Any]:
+    """Leave-one-source-out model selection that never touches the target.
+
+    For every held-out source v and candidate config (`geofm.align.AlignConfig`, trained
+    for max(checkpoints) steps with `seed`), train on the other sources and score v
+    zero-shot after each checkpoint step. Criterion per fold: `validation_gain` against v's
+    own baselines; a (candidate, steps) pair is ranked by its mean gain over the folds
+    (ties: higher mean of accuracy and macro-F1). Returns {"chosen": {"candidate",
+    "steps"}, "criterion", "scores": {name: {steps: {"mean_gain", "mean_score", "folds":
+    {v: {accuracy, macro_f1, gain}}}}}, "baselines": {v: ...}}."""
+    from dataclasses import replace
+
+    from geofm.align import build_aligner, embed_nodes, train_aligner
+
+    if len(sources) < 2:
+        raise ValueError(f"leave-one-source-out selection needs >= 2 sources, got {len(sources)}")
+    if not candidates or not checkpoints:
+        raise ValueError("select_on_sources needs at least one candidate and one checkpoint")
+    steps_list = sorted(int(s) for s in checkpoints)
+    scores: dict[str, dict[str, Any]] = {}
+    bases: dict[str, Any] = {}
+    for name, cfg in candidates.items():
+        per_steps: dict[int, dict[str, Any]] = {s: {} for s in steps_list}
+        for v in sources:
+            train = [d for d in sources if d is not v]
+            base = bases.setdefault(v.name, baseline_metrics(v, hops=cfg.eval.hops))
+            run_cfg = replace(cfg, seed=seed, train=replace(cfg.train, steps=steps_list[-1]))
+            model = build_aligner(run_cfg, text_dim=int(v.text.shape[1]))
+
+            def score(step: int, m: Any, v=v, base=base) -> None:
+                met = evaluate_embeddings(np.asarray(embed_nodes(m, v).embedding), v.class_emb, v.labels)[0]
+                per_steps[step][v.name] = {**met, "gain": validation_gain(met, base)}
+                if log_fn is not None:
+                    log_fn(f"select {name:14s} held-out {v.name:14s} step {step:4d}: acc {met['accuracy']:.4f} "
+                           f"F1 {met['macro_f1']:.4f} gain {per_steps[step][v.name]['gain']:+.4f}")
+
+            train_aligner(model, train, run_cfg, callback=score, callback_steps=steps_list)
+        scores[name] = {str(s): {"mean_gain": float(np.mean([f["gain"] for f in folds.values()])),
+                                 "mean_score": float(np.mean([(f["accuracy"] + f["macro_f1"]) / 2
+                                                              for f in folds.values()])),
+                                 "folds": folds}
+                        for s, folds in per_steps.items()}
+    best = max(((n, s) for n in scores for s in scores[n]),
+               key=lambda ns: (scores[ns[0]][ns[1]]["mean_gain"], scores[ns[0]][ns[1]]["mean_score"]))
+    return {"chosen": {"candidate": best[0], "steps": int(best[1])},
+            "criterion": "mean over held-out sources of min(accuracy gain, macro-F1 gain) against that "
+                         "source's better parameter-free baseline; ties by mean (accuracy + macro-F1)/2",
+            "scores": scores, "baselines": bases}
+
+
 # ----------------------------------------------------------------------------- visuals
 
 
@@ -309,7 +381,7 @@ def prepare_named(name: str, cfg: Any, encoder: Any, *, data_dir: str | None = N
         raise ValueError(f"dataset {name!r} is a {type(ds).__name__}, not a text-attributed graph "
                          f"(nodes.jsonl + edges.tsv + labels.json)")
     return prepare_domain(ds, encoder, cfg.prompts, hops=cfg.model.hops if hops is None else hops,
-                          batch_size=cfg.text_batch_size)
+                          batch_size=cfg.text_batch_size, mix_hops=cfg.model.mix_hops if cfg.model.depth_mix else 0)
 
 
 def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder: Any = None,

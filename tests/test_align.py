@@ -21,6 +21,7 @@ from geofm.align import (
     normalized_adjacency,
     prepare_domain,
     propagate_text,
+    propagation_depths,
     save_aligner,
     templates_for,
     train_aligner,
@@ -101,11 +102,55 @@ def test_config_rejects_unknown_key():
         config_from_dict({"model": {"width": 3}})
 
 
-def test_untrained_aligner_equals_propagation_baseline(domains):
-    model = build_aligner(config_from_dict(TINY), text_dim=domains[0].text.shape[1])
-    out = embed_nodes(model, domains[0])
+@pytest.mark.parametrize("extra", [{}, {"depth_mix": True, "mix_hops": 2, "adapter_rank": 4},
+                                   {"depth_mix": True, "adapter": False, "head": False}])
+def test_untrained_aligner_equals_propagation_baseline(domains, extra):
+    from dataclasses import replace
+
+    model = build_aligner(config_from_dict({**TINY, "model": {**TINY["model"], **extra}}),
+                          text_dim=domains[0].text.shape[1])
+    d = replace(domains[0], depths=propagation_depths(domains[0].text, domains[0].edge_index, max_hops=3))
+    out = embed_nodes(model, d)
     np.testing.assert_allclose(np.asarray(out.embedding), domains[0].prop, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out.gate).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_propagation_depths_match_propagate_text():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    ei = np.array([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]])
+    dep = propagation_depths(x, ei, max_hops=3)
+    assert dep.shape == (6, 4, 4)
+    for h in range(4):
+        np.testing.assert_allclose(dep[:, h], propagate_text(x, ei, hops=h), atol=1e-6)
+    with pytest.raises(ValueError, match="max_hops"):
+        propagation_depths(x, ei, max_hops=-1)
+
+
+def test_bad_model_options_are_named(domains):
+    with pytest.raises(ValueError, match="adapter_rank"):
+        build_aligner(config_from_dict({**TINY, "model": {**TINY["model"], "adapter_rank": 384}}), text_dim=384)
+    with pytest.raises(ValueError, match="model.head"):
+        build_aligner(config_from_dict({**TINY, "model": {**TINY["model"], "residual": False, "head": False}}),
+                      text_dim=384)
+    model = build_aligner(config_from_dict({**TINY, "model": {**TINY["model"], "depth_mix": True, "mix_hops": 3}}),
+                          text_dim=384)
+    with pytest.raises(ValueError, match="mix_hops"):
+        embed_nodes(model, domains[0])  # prepared without depths
+
+
+def test_depth_mix_learns_and_callback_sees_steps(domains):
+    from dataclasses import replace
+
+    doms = [replace(d, depths=propagation_depths(d.text, d.edge_index, max_hops=2)) for d in domains]
+    cfg = config_from_dict({**TINY, "model": {**TINY["model"], "depth_mix": True, "mix_hops": 2, "adapter": False,
+                                               "head": False}, "train": {"steps": 6, "batch_nodes": 32, "lr": 1e-2}})
+    model = build_aligner(cfg, text_dim=384)
+    seen = []
+    train_aligner(model, doms, cfg, callback=lambda step, m: seen.append((step, float(abs(
+        np.asarray(m.mixer.kernel[...])).sum()))), callback_steps=[2, 6])
+    assert [s for s, _ in seen] == [2, 6]
+    assert seen[-1][1] > 0  # the zero-initialised depth mixer moved
 
 
 def test_training_reduces_loss_and_compiles_once_per_domain(domains):
@@ -176,3 +221,45 @@ def test_large_sources_train_on_padded_induced_subgraphs(domains):
                                               "subgraph_nodes": 48}})
     res = train_aligner(build_aligner(cfg, text_dim=d.text.shape[1]), domains, cfg)
     assert np.all(np.isfinite(res.losses)) and res.compiles <= 4
+
+
+_REPRO_SCRIPT = r"""
+import hashlib, json, sys
+import numpy as np
+from geofm.align import build_aligner, config_from_dict, embed_nodes, prepare_domain, train_aligner
+from geofm.data.synthetic import make_synthetic
+from geofm.text import TextEncoder
+
+cfg = config_from_dict(json.loads(sys.argv[1]))
+enc = TextEncoder.load()
+doms = [prepare_domain(make_synthetic("synthetic-mixed", seed=s, text_noise=0.4, depth=3, num_cliques=4, rows=5,
+                                      cols=5), enc, cfg.prompts, hops=2, mix_hops=cfg.model.mix_hops)
+        for s in (0, 1)]
+if sys.argv[2] == "warm":  # other work first: compile caches, RNG streams, domain order must not matter
+    from dataclasses import replace
+    train_aligner(build_aligner(replace(cfg, seed=7), text_dim=384), doms[::-1], replace(cfg, seed=7))
+model = build_aligner(cfg, text_dim=384)
+res = train_aligner(model, doms, cfg)
+z = np.asarray(embed_nodes(model, doms[1]).embedding)
+print(json.dumps({"losses": res.losses, "z": hashlib.sha256(z.tobytes()).hexdigest()}))
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers_across_processes(tmp_path):
+    """Two fresh processes (one doing other training first) give bit-identical losses and embeddings."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = {**TINY, "model": {**TINY["model"], "depth_mix": True, "mix_hops": 2, "adapter_rank": 4},
+           "train": {"steps": 8, "batch_nodes": 32}}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    outs = []
+    for mode in ("cold", "warm"):
+        p = subprocess.run([sys.executable, "-c", _REPRO_SCRIPT, json.dumps(cfg), mode], capture_output=True,
+                           text=True, env=env, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        outs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    assert outs[0]["losses"] == outs[1]["losses"]
+    assert outs[0]["z"] == outs[1]["z"]

@@ -19,6 +19,7 @@ from geofm.zero_shot import (
     pca_2d,
     plot_target,
     prototype_predict,
+    validation_gain,
     zero_shot_predict,
 )
 
@@ -135,3 +136,34 @@ def test_cli_argument_errors(capsys, tmp_path):
     assert main(["zero-shot", "--checkpoint", str(tmp_path)]) == 2
     assert main(["zero-shot", "--checkpoint", str(tmp_path), "--dataset", "cora", "--quiet"]) == 2
     assert "missing config.yaml" in capsys.readouterr().err
+
+
+def test_validation_gain_is_the_worse_metric_margin():
+    base = {"text_only": {"accuracy": 0.5, "macro_f1": 0.4}, "text_propagation": {"accuracy": 0.6, "macro_f1": 0.3}}
+    assert validation_gain({"accuracy": 0.7, "macro_f1": 0.45}, base) == pytest.approx(0.05)
+    assert validation_gain({"accuracy": 0.55, "macro_f1": 0.9}, base) == pytest.approx(-0.05)
+
+
+def test_select_on_sources_never_sees_a_target_and_scores_every_fold():
+    from dataclasses import replace
+
+    from geofm.align import config_from_dict, prepare_domain
+    from geofm.text import TextEncoder
+    from geofm.zero_shot import select_on_sources
+
+    tiny = {"model": {"dim": 8, "experts": ["euclidean"], "num_layers": 1, "gate_hidden": 8, "depth_mix": True,
+                      "mix_hops": 2}, "train": {"steps": 4, "batch_nodes": 16}}
+    cands = {"mix": config_from_dict({**tiny, "model": {**tiny["model"], "adapter": False}}),
+             "lowrank": config_from_dict({**tiny, "model": {**tiny["model"], "adapter_rank": 4}})}
+    enc = TextEncoder.load()
+    doms = [prepare_domain(make_synthetic("synthetic-ring", num_nodes=24, seed=s), enc, cands["mix"].prompts,
+                           hops=2, mix_hops=2) for s in range(3)]
+    doms = [replace(d, name=f"s{i}") for i, d in enumerate(doms)]
+    res = select_on_sources(cands, doms, checkpoints=[2, 4])
+    assert res["chosen"]["candidate"] in cands and res["chosen"]["steps"] in (2, 4)
+    assert set(res["scores"]) == set(cands) and set(res["scores"]["mix"]) == {"2", "4"}
+    assert set(res["scores"]["mix"]["4"]["folds"]) == {"s0", "s1", "s2"} == set(res["baselines"])
+    best = res["scores"][res["chosen"]["candidate"]][str(res["chosen"]["steps"])]["mean_gain"]
+    assert best == max(v["mean_gain"] for c in res["scores"].values() for v in c.values())
+    with pytest.raises(ValueError, match=">= 2 sources"):
+        select_on_sources(cands, doms[:1], checkpoints=[2])
