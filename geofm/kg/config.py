@@ -7,7 +7,7 @@ from typing import Literal
 
 from geofm.config import Spec
 
-__all__ = ["DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig", "KGConfig"]
+__all__ = ["DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig", "EntityInitConfig", "KGConfig"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,27 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class EntityInitConfig:
+    """How entity embeddings start (geofm.kg.init); `kind: random` keeps the model's own init.
+
+    kind "text": each entity's text (entity2text.txt) is embedded by the text
+    encoder (`encoder`: a sentence-transformers folder, None = the packaged
+    MiniLM) and mapped to the model dimension. projection "pca": a fixed PCA
+    basis computed on the host; "learned": entity = W·text + residual with W
+    (initialised to the PCA basis) and the residual trained with the model, so
+    entities unseen in training move with W. scale: per-coordinate std of the
+    projected text vectors (None = the std of the model's random entity init).
+    Entities without text keep the random init (warning with their count).
+    """
+
+    kind: Literal["random", "text"] = "random"
+    projection: Literal["pca", "learned"] = "pca"
+    scale: float | None = None
+    encoder: str | None = None
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class KGConfig:
     """A full KG-completion run. model: {"name": registry name, "kwargs": {...}}."""
 
@@ -85,3 +106,4 @@ class KGConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    init: EntityInitConfig = field(default_factory=EntityInitConfig)

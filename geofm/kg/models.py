@@ -81,11 +81,23 @@ class KGModel(nnx.Module):
     """Base class: entity table `entity` [N, d] and the scoring protocol."""
 
     registry_name = "base"
+    # True when every read of the entity table goes through `entity_rows`, so the
+    # table may be swapped for a module with `rows(idx)` (geofm.kg.init's learned
+    # text projection). Subclasses that index `self.entity[...]` directly keep False.
+    entity_rows_only = False
 
     def __init__(self, num_entities: int, num_relations: int, *, dim: int, dtype: Any) -> None:
         if dim < 2:
             raise ValueError(f"dim must be >= 2, got {dim}")
         self.num_entities, self.num_relations, self.dim, self.dtype = num_entities, num_relations, dim, dtype
+
+    def entity_rows(self, idx: jax.Array) -> jax.Array:
+        """Entity embeddings [..., d] for int ids `idx` [...]: rows of the `entity` table,
+        or `entity.rows(idx)` when the table is a module (geofm.kg.init.ProjectedEntityTable)."""
+        table = self.entity
+        if isinstance(table, nnx.Module):
+            return table.rows(idx)
+        return table[...][idx]
 
     def query(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> Any:
         raise NotImplementedError
@@ -115,6 +127,8 @@ class KGModel(nnx.Module):
 class TransE(KGModel):
     """TransE (Bordes et al. 2013): score = margin - |e_h + r - e_t|_p, p in {1, 2}."""
 
+    entity_rows_only = True
+
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, p=2, margin=0.0, init_size=1e-3):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         if p not in (1, 2):
@@ -124,7 +138,7 @@ class TransE(KGModel):
         self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
 
     def query(self, h, r, *, key=None):
-        return self.entity[...][h] + self.rel[...][r]
+        return self.entity_rows(h) + self.rel[...][r]
 
     def _dist(self, diff: jax.Array) -> jax.Array:
         if self.p == 1:
@@ -133,14 +147,14 @@ class TransE(KGModel):
         return jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)) * (d2 > 0)
 
     def score_shared(self, q, cand):
-        e = self.entity[...][cand]
+        e = self.entity_rows(cand)
         if self.p == 2:
             d2 = euclidean_sqdist_shared(q, e)
             return self.margin - jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)) * (d2 > 0)
         return self.margin - self._dist(q[:, None, :] - e[None, :, :])
 
     def score_rows(self, q, t):
-        return self.margin - self._dist(q[:, None, :] - self.entity[...][t])
+        return self.margin - self._dist(q[:, None, :] - self.entity_rows(t))
 
 
 def _complex(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -152,6 +166,8 @@ def _complex(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 class RotatE(KGModel):
     """RotatE (Sun et al. 2019): score = margin - sum_j |h_j r_j - t_j| with |r_j| = 1 (complex dim = dim/2)."""
 
+    entity_rows_only = True
+
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, margin=6.0, init_size=1e-3):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         if dim % 2:
@@ -161,7 +177,7 @@ class RotatE(KGModel):
         self.phase = nnx.Param(jax.random.uniform(rngs.params(), (2 * num_relations, dim // 2), dtype, -jnp.pi, jnp.pi))
 
     def query(self, h, r, *, key=None):
-        hre, him = _complex(self.entity[...][h])
+        hre, him = _complex(self.entity_rows(h))
         c, s = jnp.cos(self.phase[...][r]), jnp.sin(self.phase[...][r])
         return jnp.concatenate([hre * c - him * s, hre * s + him * c], -1)
 
@@ -172,10 +188,10 @@ class RotatE(KGModel):
         return self.margin - jnp.sum(jnp.sqrt(jnp.where(m2 > 0, m2, 1.0)) * (m2 > 0), -1)
 
     def score_shared(self, q, cand):
-        return self._score(q[:, None, :], self.entity[...][cand][None, :, :])
+        return self._score(q[:, None, :], self.entity_rows(cand)[None, :, :])
 
     def score_rows(self, q, t):
-        return self._score(q[:, None, :], self.entity[...][t])
+        return self._score(q[:, None, :], self.entity_rows(t))
 
 
 @register_model("complex")
@@ -184,6 +200,8 @@ class ComplEx(KGModel):
 
     score = Re(<e_h, w_r, conj(e_t)>); regularizer = n3 * mean_b sum(|e_h|^3 + |w_r|^3 + |e_t|^3).
     """
+
+    entity_rows_only = True
 
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=32, n3=0.0, init_size=1e-3):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
@@ -194,23 +212,23 @@ class ComplEx(KGModel):
         self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)
 
     def query(self, h, r, *, key=None):
-        hre, him = _complex(self.entity[...][h])
+        hre, him = _complex(self.entity_rows(h))
         rre, rim = _complex(self.rel[...][r])
         return jnp.concatenate([hre * rre - him * rim, hre * rim + him * rre], -1)
 
     def score_shared(self, q, cand):
-        return q @ self.entity[...][cand].T
+        return q @ self.entity_rows(cand).T
 
     def score_rows(self, q, t):
-        return jnp.einsum("bd,bkd->bk", q, self.entity[...][t])
+        return jnp.einsum("bd,bkd->bk", q, self.entity_rows(t))
 
     def regularizer(self, h, r, t):
         def mod3(x):
             re, im = _complex(x)
             return jnp.sum(jnp.sqrt(re**2 + im**2 + 1e-30) ** 3, -1)
 
-        e, w = self.entity[...], self.rel[...]
-        return self.n3 * jnp.mean(mod3(e[h]) + mod3(w[r]) + mod3(e[t]))
+        w = self.rel[...]
+        return self.n3 * jnp.mean(mod3(self.entity_rows(h)) + mod3(w[r]) + mod3(self.entity_rows(t)))
 
 
 # ----------------------------------------------------------- hyperbolic ----
@@ -222,6 +240,8 @@ class _HypBase(KGModel):
     Entities are tangent vectors at the origin; the candidate point is
     expmap0(e_t, k_r) in the query relation's ball. score = -d_k(q, e_t)^2 + b_h + b_t.
     """
+
+    entity_rows_only = True
 
     def __init__(self, num_entities, num_relations, *, rngs, dtype, dim, init_size, multi_c, k_init, learn_k=True):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
@@ -243,11 +263,11 @@ class _HypBase(KGModel):
         return {"x": st.project(x, k=k), "k": k, "bh": self.bh[...][h]}
 
     def score_shared(self, q, cand):
-        d2 = sqdist_to_tangent_shared(q["x"], self.entity[...][cand], k=q["k"], hyperbolic=True)
+        d2 = sqdist_to_tangent_shared(q["x"], self.entity_rows(cand), k=q["k"], hyperbolic=True)
         return -d2 + q["bh"][:, None] + self.bt[...][cand][None, :]
 
     def score_rows(self, q, t):
-        d2 = sqdist_to_tangent_rows(q["x"], self.entity[...][t], k=q["k"], hyperbolic=True)
+        d2 = sqdist_to_tangent_rows(q["x"], self.entity_rows(t), k=q["k"], hyperbolic=True)
         return -d2 + q["bh"][:, None] + self.bt[...][t]
 
 
@@ -287,7 +307,7 @@ class MuRP(_HypBase):
 
     def query(self, h, r, *, key=None):
         k = self.curvature(r)
-        e_h = self.entity[...][h]
+        e_h = self.entity_rows(h)
         tangent = st.logmap0(st.project(e_h, k=k), k=k) if self.ball_params else e_h
         head = st.expmap0(self.rel_diag[...][r] * tangent, k=k)
         rel = self._points(self.rel[...][r], k)
@@ -296,7 +316,7 @@ class MuRP(_HypBase):
     def score_shared(self, q, cand):
         if not self.ball_params:
             return super().score_shared(q, cand)
-        e = st.project(self.entity[...][cand], k=self.k_fixed)
+        e = st.project(self.entity_rows(cand), k=self.k_fixed)
         x = q["x"]
         d2 = gram_sqdist_hyperbolic(x @ e.T, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1)[None, :], k=q["k"])
         return -d2 + q["bh"][:, None] + self.bt[...][cand][None, :]
@@ -304,7 +324,7 @@ class MuRP(_HypBase):
     def score_rows(self, q, t):
         if not self.ball_params:
             return super().score_rows(q, t)
-        e = st.project(self.entity[...][t], k=self.k_fixed)
+        e = st.project(self.entity_rows(t), k=self.k_fixed)
         x = q["x"]
         xy = jnp.einsum("bd,bkd->bk", x, e)
         d2 = gram_sqdist_hyperbolic(xy, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1), k=q["k"])
@@ -323,7 +343,7 @@ class RotH(_HypBase):
 
     def query(self, h, r, *, key=None):
         k = self.curvature(r)
-        head = st.expmap0(self.entity[...][h], k=k)
+        head = st.expmap0(self.entity_rows(h), k=k)
         r1, r2 = jnp.split(self.rel[...][r], 2, axis=-1)
         lhs = st.project(st.mobius_add(head, st.expmap0(r1, k=k), k=k), k=k)
         rot = givens_rotation(self.rel_diag[...][r], lhs)
@@ -342,7 +362,7 @@ class RefH(_HypBase):
 
     def query(self, h, r, *, key=None):
         k = self.curvature(r)
-        lhs = st.expmap0(givens_reflection(self.rel_diag[...][r], self.entity[...][h]), k=k)
+        lhs = st.expmap0(givens_reflection(self.rel_diag[...][r], self.entity_rows(h)), k=k)
         return self._finish(st.mobius_add(lhs, st.expmap0(self.rel[...][r], k=k), k=k), k, h)
 
 
@@ -363,7 +383,7 @@ class AttH(_HypBase):
 
     def attention(self, h: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(attended tangent query [B, d], weights [B, 2] over (reflection, rotation))."""
-        head = self.entity[...][h]
+        head = self.entity_rows(h)
         rot_p, ref_p = jnp.split(self.rel_diag[...][r], 2, axis=-1)
         ref, rot = givens_reflection(ref_p, head), givens_rotation(rot_p, head)
         ctx = self.context[...][r] / jnp.sqrt(float(self.dim))

@@ -243,8 +243,13 @@ def train_kg(
     dataset: KGDataset | None = None,
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    text_encoder: Any = None,
 ) -> dict[str, Any]:
-    """Train and evaluate; returns the results dict (also written to run_dir/results.json)."""
+    """Train and evaluate; returns the results dict (also written to run_dir/results.json).
+
+    text_encoder: for `init.kind: text`, an object with `encode(texts) -> [n, D]`
+    (None = geofm.text.TextEncoder named by `init.encoder`); see geofm.kg.init.
+    """
     if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1:
         raise ValueError("train.epochs must be >= 0, train.batch_size and train.valid_every >= 1")
     progress = sys.stderr.isatty() if progress is None else progress
@@ -254,12 +259,18 @@ def train_kg(
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(dump_config(cfg))
     with _precision(cfg.train.dtype) as dtype:
-        return _train(cfg, ds, run, dtype, progress, on_epoch)
+        return _train(cfg, ds, run, dtype, progress, on_epoch, text_encoder)
 
 
-def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch) -> dict[str, Any]:
+def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch,
+           text_encoder: Any = None) -> dict[str, Any]:
     n_ent, n_rel = ds.num_entities, ds.num_relations
     model = build_model(cfg.model.name, n_ent, n_rel, seed=cfg.seed, dtype=dtype, **cfg.model.kwargs)
+    init_info: dict[str, Any] = {"kind": "random"}
+    if cfg.init.kind != "random":
+        from geofm.kg.init import apply_entity_init
+
+        init_info = apply_entity_init(model, ds.entity_text, cfg.init, encoder=text_encoder, progress=progress)
     n_params = count_params(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(cfg.optim, model)
@@ -363,6 +374,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             "entity_text": ds.meta.get("entity_text"),
         },
         "num_params": n_params,
+        "entity_init": init_info,
         "best_epoch": best_epoch,
         "stopped_early": stopped_early,
         "timing": {

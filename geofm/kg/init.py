@@ -1,0 +1,243 @@
+"""Entity initialisation from the text encoder over entity texts (entity2text.txt).
+
+Each entity's text ("name, gloss" on WN18RR; the name, or "name -- first
+sentence", on FB15k-237) is embedded by `geofm.text.TextEncoder` into
+T [N, D] (D = 384 for MiniLM, rows L2-normalised), centred on the mean mu of
+the entities that have text, and mapped to the model dimension d:
+
+  pca      E0 = c · (T - mu) V          V [D, d]: top principal directions of the
+                                         texts (exact eigh on the host, signs fixed),
+                                         c chosen so the projected std is `scale`
+  learned  E  = (T - mu) W + R          W [D, d] starts at c·V, R [N, d] at 0, both
+                                         trained with the model, so an entity never
+                                         seen in training still moves with W
+
+At step 0 both give the same table. Entities without text (and, when d > the
+number of principal directions, the extra columns) keep the model's random
+init; a `DataWarning` gives their count.
+
+Geometry: the entity parameters of every model in geofm.kg.models are
+Euclidean vectors; for the hyperbolic family they are tangent vectors at the
+origin that the model maps with expmap0(., k=k_r), k_r < 0 its relation's
+curvature, so the text vector is used as that tangent vector. MuRP with
+`ball_params=True` keeps points on the ball: its rows become
+expmap0(E0, k=k) with its fixed curvature k < 0 (pca only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from geofm.data._io import warn
+from geofm.kg.config import EntityInitConfig
+from manifolds import stereographic as st
+
+__all__ = [
+    "TextEmbedder",
+    "TextProjection",
+    "ProjectedEntityTable",
+    "encode_entity_texts",
+    "pca_basis",
+    "text_projection",
+    "apply_entity_init",
+]
+
+
+class TextEmbedder(Protocol):
+    """Anything with `encode(texts) -> [n, D]` (geofm.text.TextEncoder, or a fake in tests)."""
+
+    def encode(self, texts: list[str | None], batch_size: int = 64, progress: bool | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TextProjection:
+    """Host-side result of the text -> model-dim map (numpy, float64).
+
+    text: [N, D] centred text embeddings (zero rows where there is no text).
+    proj: [D, d] the scaled PCA basis, zero columns beyond `num_components`.
+    table: [N, d] the initial entity table (text rows text @ proj, other rows
+    and columns from the random init).
+    has_text: [N] bool. explained_variance: [num_components] ratios.
+    """
+
+    text: np.ndarray
+    proj: np.ndarray
+    table: np.ndarray
+    has_text: np.ndarray
+    explained_variance: np.ndarray
+    scale: float
+
+    @property
+    def num_components(self) -> int:
+        return int(self.explained_variance.shape[0])
+
+
+class ProjectedEntityTable(nnx.Module):
+    """Learned text projection: rows(idx) = text[idx] @ proj + residual[idx].
+
+    text [N, D] is a fixed (non-trainable) `nnx.Variable`; proj [D, d] and
+    residual [N, d] are `nnx.Param`s in Euclidean/tangent space (plain optax).
+    """
+
+    def __init__(self, text: jax.Array, proj: jax.Array, residual: jax.Array) -> None:
+        if text.ndim != 2 or proj.ndim != 2 or residual.ndim != 2:
+            raise ValueError("text, proj and residual must be 2-D")
+        if text.shape[1] != proj.shape[0] or residual.shape != (text.shape[0], proj.shape[1]):
+            raise ValueError(f"shape mismatch: text {text.shape}, proj {proj.shape}, residual {residual.shape}")
+        self.text = nnx.Variable(text)
+        self.proj = nnx.Param(proj)
+        self.residual = nnx.Param(residual)
+
+    def rows(self, idx: jax.Array) -> jax.Array:
+        """Entity vectors [..., d] for int ids `idx` [...]."""
+        return self.text[...][idx] @ self.proj[...] + self.residual[...][idx]
+
+    def table(self) -> jax.Array:
+        """The full entity table [N, d]."""
+        return self.text[...] @ self.proj[...] + self.residual[...]
+
+
+# ------------------------------------------------------------ host side ---
+
+
+def encode_entity_texts(texts: Sequence[str | None], encoder: TextEmbedder, *, batch_size: int = 64,
+                        progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the entity texts: (emb [N, D] float32, has_text [N] bool).
+
+    None or blank texts are not encoded (zero rows, has_text False) and counted
+    in one DataWarning: those entities keep the random init.
+    """
+    n = len(texts)
+    has_text = np.array([t is not None and bool(t.strip()) for t in texts], bool)
+    missing = int(n - has_text.sum())
+    if missing:
+        warn(f"entity text init: {missing} of {n} entities have no text; they keep the random init")
+    idx = np.flatnonzero(has_text)
+    if idx.size == 0:
+        raise ValueError("entity text init: no entity has text")
+    emb = np.asarray(encoder.encode([texts[i] for i in idx], batch_size=batch_size, progress=progress), np.float32)
+    if emb.ndim != 2 or emb.shape[0] != idx.size:
+        raise ValueError(f"text encoder returned shape {emb.shape} for {idx.size} texts; expected [{idx.size}, D]")
+    if not np.isfinite(emb).all():
+        raise ValueError("text encoder returned non-finite embeddings")
+    out = np.zeros((n, emb.shape[1]), np.float32)
+    out[idx] = emb
+    return out, has_text
+
+
+def pca_basis(x: np.ndarray, *, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal directions of rows x [n, D]: (mean [D], basis [D, m], explained variance ratio [m]).
+
+    m = min(dim, D, n - 1). Exact eigendecomposition of the covariance in
+    float64; each direction's sign is fixed so its largest-|.| entry is positive,
+    so the result is deterministic.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"pca_basis needs at least 2 rows of a 2-D array, got shape {x.shape}")
+    mean = x.mean(0)
+    xc = x - mean
+    cov = xc.T @ xc / (x.shape[0] - 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    m = min(dim, x.shape[1], x.shape[0] - 1)
+    vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order[:m]]
+    pivot = np.argmax(np.abs(vecs), axis=0)
+    vecs = vecs * np.sign(vecs[pivot, np.arange(m)])
+    total = vals.sum()
+    ratio = vals[:m] / total if total > 0 else np.zeros(m)
+    return mean, vecs, ratio
+
+
+def text_projection(emb: np.ndarray, has_text: np.ndarray, random_table: np.ndarray, *,
+                    scale: float | None = None) -> TextProjection:
+    """Map text embeddings emb [N, D] to the initial entity table [N, d] by a scaled PCA.
+
+    random_table [N, d]: the model's random init, kept for rows without text
+    and for columns beyond the number of principal directions. scale: target
+    std of the projected text vectors (None = std of random_table).
+    """
+    emb, has_text = np.asarray(emb, np.float64), np.asarray(has_text, bool)
+    rand = np.asarray(random_table, np.float64)
+    n, d = rand.shape
+    if emb.shape[0] != n or has_text.shape != (n,):
+        raise ValueError(f"emb {emb.shape} / has_text {has_text.shape} do not match {n} entities")
+    scale = float(rand.std()) if scale is None else float(scale)
+    if not scale > 0:
+        raise ValueError(f"init.scale must be > 0, got {scale}")
+    mean, basis, ratio = pca_basis(emb[has_text], dim=d)
+    text = np.where(has_text[:, None], emb - mean, 0.0)
+    m = basis.shape[1]
+    spread = float((text[has_text] @ basis).std())
+    proj = np.zeros((emb.shape[1], d))
+    proj[:, :m] = basis * (scale / spread if spread > 0 else 0.0)
+    table = rand.copy()
+    table[has_text, :m] = (text[has_text] @ proj)[:, :m]
+    return TextProjection(text=text, proj=proj, table=table, has_text=has_text, explained_variance=ratio, scale=scale)
+
+
+# ---------------------------------------------------------- model side ---
+
+
+def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: EntityInitConfig, *,
+                      encoder: TextEmbedder | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Initialise `model`'s entity table in place as `cfg` says; returns a JSON-able summary.
+
+    texts: per entity id (KGDataset.entity_text); encoder: None loads the
+    TextEncoder named by cfg.encoder (packaged MiniLM by default, embeddings
+    cached under ~/.cache/geofm). kind "random" leaves the model untouched.
+    """
+    if cfg.kind == "random":
+        return {"kind": "random"}
+    if cfg.kind != "text":
+        raise ValueError(f"init.kind must be 'random' or 'text', got {cfg.kind!r}")
+    if cfg.projection not in ("pca", "learned"):
+        raise ValueError(f"init.projection must be 'pca' or 'learned', got {cfg.projection!r}")
+    if texts is None:
+        raise ValueError("init.kind: text needs entity texts, but the dataset has no entity2text.txt")
+    if len(texts) != model.num_entities:
+        raise ValueError(f"{len(texts)} entity texts for a model with {model.num_entities} entities")
+    if not isinstance(getattr(model, "entity", None), nnx.Param):
+        raise ValueError(f"model {type(model).__name__} has no `entity` parameter table to initialise")
+    ball = bool(getattr(model, "ball_params", False))
+    if cfg.projection == "learned":
+        if not getattr(type(model), "entity_rows_only", False):
+            raise ValueError(f"init.projection: learned is not supported by model {type(model).__name__} "
+                             "(it reads its entity table directly instead of through KGModel.entity_rows); use pca")
+        if ball:
+            raise ValueError("init.projection: learned needs tangent-space entities; MuRP with ball_params=True "
+                             "keeps them on the ball (use pca)")
+    if encoder is None:
+        from geofm.text import TextEncoder
+
+        encoder = TextEncoder.load(cfg.encoder)
+    emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
+    random_table = np.asarray(model.entity[...], np.float64)
+    if ball:  # ball points -> tangent vectors at 0, so the fallback rows stay as they were
+        random_table = np.asarray(st.logmap0(jnp.asarray(random_table), k=model.k_fixed), np.float64)
+    tp = text_projection(emb, has_text, random_table, scale=cfg.scale)
+    dtype = model.entity[...].dtype
+    if cfg.projection == "pca":
+        table = jnp.asarray(tp.table, dtype)
+        model.entity = nnx.Param(st.expmap0(table, k=model.k_fixed) if ball else table)
+    else:
+        residual = tp.table - tp.text @ tp.proj  # 0 on text rows/components, random init elsewhere
+        model.entity = ProjectedEntityTable(jnp.asarray(tp.text, dtype), jnp.asarray(tp.proj, dtype),
+                                            jnp.asarray(residual, dtype))
+    return {
+        "kind": "text",
+        "projection": cfg.projection,
+        "encoder": cfg.encoder or "all-MiniLM-L6-v2 (packaged)",
+        "text_dim": int(emb.shape[1]),
+        "num_with_text": int(has_text.sum()),
+        "num_random_fallback": int((~has_text).sum()),
+        "num_components": tp.num_components,
+        "explained_variance": float(tp.explained_variance.sum()),
+        "scale": tp.scale,
+    }
