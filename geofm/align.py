@@ -77,6 +77,7 @@ __all__ = [
     "class_texts",
     "propagate_text",
     "propagation_depths",
+    "label_overlap",
     "prepare_domain",
     "build_aligner",
     "info_nce",
@@ -167,9 +168,12 @@ class AlignTrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """hops: propagation depth of the text+propagation baseline; few_shot_k: shots per class;
-    few_shot_trials: random draws of the labelled nodes."""
+    few_shot_trials: random draws of the labelled nodes; overlap_power: at inference the
+    learned correction (everything added to the base b) is scaled by
+    label_overlap(target classes, source classes) ** overlap_power (0 = always full)."""
 
     hops: int = 2
+    overlap_power: float = 0.0
     few_shot_k: list[int] = field(default_factory=lambda: [1, 5])
     few_shot_trials: int = 5
 
@@ -334,6 +338,17 @@ def propagation_depths(x: np.ndarray, edge_index: np.ndarray, *, max_hops: int, 
     return out
 
 
+def label_overlap(class_emb: np.ndarray, source_class_emb: np.ndarray) -> float:
+    """How much a target's label space is covered by the training sources' labels:
+    mean over target classes [C, D] of the best cosine to any source class prompt [K, D]
+    (unit rows), clipped to [0, 1]. 1 = every target class is (nearly) a source class;
+    ~0.2 for unrelated label spaces (WebKB page types vs paper topics)."""
+    c, s = np.asarray(class_emb, np.float32), np.asarray(source_class_emb, np.float32)
+    if c.ndim != 2 or s.ndim != 2 or c.shape[1] != s.shape[1] or not len(c) or not len(s):
+        raise ValueError(f"label_overlap: need [C, D] and [K, D] with C, K >= 1, got {c.shape} and {s.shape}")
+    return float(np.clip((c @ s.T).max(axis=1).mean(), 0.0, 1.0))
+
+
 def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops: int,
                    batch_size: int = 64, mix_hops: int = 0) -> DomainInputs:
     """Encode a TAG's node texts and class prompts, propagate, build CSR + descriptors;
@@ -430,7 +445,10 @@ class GraphTextAligner(nnx.Module):
         self.log_scale_label = nnx.Param(jnp.asarray(s, jnp.float32))
 
     def __call__(self, text: jax.Array, prop: jax.Array, csr: CSR, weights: jax.Array,
-                 descriptors: jax.Array, depths: jax.Array | None = None) -> AlignOutput:
+                 descriptors: jax.Array, depths: jax.Array | None = None,
+                 correction_scale: jax.Array | float = 1.0) -> AlignOutput:
+        """correction_scale (scalar) multiplies everything added to the base (inference-time
+        shrinkage towards the text+propagation baseline, see `label_overlap`)."""
         out = self.encoder(jnp.concatenate([text, prop], axis=-1), csr, weights, descriptors)
         delta = jnp.zeros_like(prop)
         if self.head is not None:
@@ -444,6 +462,7 @@ class GraphTextAligner(nnx.Module):
                                  f"with mix_hops >= {self.num_depths - 1}), got {got}")
             c = self.mixer(jnp.concatenate([out.fused, descriptors], axis=-1))
             delta = delta + jnp.einsum("nh,nhd->nd", c, depths[:, : self.num_depths])
+        delta = delta * correction_scale
         z = _l2n(prop + delta) if self.residual else _l2n(delta)
         return AlignOutput(z, out.weights, out.fused, out.ks)
 
@@ -640,27 +659,30 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
     return TrainResult(losses, picked, _step_compiles() - before)
 
 
-def embed_nodes(model: GraphTextAligner, d: DomainInputs) -> AlignOutput:
-    """Frozen forward on a whole graph (eval mode, no dropout) -> AlignOutput."""
+def embed_nodes(model: GraphTextAligner, d: DomainInputs, *, correction_scale: float = 1.0) -> AlignOutput:
+    """Frozen forward on a whole graph (eval mode, no dropout) -> AlignOutput;
+    correction_scale shrinks the learned correction (1 = as trained, 0 = baseline)."""
     model.eval()
-    return _embed(model, _device_domain(d))
+    return _embed(model, _device_domain(d), jnp.float32(correction_scale))
 
 
 @nnx.jit
-def _embed(model: GraphTextAligner, g: dict[str, Any]) -> AlignOutput:
-    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"])
+def _embed(model: GraphTextAligner, g: dict[str, Any], scale: jax.Array) -> AlignOutput:
+    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"], scale)
 
 
 # ----------------------------------------------------------------------------- persistence
 
 
 CHECKPOINT_DIR = "checkpoints"
+SOURCE_CLASSES = "source_classes.npy"
 
 
 def save_aligner(run: str | Path, model: GraphTextAligner, cfg: AlignConfig, *, text_dim: int,
-                 info: dict[str, Any] | None = None) -> Path:
-    """Write run/config.yaml, run/aligner.json (text_dim, sources, info) and the parameters
-    (orbax, run/checkpoints). Returns the run folder."""
+                 info: dict[str, Any] | None = None, source_class_emb: np.ndarray | None = None) -> Path:
+    """Write run/config.yaml, run/aligner.json (text_dim, sources, info), the parameters
+    (orbax, run/checkpoints) and, when given, the sources' class-prompt embeddings [K, D]
+    (run/source_classes.npy, for `label_overlap`). Returns the run folder."""
     from geofm.checkpoint import Checkpointer
 
     run = Path(run)
@@ -668,6 +690,8 @@ def save_aligner(run: str | Path, model: GraphTextAligner, cfg: AlignConfig, *, 
     (run / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     meta = {"text_dim": int(text_dim), "sources": list(cfg.sources), **(info or {})}
     (run / "aligner.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    if source_class_emb is not None:
+        np.save(run / SOURCE_CLASSES, np.asarray(source_class_emb, np.float32))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with Checkpointer(run / CHECKPOINT_DIR, metric="final_loss", mode="min", metadata=meta) as ck:
         ck.save(0, params, metrics={"final_loss": float((info or {}).get("final_loss", math.nan))})
@@ -675,7 +699,8 @@ def save_aligner(run: str | Path, model: GraphTextAligner, cfg: AlignConfig, *, 
 
 
 def load_aligner(run: str | Path) -> tuple[GraphTextAligner, AlignConfig, dict[str, Any]]:
-    """Rebuild and restore a frozen aligner from a run folder written by `save_aligner`.
+    """Rebuild and restore a frozen aligner from a run folder written by `save_aligner`;
+    meta["source_class_emb"] holds the sources' class prompts [K, D] when saved (else None).
 
     ValueError naming the missing file when the folder is not such a run."""
     from geofm.checkpoint import Checkpointer
@@ -698,6 +723,7 @@ def load_aligner(run: str | Path) -> tuple[GraphTextAligner, AlignConfig, dict[s
     nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
     model.eval()
+    meta["source_class_emb"] = np.load(run / SOURCE_CLASSES) if (run / SOURCE_CLASSES).exists() else None
     return model, cfg, meta
 
 

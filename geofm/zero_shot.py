@@ -46,6 +46,7 @@ __all__ = [
     "plot_target",
     "baseline_metrics",
     "validation_gain",
+    "correction_scale_for",
     "select_on_sources",
 ]
 
@@ -175,9 +176,10 @@ def evaluate_embeddings(emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarr
 
 
 def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot_k: Sequence[int] = (),
-                    few_shot_trials: int = 5, seed: int = 0) -> dict[str, Any]:
+                    few_shot_trials: int = 5, seed: int = 0, correction_scale: float = 1.0) -> dict[str, Any]:
     """Zero-shot (and few-shot) evaluation of a frozen aligner on one prepared target
     (`geofm.align.DomainInputs`), with both baselines computed in the same call.
+    correction_scale: see `geofm.align.embed_nodes` (`correction_scale_for` computes it).
 
     Returns a JSON-able dict: accuracy, macro_f1, baselines{text_only, text_propagation},
     few_shot{k: {method: {...}}} for aligned and text_propagation, counts, and under "_arrays"
@@ -189,7 +191,7 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
     cls = domain.class_emb
     prop = domain.prop if baseline_hops == domain.hops else propagate_text(domain.text, domain.edge_index,
                                                                              hops=baseline_hops)
-    out = embed_nodes(model, domain)
+    out = embed_nodes(model, domain, correction_scale=correction_scale)
     z = np.asarray(out.embedding)
     aligned, pred = evaluate_embeddings(z, cls, labels)
     text_only, pred_text = evaluate_embeddings(domain.text, cls, labels)
@@ -206,6 +208,7 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
         "classes_without_description": domain.n_missing_descriptions,
         "gate_mean": np.asarray(out.gate).mean(axis=0).round(4).tolist(),
         "curvatures": np.asarray(out.ks).round(4).tolist(),
+        "correction_scale": float(correction_scale),
     }
     if few_shot_k:
         result["few_shot"] = {
@@ -232,6 +235,18 @@ def baseline_metrics(domain: Any, *, hops: int) -> dict[str, dict[str, float]]:
             "text_propagation": evaluate_embeddings(prop, domain.class_emb, domain.labels)[0]}
 
 
+def correction_scale_for(class_emb: np.ndarray, source_class_emb: np.ndarray | None, *, power: float) -> float:
+    """label_overlap(target classes, source classes) ** power (1.0 when power == 0 or the
+    source classes are unknown, e.g. a run saved before they were stored)."""
+    from geofm.align import label_overlap
+
+    if power == 0 or source_class_emb is None:
+        return 1.0
+    if power < 0:
+        raise ValueError(f"eval.overlap_power must be >= 0, got {power}")
+    return float(label_overlap(class_emb, source_class_emb) ** power)
+
+
 def validation_gain(metrics: dict[str, float], baselines: dict[str, dict[str, float]]) -> float:
     """The selection criterion: min over {accuracy, macro_f1} of (metric - the better
     baseline's metric). Positive iff both metrics beat both baselines."""
@@ -239,16 +254,20 @@ def validation_gain(metrics: dict[str, float], baselines: dict[str, dict[str, fl
 
 
 def select_on_sources(candidates: dict[str, Any], sources: Sequence[Any], *, checkpoints: Sequence[int],
-                      seed: int = 0, log_fn: Any = None) -> dict[str, Any]:
+                      overlap_powers: Sequence[float] = (0.0,), seed: int = 0, log_fn: Any = None
+                      ) -> dict[str, Any]:
     """Leave-one-source-out model selection that never touches the target.
 
     For every held-out source v and candidate config (`geofm.align.AlignConfig`, trained
     for max(checkpoints) steps with `seed`), train on the other sources and score v
-    zero-shot after each checkpoint step. Criterion per fold: `validation_gain` against v's
-    own baselines; a (candidate, steps) pair is ranked by its mean gain over the folds
-    (ties: higher mean of accuracy and macro-F1). Returns {"chosen": {"candidate",
-    "steps"}, "criterion", "scores": {name: {steps: {"mean_gain", "mean_score", "folds":
-    {v: {accuracy, macro_f1, gain}}}}}, "baselines": {v: ...}}."""
+    zero-shot after each checkpoint step, once per inference-time overlap power (free: no
+    retraining; the correction is scaled by `correction_scale_for(v's classes, the fold's
+    training classes, power)`). Criterion per fold: `validation_gain` against v's own
+    baselines; a (candidate, steps, power) setting is ranked by its mean gain over the
+    folds (ties: higher mean of accuracy and macro-F1). Returns {"chosen": {"candidate",
+    "steps", "overlap_power"}, "criterion", "scores": {name: {"steps=S,power=P":
+    {"mean_gain", "mean_score", "folds": {v: {accuracy, macro_f1, gain, scale}}}}},
+    "baselines": {v: ...}}."""
     from dataclasses import replace
 
     from geofm.align import build_aligner, embed_nodes, train_aligner
@@ -258,32 +277,40 @@ def select_on_sources(candidates: dict[str, Any], sources: Sequence[Any], *, che
     if not candidates or not checkpoints:
         raise ValueError("select_on_sources needs at least one candidate and one checkpoint")
     steps_list = sorted(int(s) for s in checkpoints)
+    powers = [float(p) for p in overlap_powers]
+    settings = [(s, p) for s in steps_list for p in powers]
     scores: dict[str, dict[str, Any]] = {}
     bases: dict[str, Any] = {}
     for name, cfg in candidates.items():
-        per_steps: dict[int, dict[str, Any]] = {s: {} for s in steps_list}
+        per: dict[tuple[int, float], dict[str, Any]] = {sp: {} for sp in settings}
         for v in sources:
             train = [d for d in sources if d is not v]
             base = bases.setdefault(v.name, baseline_metrics(v, hops=cfg.eval.hops))
+            seen_classes = np.concatenate([d.class_emb for d in train])
             run_cfg = replace(cfg, seed=seed, train=replace(cfg.train, steps=steps_list[-1]))
             model = build_aligner(run_cfg, text_dim=int(v.text.shape[1]))
 
-            def score(step: int, m: Any, v=v, base=base) -> None:
-                met = evaluate_embeddings(np.asarray(embed_nodes(m, v).embedding), v.class_emb, v.labels)[0]
-                per_steps[step][v.name] = {**met, "gain": validation_gain(met, base)}
-                if log_fn is not None:
-                    log_fn(f"select {name:14s} held-out {v.name:14s} step {step:4d}: acc {met['accuracy']:.4f} "
-                           f"F1 {met['macro_f1']:.4f} gain {per_steps[step][v.name]['gain']:+.4f}")
+            def score(step: int, m: Any, v=v, base=base, seen_classes=seen_classes) -> None:
+                for p in powers:
+                    scale = correction_scale_for(v.class_emb, seen_classes, power=p)
+                    z = np.asarray(embed_nodes(m, v, correction_scale=scale).embedding)
+                    met = evaluate_embeddings(z, v.class_emb, v.labels)[0]
+                    per[(step, p)][v.name] = {**met, "gain": validation_gain(met, base), "scale": scale}
+                    if log_fn is not None:
+                        log_fn(f"select {name:10s} held-out {v.name:14s} step {step:4d} power {p:g} "
+                               f"(scale {scale:.3f}): acc {met['accuracy']:.4f} F1 {met['macro_f1']:.4f} "
+                               f"gain {per[(step, p)][v.name]['gain']:+.4f}")
 
             train_aligner(model, train, run_cfg, callback=score, callback_steps=steps_list)
-        scores[name] = {str(s): {"mean_gain": float(np.mean([f["gain"] for f in folds.values()])),
-                                 "mean_score": float(np.mean([(f["accuracy"] + f["macro_f1"]) / 2
-                                                              for f in folds.values()])),
-                                 "folds": folds}
-                        for s, folds in per_steps.items()}
-    best = max(((n, s) for n in scores for s in scores[n]),
-               key=lambda ns: (scores[ns[0]][ns[1]]["mean_gain"], scores[ns[0]][ns[1]]["mean_score"]))
-    return {"chosen": {"candidate": best[0], "steps": int(best[1])},
+        scores[name] = {f"steps={s},power={p:g}": {
+            "steps": s, "overlap_power": p,
+            "mean_gain": float(np.mean([f["gain"] for f in folds.values()])),
+            "mean_score": float(np.mean([(f["accuracy"] + f["macro_f1"]) / 2 for f in folds.values()])),
+            "folds": folds} for (s, p), folds in per.items()}
+    best = max(((n, k) for n in scores for k in scores[n]),
+               key=lambda nk: (scores[nk[0]][nk[1]]["mean_gain"], scores[nk[0]][nk[1]]["mean_score"]))
+    top = scores[best[0]][best[1]]
+    return {"chosen": {"candidate": best[0], "steps": int(top["steps"]), "overlap_power": top["overlap_power"]},
             "criterion": "mean over held-out sources of min(accuracy gain, macro-F1 gain) against that "
                          "source's better parameter-free baseline; ties by mean (accuracy + macro-F1)/2",
             "scores": scores, "baselines": bases}
@@ -407,7 +434,8 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
     from dataclasses import replace
 
     cfg = replace(cfg, sources=sources)
-    return save_aligner(out, model, cfg, text_dim=int(prepared[0].text.shape[1]), info=info)
+    return save_aligner(out, model, cfg, text_dim=int(prepared[0].text.shape[1]), info=info,
+                        source_class_emb=np.concatenate([d.class_emb for d in prepared]))
 
 
 def _key(name: str) -> str:
@@ -430,9 +458,10 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
                          f"{sorted(seen)}); the zero-shot protocol needs an unseen target")
     encoder = encoder if encoder is not None else load_text_encoder(cfg.text_model)
     dom = prepare_named(dataset, cfg, encoder, data_dir=data_dir)
+    scale = correction_scale_for(dom.class_emb, meta.get("source_class_emb"), power=cfg.eval.overlap_power)
     res = evaluate_target(model, dom, baseline_hops=cfg.eval.hops,
                           few_shot_k=cfg.eval.few_shot_k if few_shot else (),
-                          few_shot_trials=cfg.eval.few_shot_trials, seed=cfg.seed)
+                          few_shot_trials=cfg.eval.few_shot_trials, seed=cfg.seed, correction_scale=scale)
     arrays = res.pop("_arrays")
     res["trained_on"] = meta.get("trained_on", list(cfg.sources))
     folder = Path(run) / "zero_shot"

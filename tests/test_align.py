@@ -263,3 +263,33 @@ def test_same_seed_same_numbers_across_processes(tmp_path):
         outs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     assert outs[0]["losses"] == outs[1]["losses"]
     assert outs[0]["z"] == outs[1]["z"]
+
+
+def test_label_overlap_and_correction_scale(domains):
+    from geofm.align import label_overlap
+
+    c = np.eye(3, 4, dtype=np.float32)
+    assert label_overlap(c, c) == pytest.approx(1.0)
+    assert label_overlap(c[:2], c[2:]) == pytest.approx(0.0)
+    assert label_overlap(c, c[:1]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="label_overlap"):
+        label_overlap(c, c[:, :3])
+    # scale 0 = the text+propagation baseline even after training; scale 1 = as trained
+    cfg = config_from_dict({**TINY, "train": {"steps": 10, "batch_nodes": 32, "lr": 1e-2}})
+    model = build_aligner(cfg, text_dim=domains[0].text.shape[1])
+    train_aligner(model, domains, cfg)
+    z0 = np.asarray(embed_nodes(model, domains[1], correction_scale=0.0).embedding)
+    z1 = np.asarray(embed_nodes(model, domains[1]).embedding)
+    np.testing.assert_allclose(z0, domains[1].prop, atol=1e-5)
+    assert np.abs(z1 - domains[1].prop).max() > 1e-3
+
+
+def test_saved_run_keeps_source_classes(tmp_path, domains):
+    cfg = config_from_dict({**TINY, "sources": ["a", "b"]})
+    model = build_aligner(cfg, text_dim=domains[0].text.shape[1])
+    cls = np.concatenate([d.class_emb for d in domains])
+    save_aligner(tmp_path / "run", model, cfg, text_dim=384, source_class_emb=cls)
+    _, _, meta = load_aligner(tmp_path / "run")
+    np.testing.assert_array_equal(meta["source_class_emb"], cls)
+    save_aligner(tmp_path / "old", model, cfg, text_dim=384)
+    assert load_aligner(tmp_path / "old")[2]["source_class_emb"] is None

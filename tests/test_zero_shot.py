@@ -159,11 +159,15 @@ def test_select_on_sources_never_sees_a_target_and_scores_every_fold():
     doms = [prepare_domain(make_synthetic("synthetic-ring", num_nodes=24, seed=s), enc, cands["mix"].prompts,
                            hops=2, mix_hops=2) for s in range(3)]
     doms = [replace(d, name=f"s{i}") for i, d in enumerate(doms)]
-    res = select_on_sources(cands, doms, checkpoints=[2, 4])
-    assert res["chosen"]["candidate"] in cands and res["chosen"]["steps"] in (2, 4)
-    assert set(res["scores"]) == set(cands) and set(res["scores"]["mix"]) == {"2", "4"}
-    assert set(res["scores"]["mix"]["4"]["folds"]) == {"s0", "s1", "s2"} == set(res["baselines"])
-    best = res["scores"][res["chosen"]["candidate"]][str(res["chosen"]["steps"])]["mean_gain"]
+    res = select_on_sources(cands, doms, checkpoints=[2, 4], overlap_powers=[0, 2])
+    ch = res["chosen"]
+    assert ch["candidate"] in cands and ch["steps"] in (2, 4) and ch["overlap_power"] in (0, 2)
+    assert set(res["scores"]) == set(cands)
+    assert set(res["scores"]["mix"]) == {"steps=2,power=0", "steps=2,power=2", "steps=4,power=0", "steps=4,power=2"}
+    folds = res["scores"]["mix"]["steps=4,power=2"]["folds"]
+    assert set(folds) == {"s0", "s1", "s2"} == set(res["baselines"])
+    assert all(0.0 <= f["scale"] <= 1.0 for f in folds.values())
+    best = res["scores"][ch["candidate"]][f"steps={ch['steps']},power={ch['overlap_power']:g}"]["mean_gain"]
     assert best == max(v["mean_gain"] for c in res["scores"].values() for v in c.values())
     with pytest.raises(ValueError, match=">= 2 sources"):
         select_on_sources(cands, doms[:1], checkpoints=[2])
