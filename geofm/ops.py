@@ -19,19 +19,31 @@ without incoming edges get 0 from every op (segment_max included).
 Shapes: x [N, ...]; per-edge data [E, ...]; weights [E] or [E, *x.shape[1:k]] matching
 x's leading feature axes: [E] scalars, [E, H] per head with x [N, H, F], or [E, d] per
 channel with x [N, d].
+
+Dense blocks. Every op also accepts a `BlockGraph`: B disjoint graphs of n nodes each
+(per-sample subgraphs, GraphGlue's augmented ego graphs) stored as dense [B, n, n]
+adjacency blocks. Node b*n + i; edge slot (b, i, j) = the edge j -> i of block b, so
+per-edge arrays have E = B*n*n rows in receiver-major order. Aggregation is a batched
+matmul (einsum over j): no gather, no scatter, gradients by plain autodiff. For n up to
+~100 this beats the chunked CSR kernels by a wide margin on CPU (the work is
+B*n*n*d multiply-adds, all in BLAS), and the shape depends on (B, n) only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from geofm.graph import CSR, ChunkPlan
 
 __all__ = [
+    "BlockGraph",
+    "block_graph",
     "propagate",
     "spmm",
     "segment_sum",
@@ -42,6 +54,77 @@ __all__ = [
     "gather_receivers",
     "gcn_norm",
 ]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BlockGraph:
+    """B disjoint graphs of n nodes as dense adjacency blocks (see the module docstring).
+
+    adj: [B, n, n] bool, adj[b, i, j] = the edge j -> i exists in block b (receiver i).
+    Nodes are numbered b*n + i; per-edge arrays are [B*n*n, ...] in (b, i, j) order, and
+    ``mask`` is adj flattened to that order (as `CSR.mask`).
+    """
+
+    adj: jax.Array
+
+    @property
+    def mask(self) -> jax.Array:
+        """[B*n*n] bool per edge slot (receiver-major), like `CSR.mask`."""
+        return self.adj.reshape(-1)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.adj.shape[0]
+
+    @property
+    def block_size(self) -> int:
+        return self.adj.shape[-1]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.adj.shape[0] * self.adj.shape[-1]
+
+    @property
+    def num_edges(self) -> int:
+        return self.adj.shape[0] * self.adj.shape[1] * self.adj.shape[2]
+
+    @property
+    def in_degree(self) -> jax.Array:
+        """[B*n] float32 count of incoming edges."""
+        return jnp.sum(self.adj, axis=-1, dtype=jnp.float32).reshape(-1)
+
+
+def block_graph(adj: jax.Array) -> BlockGraph:
+    """Validate a [B, n, n] boolean adjacency (receiver, sender) into a `BlockGraph`."""
+    if adj.ndim != 3 or adj.shape[1] != adj.shape[2]:
+        raise ValueError(f"block_graph: adj must be [B, n, n], got shape {adj.shape}")
+    return BlockGraph(adj=jnp.asarray(adj, bool))
+
+
+def _blocks_of(v: jax.Array, g: BlockGraph, per_edge: bool) -> jax.Array:
+    """Per-node [B*n, ...] -> [B, n, ...]; per-edge [B*n*n, ...] -> [B, n, n, ...]."""
+    lead = (g.num_blocks, g.block_size, g.block_size) if per_edge else (g.num_blocks, g.block_size)
+    return v.reshape(lead + v.shape[1:])
+
+
+def _block_propagate(x: jax.Array, w: jax.Array | None, g: BlockGraph) -> jax.Array:
+    """out[b, i] = sum_j mask[b, i, j] w[b, i, j] x[b, j] as one batched matmul."""
+    nb, n = g.num_blocks, g.block_size
+    wdims = 0 if w is None else w.ndim - 1  # weight axes beyond the edge axis
+    p = int(np.prod(x.shape[1:1 + wdims], dtype=np.int64))
+    q = int(np.prod(x.shape[1 + wdims:], dtype=np.int64))
+    xb = x.reshape(nb, n, p, q)
+    if w is None:
+        wb = g.adj.astype(x.dtype)[..., None]
+    else:
+        wb = jnp.where(g.adj[..., None], w.astype(x.dtype).reshape(nb, n, n, p), jnp.zeros((), x.dtype))
+    return jnp.einsum("bijp,bjpq->bipq", wb, xb).reshape(x.shape)
+
+
+def _block_masked(v: jax.Array, g: BlockGraph) -> jax.Array:
+    """Zero per-edge rows [B, n, n, ...] outside the mask."""
+    return jnp.where(_expand(g.adj, v.ndim), v, jnp.zeros((), v.dtype))
 
 
 def _expand(w: jax.Array, ndim: int) -> jax.Array:
@@ -154,6 +237,7 @@ def propagate(x: jax.Array, weights: jax.Array | None, csr: CSR) -> jax.Array:
     x: [N, ...] node features; weights: None (all ones), [E], or [E, H] with x [N, H, ...]
     (per-head scalars). Returns [N, ...]. Differentiable in x and weights (custom VJP on
     the transposed plan; the weight gradient is only computed when requested under jit).
+    csr may be a `BlockGraph` (dense blocks: one batched matmul, plain autodiff).
     """
     _check_rows(x, csr.num_nodes, "propagate: x")
     if weights is not None:
@@ -162,6 +246,8 @@ def propagate(x: jax.Array, weights: jax.Array | None, csr: CSR) -> jax.Array:
             raise ValueError(f"propagate: weights must be [E]={csr.num_edges} or [E, ...] "
                              f"matching x's leading feature axes; got {weights.shape} "
                              f"for x {x.shape}")
+    if isinstance(csr, BlockGraph):
+        return _block_propagate(x, weights, csr)
     return _propagate(x, weights, csr)
 
 
@@ -190,6 +276,8 @@ _segment_sum.defvjp(_segment_sum_fwd, _segment_sum_bwd)
 def segment_sum(data: jax.Array, csr: CSR) -> jax.Array:
     """Sum per-edge data [E, ...] into receivers -> [N, ...] (vector messages supported)."""
     _check_rows(data, csr.num_edges, "segment_sum: data")
+    if isinstance(csr, BlockGraph):
+        return _block_masked(_blocks_of(data, csr, True), csr).sum(axis=2).reshape((csr.num_nodes,) + data.shape[1:])
     return _segment_sum(data, csr)
 
 
@@ -207,11 +295,16 @@ def segment_max(data: jax.Array, csr: CSR) -> jax.Array:
     jnp.maximum / jax.ops.segment_max). Not on the hot path: its VJP scatters.
     """
     _check_rows(data, csr.num_edges, "segment_max: data")
-    plan = csr.fwd
     if csr.num_edges == 0:
         return jnp.zeros((csr.num_nodes,) + data.shape[1:], data.dtype)
     neg = (-float("inf") if jnp.issubdtype(data.dtype, jnp.floating)
            else int(jnp.iinfo(data.dtype).min))
+    if isinstance(csr, BlockGraph):
+        blk = _blocks_of(data, csr, True)
+        out = jnp.max(jnp.where(_expand(csr.adj, blk.ndim), blk, jnp.asarray(neg, data.dtype)), axis=2)
+        out = out.reshape((csr.num_nodes,) + data.shape[1:])
+        return jnp.where(_expand(csr.in_degree > 0, out.ndim), out, jnp.zeros((), data.dtype))
+    plan = csr.fwd
     slots = _slot_values(data, plan.edge, csr.num_edges, fill=neg)  # [C, M, ...]
     acc = slots[0]
     for k in range(1, plan.idx.shape[0]):
@@ -241,12 +334,20 @@ _gather.defvjp(_gather_fwd, _gather_bwd)
 def gather_senders(x: jax.Array, csr: CSR) -> jax.Array:
     """x[senders] -> [E, ...] (0 on masked edges); its VJP is a scatter-free chunked sum."""
     _check_rows(x, csr.num_nodes, "gather_senders: x")
+    if isinstance(csr, BlockGraph):
+        xb = _blocks_of(x, csr, False)[:, None]  # [B, 1, n(j), ...]
+        shape = (csr.num_blocks, csr.block_size) + xb.shape[2:]
+        return _block_masked(jnp.broadcast_to(xb, shape), csr).reshape((csr.num_edges,) + x.shape[1:])
     return _gather(x, csr.senders, csr.mask, csr.bwd, csr.num_nodes, csr.num_edges)
 
 
 def gather_receivers(x: jax.Array, csr: CSR) -> jax.Array:
     """x[receivers] -> [E, ...] (0 on masked edges); its VJP is a scatter-free chunked sum."""
     _check_rows(x, csr.num_nodes, "gather_receivers: x")
+    if isinstance(csr, BlockGraph):
+        xb = _blocks_of(x, csr, False)[:, :, None]  # [B, n(i), 1, ...]
+        shape = xb.shape[:2] + (csr.block_size,) + xb.shape[3:]
+        return _block_masked(jnp.broadcast_to(xb, shape), csr).reshape((csr.num_edges,) + x.shape[1:])
     return _gather(x, csr.receivers, csr.mask, csr.fwd, csr.num_nodes, csr.num_edges)
 
 
@@ -270,4 +371,7 @@ def gcn_norm(csr: CSR) -> jax.Array:
     first (`geofm.graph.add_self_loops`) for the usual GCN. 0 on masked edges.
     """
     inv = jax.lax.rsqrt(jnp.maximum(csr.in_degree, 1.0))
+    if isinstance(csr, BlockGraph):
+        ib = _blocks_of(inv, csr, False)
+        return _block_masked(ib[:, :, None] * ib[:, None, :], csr).reshape(-1)
     return _masked(inv[csr.senders] * inv[csr.receivers], csr.mask)

@@ -50,7 +50,7 @@ from geofm.config import dump_config, to_dict
 from geofm.data.mixture import subgraph_mixture
 from geofm.data.sampler import SubgraphSampler, loader
 from geofm.features import project_features, projection_seed, structural_features
-from geofm.glue import (GlueBatch, GlueConfig, GlueModel, batch_shape, build_glue_batch, glue_loss,
+from geofm.glue import (GlueBatch, GlueConfig, GlueModel, GlueOutput, build_glue_batch, flatten_parallel, glue_loss,
                         knn_paths, locality_loss, prototype_loss, stack_batches)
 
 log = logging.getLogger("geofm.pretrain")
@@ -88,8 +88,9 @@ class TrainConfig:
     """Three-phase epochs (steps per phase), optax AdamW with linear warmup + cosine to
     ``min_lr_ratio * lr``, global-norm clipping; loss weights (``glue_weight`` scales both
     gluing terms as the reference's geo_regular_coef; set ``holonomy_weight: 0`` for the
-    ablation); ``parallel`` sub-batches per step (data-parallel width); ``pad_nodes`` / ``pad_edges``
-    pin every batch to one padded size (one compilation for the whole run)."""
+    ablation); ``parallel`` sub-batches per step (data-parallel width). ``pad_nodes`` /
+    ``pad_edges`` have no effect since the dense per-sample layout (every batch has one
+    shape); they stay so that older configs and checkpoints load."""
 
     epochs: int = 2
     batch_size: int = 64
@@ -275,32 +276,18 @@ class Streams:
         return [(sub, d)], paths
 
     def batch(self, phase: str, t: int, rows: range) -> GlueBatch:
-        """Stacked [len(rows), ...] GlueBatch of step t (rows = this process's sub-batches)."""
-        parts = [self.parts(phase, t, r) for r in rows]
-        built = [self._build(pp) for pp in parts]
-        n = max(batch_shape(b)[0] for b in built)
-        e = max(batch_shape(b)[1] for b in built)
-        n, e = _agree_bucket(max(n, self.cfg.train.pad_nodes or 0), max(e, self.cfg.train.pad_edges or 0))
-        built = [b if batch_shape(b) == (n, e) else self._build(pp, n, e) for b, pp in zip(built, parts)]
-        return stack_batches(built)
+        """Stacked [len(rows), ...] GlueBatch of step t (rows = this process's sub-batches).
 
-    def _build(self, pp: tuple[list, np.ndarray | None], n: int | None = None, e: int | None = None) -> GlueBatch:
+        Every batch has the same shapes (dense per-sample layout), so multi-host processes
+        stack identical shapes without agreeing on a bucket."""
+        return stack_batches([self._build(self.parts(phase, t, r)) for r in rows])
+
+    def _build(self, pp: tuple[list, np.ndarray | None]) -> GlueBatch:
         parts, paths = pp
         mc = self.cfg.model
         return build_glue_batch(parts, num_generators=mc.num_generators, max_nodes=mc.max_nodes,
                                 labels=[self.domains[d].labels for _, d in parts], paths=paths,
-                                num_paths=self.num_paths, n_pad=n, e_pad=e,
-                                num_samples=self.cfg.train.batch_size)
-
-
-def _agree_bucket(n: int, e: int) -> tuple[int, int]:
-    """Max bucket over processes (multi-host: every process must stack the same shapes)."""
-    if jax.process_count() == 1:
-        return n, e
-    from jax.experimental import multihost_utils
-
-    both = np.asarray(multihost_utils.process_allgather(np.array([n, e], np.int64)))
-    return int(both[..., 0].max()), int(both[..., 1].max())
+                                num_paths=self.num_paths, num_samples=self.cfg.train.batch_size)
 
 
 # ----------------------------------------------------------------------------- model/optim
@@ -357,48 +344,49 @@ def phase_loss(model: GlueModel, batch: GlueBatch, key: jax.Array, flags: dict[s
                tc: TrainConfig) -> tuple[jax.Array, dict[str, Any]]:
     """Loss of one stacked batch [P, ...]; returns (loss, aux with terms, z, log g, gate sums).
 
-    All terms are computed every step (they share the forward pass, which dominates);
-    ``flags`` (see `phase_flags`) weight them, so the phase is not a compile-time constant.
+    The forward pass runs once over all P*B samples (samples are independent; batched
+    matmuls with a single batch axis, which XLA:CPU runs far faster than the vmapped
+    two-batch-axis form); the losses, which couple the samples of a sub-batch, are
+    vmapped over P. All terms are computed every step (they share the forward pass,
+    which dominates); ``flags`` (see `phase_flags`) weight them, so the phase is not a
+    compile-time constant.
     """
-    graphdef, state = nnx.split(model)
     mc = model.cfg
     p = batch.sample_mask.shape[0]
     keys = jax.random.split(key, p)
     num_domains = model.protos.count.shape[0]
+    flat = model.encode(flatten_parallel(batch))
+    outs = jax.tree_util.tree_map(lambda a: a.reshape((p, -1) + a.shape[1:]), flat)
+    protos = model.protos
 
-    def one(b: GlueBatch, k: jax.Array):
-        m = nnx.merge(graphdef, state)
-        out = m.encode(b)
+    def one(out: GlueOutput, b: GlueBatch, k: jax.Array):
         terms = {"local": locality_loss(out, b.sample_mask, tau=mc.tau),
-                 "proto": prototype_loss(out, b.sample_domain, b.sample_mask, m.protos, tau=mc.tau)}
+                 "proto": prototype_loss(out, b.sample_domain, b.sample_mask, protos, tau=mc.tau)}
         kp, kv = knn_paths(out.z, b.sample_mask, b.sample_domain, k, knn=mc.path_knn,
                            num_paths=b.paths.shape[0], cross_domain=True)
         paths = jnp.where(flags["knn"], kp, b.paths)
         valid = jnp.where(flags["knn"], kv, b.path_mask)
         terms.update(glue_loss(out, paths, valid))
-        gate = None
-        if out.gate is not None:
-            n = b.x.shape[0]
-            real = jnp.zeros((n,), bool).at[b.members.reshape(-1)].max(b.member_mask.reshape(-1))
-            oh = jax.nn.one_hot(b.node_domain, num_domains) * real[:, None]
-            gate = (oh.T @ out.gate[:n], oh.sum(0))
-        return terms, (out.z, out.log_g, gate)
+        return terms
 
-    terms, (z, log_g, gate) = jax.vmap(one)(batch, keys)
+    terms = jax.vmap(one)(outs, batch, keys)
     terms = {k: jnp.mean(v) for k, v in terms.items()}
     loc = flags["local"]
     glue_term = tc.glue_weight * (tc.holonomy_weight * terms["holonomy"] + tc.curvature_weight * terms["curvature"])
     loss = loc * (terms["local"] + flags["proto"] * terms["proto"]) + (1.0 - loc) * glue_term
-    aux = {"terms": terms, "z": z, "log_g": log_g}
-    if gate is not None:
-        aux["gate"] = (gate[0].sum(0), gate[1].sum(0))
+    aux = {"terms": terms, "z": outs.z, "log_g": outs.log_g}
+    if flat.gate is not None:  # per-domain sums of the real nodes' gate weights, node counts
+        fb = flatten_parallel(batch)
+        oh = jax.nn.one_hot(fb.sample_domain, num_domains)  # [P*B, K]
+        mm = fb.member_mask.astype(flat.gate.dtype)
+        aux["gate"] = (jnp.einsum("bk,bs,bse->ke", oh, mm, flat.gate), oh.T @ mm.sum(1))
     return loss, aux
 
 
 def make_train_step(tc: TrainConfig) -> Callable:
     """nnx.jit train step(model, optimizer, batch, key, flags) -> (loss, terms, gate sums | None).
 
-    One compilation per batch bucket (phases are traced flags); the EMA prototype update
+    One compilation per run (one batch shape; phases are traced flags); the EMA prototype update
     runs only when flags["local"] is 1 (masked update).
     """
 

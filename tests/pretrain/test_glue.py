@@ -79,17 +79,54 @@ def test_prototypes_ema_bias_corrected_log_euclidean():
 def test_build_batch_masks_and_augmented_graph():
     b, ds = _batch()
     nb, s_cap = b.members.shape
-    assert nb == 16 and s_cap == 12
+    assert nb == 16 and s_cap == 12 and b.x.shape == (16 * 12, 16) and b.adj.shape == (16, 12, 12)
     assert b.sample_mask.all() and (b.sample_domain[:8] == 0).all() and (b.sample_domain[8:] == 1).all()
     assert (b.label == ds.labels[np.arange(16)]).all()
-    n = b.x.shape[0]
-    assert b.csr.num_nodes == n + nb * 4
-    # every member slot is a real node of its sample; masked slots point at padding
-    real = b.members[b.member_mask]
-    assert len(np.unique(real)) == real.size and real.max() < n - 1
-    np.testing.assert_array_equal(b.x[n - 1], 0.0)
+    np.testing.assert_array_equal(b.members, np.arange(16 * 12).reshape(16, 12))
+    # empty slots hold zeros and no edges; edges are symmetric, within real slots, loop-free
+    np.testing.assert_array_equal(b.x[~b.member_mask.reshape(-1)], 0.0)
+    assert not b.adj[~np.broadcast_to(b.member_mask[:, :, None] & b.member_mask[:, None, :], b.adj.shape)].any()
+    np.testing.assert_array_equal(b.adj, np.swapaxes(b.adj, 1, 2))
+    assert not np.diagonal(b.adj, axis1=1, axis2=2).any() and b.adj.any()
+    # slot (b, s) holds the s-th node of sample b; adj = the input graph's edges among the slots
+    x = np.arange(ds.num_nodes, dtype=np.float32)[:, None] + 1.0  # feature = node id + 1
+    smp = SubgraphSampler(ds.edge_index, ds.num_nodes, fanouts=[-1, -1], max_nodes=20, features=x)
+    sub = smp.sample(np.arange(6), np.random.default_rng(0))
+    one = glue.build_glue_batch([(sub, 0)], num_generators=4, max_nodes=12)
+    edges = {(int(u), int(v)) for u, v in np.asarray(ds.edge_index).T} | {
+        (int(v), int(u)) for u, v in np.asarray(ds.edge_index).T}
+    ids = one.x[:, 0].reshape(6, 12).astype(int) - 1  # -1 on empty slots
+    assert (ids[:, 0] == np.arange(6)).all() and (one.member_mask == (ids >= 0)).all()
+    assert one.member_mask.sum(1).max() == 12  # truncated to max_nodes
+    for bi in range(6):
+        for i in range(12):
+            for j in range(12):
+                want = ids[bi, i] >= 0 and ids[bi, j] >= 0 and (ids[bi, j], ids[bi, i]) in edges
+                assert bool(one.adj[bi, i, j]) == want, (bi, i, j)
+    # one shape for every batch: a batch of different subgraphs has identical shapes
+    b2, _ = _batch(seed=3)
+    assert jax.tree_util.tree_structure(b) == jax.tree_util.tree_structure(b2)
+    assert all(np.shape(u) == np.shape(v) for u, v in zip(jax.tree_util.tree_leaves(b), jax.tree_util.tree_leaves(b2)))
     with pytest.raises(ValueError, match="at least one"):
         glue.build_glue_batch([], num_generators=4, max_nodes=12)
+
+
+def test_augmented_graph_is_normalised_block_gcn():
+    b, _ = _batch()
+    mm = jnp.asarray(b.member_mask)
+    w = jnp.where(mm[:, None, :], 0.5, 0.0) * jnp.ones((16, 4, 12))
+    graph, ew = glue.augmented_graph(jnp.asarray(b.adj), mm, w)
+    n = 12 + 4
+    a = np.asarray(ew).reshape(16, n, n)
+    # dense reference: A + loops, D^-1/2 A D^-1/2
+    ref = np.zeros((16, n, n))
+    ref[:, :12, :12] = b.adj + np.eye(12)[None] * b.member_mask[:, :, None]
+    ref[:, 12:, :12] = np.asarray(w)
+    ref[:, :12, 12:] = np.swapaxes(np.asarray(w), 1, 2)
+    ref[:, 12:, 12:] = np.eye(4)
+    inv = 1 / np.sqrt(np.maximum(ref.sum(-1), 1e-6))
+    np.testing.assert_allclose(a, ref * inv[:, :, None] * inv[:, None, :], rtol=1e-5, atol=1e-7)
+    assert graph.num_nodes == 16 * n and np.asarray(graph.adj).sum() == (ref > 0).sum()
 
 
 @pytest.mark.parametrize("backbone", ["gcn", "gated"])
@@ -119,7 +156,7 @@ def test_generators_attach_within_sample_only():
     cfg = glue.GlueConfig(dim=16, num_generators=4, knn=3, att_dim=8, max_nodes=12)
     model = glue.GlueModel(cfg, in_dim=16, num_domains=2, rngs=nnx.Rngs(0))
     bj = jax.tree_util.tree_map(jnp.asarray, b)
-    h0 = model.project(bj.x, bj.node_domain)
+    h0 = model.project(bj.x, bj.sample_domain)
     g, w = model.attach(h0, bj)
     w = np.asarray(w)
     assert w.shape == (16, 4, 12)
