@@ -35,8 +35,8 @@ def tree_fingerprint(tree: Any) -> dict[str, str]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = "/".join(_key_str(p) for p in path)
-        arr = np.asarray(leaf) if not hasattr(leaf, "dtype") else leaf
-        out[name] = f"{np.dtype(arr.dtype).name}{list(np.shape(arr))}"
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        out[name] = f"{dtype}{list(np.shape(leaf))}"  # str(): also typed PRNG keys (key<fry>, nnx.Dropout streams)
     return out
 
 
