@@ -308,10 +308,16 @@ def total_steps(cfg: PretrainConfig) -> int:
     return tc.epochs * (tc.local_steps + tc.global_steps + tc.refine_steps)
 
 
-def make_optimizer(model: nnx.Module, cfg: TrainConfig, steps: int) -> nnx.Optimizer:
+def lr_schedule(cfg: TrainConfig, steps: int) -> optax.Schedule:
+    """Linear warmup from 0 over ``warmup_steps`` then cosine decay to ``min_lr_ratio * lr``."""
     warm = min(cfg.warmup_steps, max(steps - 1, 0))
-    sched = optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.lr, cfg.lr, warm, max(steps, warm + 1),
-                                               end_value=cfg.lr * cfg.min_lr_ratio)
+    return optax.warmup_cosine_decay_schedule(0.0 if warm else cfg.lr, cfg.lr, warm, max(steps, warm + 1),
+                                              end_value=cfg.lr * cfg.min_lr_ratio)
+
+
+def make_optimizer(model: nnx.Module, cfg: TrainConfig, steps: int) -> nnx.Optimizer:
+    """Global-norm clipping then AdamW on the `lr_schedule` (nnx.Param leaves only)."""
+    sched = lr_schedule(cfg, steps)
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
