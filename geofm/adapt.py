@@ -1,38 +1,56 @@
-"""Few-shot adaptation of a pretrained GraphGlue model (frozen backbone).
+"""Few-shot adaptation of a pretrained GraphGlue model (frozen foundation model).
 
-Adapter (papers.md §1.7, with our fixes): a new input projection for the target domain
-(initialised at the mean of the pretrained per-domain projections), an orthogonally
-initialised map W on the frozen AOF outputs (z' = z W, V' = V W, re-orthonormalised),
-a Riemannian mixture over the domain prototypes (w = softmax(MLP(z')), mixed LOG-metric
-w @ log G_proto: the log-Euclidean mean), and a linear node-classification head on
-[z', log g', mixed log-metric]. Loss = cross-entropy + ``glue_weight`` * (holonomy +
-curvature) on 2-paths of the batch's kNN graph (the adaptation gluing loss).
+The foundation model is frozen, INCLUDING its input map: target inputs enter through the
+mean of the pretrained per-domain input projections (all text domains share the MiniLM
+space, so this is the pretrained map; learning a fresh 384 x d projection from 7-35
+labelled nodes over-fits). Every target node is therefore embedded ONCE
+(`embed_frozen`: z [N, d], tangent vectors V [N, M, d]), and adaptation trains a small
+head on those cached features: fast enough for 5 splits x a validation-selected grid.
 
-Only parameters under ``adapter`` are trained (`nnx.DiffState` filter); the GraphGlue
-model (generators, backbone, prototypes) is frozen.
+Head (`AdapterHead`, papers.md §1.7 with our fixes and additions), logits [B, C] =
+  backbone part: linear map of [z', log g', mixed log-metric] where z' = z W, V' = V W
+      (W orthogonally initialised), frames/metric re-derived from V' (QR), and the
+      Riemannian mixture of domain prototypes w = softmax(MLP(z')), mixed log-metric
+      w @ log G_proto (the log-Euclidean mean); inputs standardised with constants from
+      the unlabelled target nodes;
+  text part (skip connection): propagated target inputs P = S^hops x (unit rows; S the
+      symmetric-normalised adjacency with self-loops) times a map initialised from the
+      class-prompt embeddings of the target's class names/descriptions through the text
+      encoder (the zero-shot prior), L2-regularised TOWARD that prior, so few-shot
+      training refines it rather than replacing it;
+Loss = CE + weight_decay ||head||^2 + text_decay ||text - prior||^2 + glue_weight * (holonomy +
+curvature) on 2-paths of the training batch's kNN graph (the adaptation gluing loss).
+After training, optional label propagation of the predicted class probabilities over the
+target graph (train nodes clamped to their labels): Y <- (1-a) Y0 + a S Y.
+
+Model selection never looks at test labels: per split, the weight decay and the
+propagation strength a are picked on that split's validation nodes, with early stopping
+on validation accuracy. `AdapterSpec` switches the parts on/off (the bench ablations):
+``backbone=False`` is a text-only head (no foundation-model graph features at all).
 
 k-shot protocol: per split, k labelled nodes per class for training, ``val_fraction``
-of the remaining labelled nodes for validation (early stopping on accuracy), the rest
-for testing (optionally capped at ``max_test``, noted in the result); mean ± std over
-splits. The transferability score GTM = holonomy + curvature of the frozen model on
-real-graph 2-paths of the target is computed before any fine-tuning.
-
-Graph- and link-level heads are not implemented yet (no graph-level or relation
-few-shot data is wired in); `adapt_kshot` handles node classification.
+of the remaining labelled nodes for validation, the rest for testing (optionally
+capped at ``max_test``, noted in the result); mean ± std over splits. The
+transferability score GTM = holonomy + curvature of the frozen model on real-graph
+2-paths of the target is computed before any fine-tuning.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.sparse as sp
 from flax import nnx
 
 from geofm.glue import GlueBatch, GlueModel, GlueOutput, build_glue_batch, frames, glue_loss, knn_paths
@@ -40,81 +58,90 @@ from geofm.graph import next_bucket
 
 log = logging.getLogger("geofm.adapt")
 
-__all__ = ["AdapterHead", "AdaptModel", "kshot_splits", "adapt_kshot", "transferability_score", "format_table"]
+__all__ = [
+    "AdapterSpec", "TargetFeatures", "AdapterHead", "kshot_splits", "embed_frozen", "target_features",
+    "label_propagation", "pseudo_labels", "fit_head", "adapt_split", "run_kshot", "restrict", "effective_rank", "adapt_kshot", "transferability_score", "format_table",
+]
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Which parts the adapter uses (defaults: everything) and the validation grids.
+
+    backbone: head on the frozen GraphGlue features [z', log g', mixed prototype metric];
+    text_skip: head on the propagated target inputs (``hops`` propagation steps);
+    prompt_prior: initialise (and regularise) the text part at the class-prompt embeddings
+    (text domains only); text_decay: L2 pull of the text part toward its initialisation;
+    weight_decays (L2 on the backbone head) / label_prop (alphas, 0 = off): candidates
+    chosen per split on the validation nodes; self_train: pseudo-labels per class for one
+    round of self-training (0 = off; kept only when it raises validation accuracy).
+    """
+
+    backbone: bool = True
+    text_skip: bool = True
+    prompt_prior: bool = True
+    hops: int = 2
+    prior_scale: float = 20.0
+    text_decay: float = 1e-3
+    weight_decays: tuple[float, ...] = (1e-2, 1e-1, 1.0)
+    label_prop: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
+    self_train: int = 10
+
+    def __post_init__(self):
+        if not (self.backbone or self.text_skip):
+            raise ValueError("AdapterSpec: at least one of backbone / text_skip must be on")
+        if self.hops < 0 or not self.weight_decays or not self.label_prop:
+            raise ValueError("AdapterSpec: hops >= 0 and non-empty weight_decays / label_prop grids needed")
+        if any(not 0.0 <= a < 1.0 for a in self.label_prop):
+            raise ValueError(f"AdapterSpec.label_prop alphas must be in [0, 1), got {self.label_prop}")
+
+
+class TargetFeatures(NamedTuple):
+    """Cached inputs of the head for all N target nodes (host numpy).
+
+    z [N, d] standardised frozen sample points; V [N, M, d] frozen tangent vectors (scaled
+    by the same per-column std as z); lg_mu, lg_sd: scalars standardising log-metrics;
+    skip [N, F] unit rows (propagated inputs; F = 1 zeros when off); prior [F, C] text
+    prior (zeros when off); adj: [N, N] propagation matrix S (scipy CSR).
+    """
+
+    z: np.ndarray
+    V: np.ndarray
+    lg_mu: float
+    lg_sd: float
+    skip: np.ndarray
+    prior: np.ndarray
+    adj: Any
 
 
 class AdapterHead(nnx.Module):
-    """Trainable adaptation parameters: input projection, W, prototype router, classifier."""
+    """Trainable adaptation parameters: W, prototype router, backbone head, text head."""
 
-    def __init__(self, glue: GlueModel, *, in_dim: int, num_classes: int, rngs: nnx.Rngs):
-        d, m = glue.cfg.dim, glue.cfg.num_generators
-        k = glue.protos.count.shape[0]
-        w_in = glue.in_w[...]
-        if w_in.shape[1] != in_dim:
-            raise ValueError(f"target inputs have width {in_dim}, the pretrained model expects {w_in.shape[1]}")
-        self.in_w = nnx.Param(jnp.mean(w_in, axis=0))
-        self.in_b = nnx.Param(jnp.mean(glue.in_b[...], axis=0))
+    def __init__(self, *, dim: int, num_generators: int, num_domains: int, num_classes: int, prior: np.ndarray,
+                 prior_scale: float, rngs: nnx.Rngs):
+        d, m = dim, num_generators
         self.W = nnx.Param(jnp.linalg.qr(jax.random.normal(rngs.params(), (d, d)))[0])
         self.router1 = nnx.Linear(d, 32, rngs=rngs)
-        self.router2 = nnx.Linear(32, k, rngs=rngs)
-        self.head = nnx.Linear(d + 2 * m, num_classes, rngs=rngs)
+        self.router2 = nnx.Linear(32, num_domains, rngs=rngs)
+        self.head = nnx.Linear(d + 2 * m, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.text = nnx.Param(jnp.asarray(prior, jnp.float32) * prior_scale)
+        self.text_bias = nnx.Param(jnp.zeros((num_classes,), jnp.float32))
 
-
-class AdaptModel(nnx.Module):
-    """Frozen GraphGlue model + trainable `AdapterHead` (node classification)."""
-
-    def __init__(self, glue: GlueModel, *, in_dim: int, num_classes: int, rngs: nnx.Rngs):
-        self.glue = glue
-        self.adapter = AdapterHead(glue, in_dim=in_dim, num_classes=num_classes, rngs=rngs)
-
-    def __call__(self, batch: GlueBatch) -> tuple[jax.Array, GlueOutput]:
-        """logits [B, C] and the adapted frames (z' [B, d], Q', s', log g')."""
-        a = self.adapter
-        h0 = batch.x @ a.in_w[...] + a.in_b[...]
-        out = self.glue.encode(batch, h0=h0)
-        z = out.z @ a.W[...]
-        V = out.V @ a.W[...]
-        Q, s, log_g = frames(V)
-        _, proto_lg, valid = self.glue.protos.read()
-        r = a.router2(jax.nn.gelu(a.router1(z)))
+    def __call__(self, z: jax.Array, V: jax.Array, skip: jax.Array, proto_lg: jax.Array, valid: jax.Array,
+                 lg_mu: jax.Array, lg_sd: jax.Array, use_backbone: bool) -> tuple[jax.Array, GlueOutput]:
+        """z [B, d], V [B, M, d], skip [B, F], proto_lg [K, M], valid [K] -> logits [B, C], frames."""
+        text = skip @ self.text[...] + self.text_bias[...]
+        zp = z @ self.W[...]
+        Vp = V @ self.W[...]
+        Q, s, log_g = frames(Vp)
+        out = GlueOutput(z=zp, V=Vp, Q=Q, s=s, log_g=log_g, gate=None)
+        if not use_backbone:
+            return text, out
+        r = self.router2(jax.nn.gelu(self.router1(zp)))
         r = jnp.where(valid[None], r, -1e9)
-        mix = jax.nn.softmax(r, axis=-1) @ jax.lax.stop_gradient(proto_lg)
-        logits = a.head(jnp.concatenate([z, log_g, mix], axis=-1))
-        return logits, GlueOutput(z=z, V=V, Q=Q, s=s, log_g=log_g, gate=out.gate)
-
-
-TRAINABLE = nnx.All(nnx.Param, nnx.PathContains("adapter"))
-
-
-def _loss(model: AdaptModel, batch: GlueBatch, key: jax.Array, glue_weight: float, knn: int):
-    logits, out = model(batch)
-    ok = batch.sample_mask & (batch.label >= 0)
-    lab = jnp.maximum(batch.label, 0)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, lab)
-    ce = jnp.sum(ce * ok) / jnp.maximum(ok.sum(), 1)
-    paths, valid = knn_paths(out.z, batch.sample_mask, batch.sample_domain, key, knn=knn,
-                             num_paths=batch.paths.shape[0], cross_domain=False)
-    g = glue_loss(out, paths, valid)
-    return ce + glue_weight * (g["holonomy"] + g["curvature"]), ce
-
-
-@nnx.jit(static_argnames=("glue_weight", "knn"))
-def _train_step(model: AdaptModel, opt: nnx.Optimizer, batch: GlueBatch, key: jax.Array, glue_weight: float,
-                knn: int):
-    grad_fn = nnx.value_and_grad(_loss, argnums=nnx.DiffState(0, TRAINABLE), has_aux=True)
-    (loss, ce), grads = grad_fn(model, batch, key, glue_weight, knn)
-    opt.update(model, grads)
-    return loss, ce
-
-
-@nnx.jit
-def _predict(model: AdaptModel, batch: GlueBatch) -> jax.Array:
-    return jnp.argmax(model(batch)[0], axis=-1)
-
-
-@nnx.jit
-def _gtm_terms(model: GlueModel, batch: GlueBatch, h0: jax.Array) -> dict[str, jax.Array]:
-    return glue_loss(model.encode(batch, h0=h0), batch.paths, batch.path_mask)
+        mix = jax.nn.softmax(r, axis=-1) @ proto_lg
+        feats = jnp.concatenate([zp, (log_g - lg_mu) / lg_sd, (mix - lg_mu) / lg_sd], axis=-1)
+        return self.head(feats) + text, out
 
 
 # ----------------------------------------------------------------------------- batches
@@ -126,7 +153,6 @@ class _Batcher:
     def __init__(self, domain: Any, model: GlueModel, batch_size: int, *, seed: int = 0):
         self.d, self.cfg, self.bs = domain, model.cfg, batch_size
         self.n_pad = next_bucket(batch_size * self.cfg.max_nodes + 1, minimum=64)
-        # edge padding from a few host-only probe batches (grows later only if exceeded)
         rng = np.random.default_rng([seed, 5])
         most = 1
         for _ in range(4):
@@ -170,6 +196,304 @@ def kshot_splits(labels: np.ndarray, shots: int, *, splits: int, val_fraction: f
     return out
 
 
+# ----------------------------------------------------------------------------- frozen features
+
+
+def _mean_projection(model: GlueModel) -> tuple[jax.Array, jax.Array]:
+    """The frozen target input map: mean of the pretrained per-domain projections."""
+    return jnp.mean(model.in_w[...], 0), jnp.mean(model.in_b[...], 0)
+
+
+@nnx.jit
+def _encode(model: GlueModel, batch: GlueBatch, h_w: jax.Array, h_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    out = model.encode(batch, h0=batch.x @ h_w + h_b)
+    return out.z, out.V
+
+
+def embed_frozen(model: GlueModel, domain: Any, *, batch_size: int = 256, seed: int = 0,
+                 batcher: _Batcher | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen forward pass for every node of ``domain``: (z [N, d], V [N, M, d]) float32.
+
+    Each node is the centre of its (capped) 2-hop ego subgraph; the input projection is
+    the mean of the pretrained ones. One compilation (fixed batch shape).
+    """
+    batcher = batcher or _Batcher(domain, model, batch_size, seed=seed)
+    h_w, h_b = _mean_projection(model)
+    n = domain.num_nodes
+    zs, vs = [], []
+    for s in range(0, n, batcher.bs):
+        ids = np.arange(s, min(s + batcher.bs, n))
+        z, V = _encode(model, batcher(ids, np.random.default_rng([seed, 11, s])), h_w, h_b)
+        zs.append(np.asarray(z)[: ids.size])
+        vs.append(np.asarray(V)[: ids.size])
+    return np.concatenate(zs), np.concatenate(vs)
+
+
+def _propagation_matrix(edge_index: np.ndarray, n: int) -> sp.csr_matrix:
+    from geofm.align import normalized_adjacency
+
+    return normalized_adjacency(np.asarray(edge_index), n, norm="sym").astype(np.float32)
+
+
+def _text_inputs(name: str, data_dir: str | None, num_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(raw node text embeddings [N, D], class-prompt embeddings [C, D] unit rows) for a
+    text-attributed dataset with class names, via the foundation model's text encoder
+    (embedding cache); None when the dataset has no texts or the encoder is missing."""
+    from geofm.align import PromptConfig, class_texts, encode_classes, templates_for
+    from geofm.data import load_dataset
+
+    try:
+        ds = load_dataset(name, data_dir)
+    except (ValueError, FileNotFoundError, KeyError):
+        return None
+    if not getattr(ds, "texts", None) or not any(ds.texts) or len(ds.class_names) != num_classes:
+        return None
+    try:
+        from geofm.text import TextEncoder
+
+        enc = TextEncoder.load()
+    except Exception:  # noqa: BLE001 - no packaged text model: no text prior
+        return None
+    temps = templates_for(PromptConfig(), name=ds.name, domain=ds.domain)
+    rows, _ = class_texts(ds.class_names, ds.class_descriptions, temps)
+    text = np.asarray(enc.encode(["" if t is None else t for t in ds.texts]), np.float32)
+    return text, encode_classes(enc, rows)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_dir: str | None = None,
+                    seed: int = 0, batch_size: int = 256, batcher: _Batcher | None = None) -> TargetFeatures:
+    """Everything the head reads, computed once per (model, target): see `TargetFeatures`.
+
+    Standardisation constants come from all target nodes WITHOUT labels (transductive,
+    unsupervised). Text domains use the raw text embeddings for the skip path (same space
+    as the class prompts); others the domain's own inputs and no prompt prior.
+    """
+    n = domain.num_nodes
+    num_classes = int(domain.labels.max()) + 1
+    m = model.cfg.num_generators
+    if spec.backbone:
+        z, V = embed_frozen(model, domain, batch_size=batch_size, seed=seed, batcher=batcher)
+        mu, sd = z.mean(0), z.std(0) + 1e-6
+        z, V = (z - mu) / sd, V / sd
+        lg = 2.0 * np.log(np.maximum(np.linalg.norm(V, axis=-1), 1e-6))
+        lg_mu, lg_sd = float(lg.mean()), float(lg.std() + 1e-6)
+    else:
+        z, V, lg_mu, lg_sd = np.zeros((n, model.cfg.dim), np.float32), np.zeros((n, m, model.cfg.dim), np.float32), 0.0, 1.0
+    adj = _propagation_matrix(domain.edge_index, n)
+    texts = _text_inputs(domain.name, data_dir, num_classes) if (spec.text_skip and domain.inputs == "text") else None
+    if spec.text_skip:
+        x = texts[0] if texts is not None else np.asarray(domain.x, np.float32)
+        for _ in range(spec.hops):
+            x = adj @ x
+        skip = _unit(np.asarray(x))
+        prior = texts[1].T if (texts is not None and spec.prompt_prior) else np.zeros((skip.shape[1], num_classes))
+    else:
+        skip, prior = np.zeros((n, 1), np.float32), np.zeros((1, num_classes))
+    return TargetFeatures(z=z.astype(np.float32), V=V.astype(np.float32), lg_mu=lg_mu, lg_sd=lg_sd, skip=skip,
+                          prior=np.asarray(prior, np.float32), adj=adj)
+
+
+# ----------------------------------------------------------------------------- head training
+
+
+def _rows(f: TargetFeatures, ids: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return jnp.asarray(f.z[ids]), jnp.asarray(f.V[ids]), jnp.asarray(f.skip[ids])
+
+
+def _head_loss(head: AdapterHead, z, V, skip, y, proto_lg, valid, lg, prior, key, wd, glue_weight, knn,
+               use_backbone):
+    logits, out = head(z, V, skip, proto_lg, valid, lg[0], lg[1], use_backbone)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    reg = wd[0] * jnp.sum(head.head.kernel[...] ** 2) + wd[1] * jnp.sum((head.text[...] - prior) ** 2)
+    b = z.shape[0]
+    paths, ok = knn_paths(out.z, jnp.ones((b,), bool), jnp.zeros((b,), jnp.int32), key, knn=knn,
+                          num_paths=max(b, 8), cross_domain=False)
+    g = glue_loss(out, paths, ok)
+    gl = (g["holonomy"] + g["curvature"]) * use_backbone
+    return ce + reg + glue_weight * gl, ce
+
+
+@nnx.jit(static_argnames=("glue_weight", "knn", "use_backbone", "steps"))
+def _head_steps(head: AdapterHead, opt: nnx.Optimizer, z, V, skip, y, proto_lg, valid, lg, prior, key, wd, zv, Vv,
+                sv, glue_weight: float, knn: int, use_backbone: bool, steps: int) -> jax.Array:
+    """``steps`` optimiser steps in ONE compiled loop (fori_loop over split/merged state),
+    then the validation logits [Bv, C] (one host round trip per evaluation)."""
+    graphdef, state = nnx.split((head, opt))
+
+    def body(i, st):
+        h, o = nnx.merge(graphdef, st)
+        grads = nnx.grad(_head_loss, has_aux=True)(h, z, V, skip, y, proto_lg, valid, lg, prior,
+                                                   jax.random.fold_in(key, i), wd, glue_weight, knn,
+                                                   use_backbone)[0]
+        o.update(h, grads)
+        return nnx.state((h, o))
+
+    state = jax.lax.fori_loop(0, steps, body, state)
+    nnx.update((head, opt), state)
+    return head(zv, Vv, sv, proto_lg, valid, lg[0], lg[1], use_backbone)[0]
+
+
+@nnx.jit(static_argnames=("use_backbone",))
+def _head_logits(head: AdapterHead, z, V, skip, proto_lg, valid, lg, use_backbone: bool) -> jax.Array:
+    return head(z, V, skip, proto_lg, valid, lg[0], lg[1], use_backbone)[0]
+
+
+def _all_logits(head: AdapterHead, f: TargetFeatures, proto, use_backbone: bool, chunk: int = 4096) -> np.ndarray:
+    """Logits [N, C] for every target node (chunked, fixed shapes: the last chunk is padded)."""
+    n = f.z.shape[0]
+    c = min(chunk, n)
+    out = []
+    lg = jnp.asarray([f.lg_mu, f.lg_sd], jnp.float32)
+    for s in range(0, n, c):
+        ids = np.arange(s, s + c) % n
+        z, V, skip = _rows(f, ids)
+        out.append(np.asarray(_head_logits(head, z, V, skip, proto[0], proto[1], lg, use_backbone)))
+    return np.concatenate(out)[:n]
+
+
+def label_propagation(probs: np.ndarray, adj: Any, train: np.ndarray, labels: np.ndarray, *, alpha: float,
+                      iters: int = 10) -> np.ndarray:
+    """Smooth class probabilities [N, C] over the graph: Y <- (1-alpha) Y0 + alpha S Y, with
+    Y0 = probs and the train rows clamped to their one-hot labels. alpha=0 returns Y0."""
+    y0 = np.asarray(probs, np.float32).copy()
+    y0[train] = np.eye(y0.shape[1], dtype=np.float32)[labels[train]]
+    y = y0
+    for _ in range(iters if alpha > 0 else 0):
+        y = (1.0 - alpha) * y0 + alpha * (adj @ y)
+    return y
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _head_tx(lr: float, epochs: int) -> optax.GradientTransformation:
+    """Adam with cosine decay over the epochs; ONE object per (lr, epochs): nnx.jit keys its
+    compilation cache on it, so a fresh object per head would recompile every fit."""
+    return optax.adam(optax.cosine_decay_schedule(lr, max(epochs, 1), alpha=0.01))
+
+
+def fit_head(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray, valid: np.ndarray,
+             acfg: Any, spec: AdapterSpec, *, weight_decay: float, seed: int,
+             train_labels: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """Train one head (full batch on the train nodes, early stopping on validation accuracy).
+
+    labels [N] (read at the validation nodes, and at the train nodes unless train_labels
+    [len(train)] is given, e.g. pseudo-labels). Returns (logits [N, C] of the
+    best-validation head, its validation accuracy, epochs run).
+    """
+    num_classes = f.prior.shape[1]
+    _, proto_lg, valid_k = glue.protos.read()
+    proto = (jax.lax.stop_gradient(proto_lg), valid_k)
+    head = AdapterHead(dim=glue.cfg.dim, num_generators=glue.cfg.num_generators, num_domains=proto_lg.shape[0],
+                       num_classes=num_classes, prior=f.prior, prior_scale=spec.prior_scale, rngs=nnx.Rngs(seed))
+    opt = nnx.Optimizer(head, _head_tx(float(acfg.lr), int(acfg.epochs)), wrt=nnx.Param)
+    z, V, skip = _rows(f, train)
+    y = jnp.asarray(labels[train] if train_labels is None else train_labels)
+    prior = jnp.asarray(f.prior * spec.prior_scale)
+    lg = jnp.asarray([f.lg_mu, f.lg_sd], jnp.float32)
+    zv, Vv, sv = _rows(f, valid)
+    yv = labels[valid]
+    key = jax.random.key(seed)
+
+    def val_acc() -> float:
+        pred = np.argmax(np.asarray(_head_logits(head, zv, Vv, sv, proto[0], proto[1], lg, spec.backbone)), 1)
+        return float(np.mean(pred == yv))
+
+    best, best_state, bad, ep_done = val_acc(), nnx.state(head), 0, 0
+    best_state = jax.tree_util.tree_map(lambda a: a, best_state)
+    wds = jnp.asarray([weight_decay, spec.text_decay], jnp.float32)
+    every = max(int(acfg.eval_every), 1)
+    while ep_done < acfg.epochs:
+        steps = min(every, acfg.epochs - ep_done)
+        logits_v = _head_steps(head, opt, z, V, skip, y, proto[0], proto[1], lg, prior,
+                               jax.random.fold_in(key, ep_done), wds, zv, Vv, sv, float(acfg.glue_weight),
+                               int(glue.cfg.path_knn), spec.backbone, steps)
+        ep_done += steps
+        acc = float(np.mean(np.argmax(np.asarray(logits_v), 1) == yv))
+        if acc > best + 1e-3:
+            best, bad = acc, 0
+            best_state = jax.tree_util.tree_map(lambda a: a, nnx.state(head))
+        else:
+            bad += 1
+            if bad >= acfg.patience:
+                break
+    nnx.update(head, best_state)
+    return _all_logits(head, f, proto, spec.backbone), best, ep_done
+
+
+def pseudo_labels(probs: np.ndarray, exclude: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Self-training picks: per class c, the ``per_class`` nodes outside ``exclude`` with the
+    highest probs[:, c] that are also predicted as c -> (node ids [P], labels [P]).
+    A node is used once (its argmax class); a class may get fewer when few nodes qualify."""
+    n, c = probs.shape
+    ok = np.ones(n, bool)
+    ok[exclude] = False
+    pred = np.argmax(probs, 1)
+    ids, labs = [], []
+    for k in range(c):
+        cand = np.flatnonzero(ok & (pred == k))
+        top = cand[np.argsort(-probs[cand, k], kind="stable")[:per_class]]
+        ids.append(top)
+        labs.append(np.full(top.size, k, np.int32))
+    return np.concatenate(ids).astype(np.int64), np.concatenate(labs)
+
+
+def _best_propagation(probs: np.ndarray, f: TargetFeatures, train: np.ndarray, labels: np.ndarray,
+                      valid: np.ndarray, alphas: Sequence[float]) -> tuple[float, float, np.ndarray]:
+    """(validation accuracy, alpha, propagated probs) of the best alpha on the validation nodes."""
+    best = None
+    for a in alphas:
+        y = label_propagation(probs, f.adj, train, labels, alpha=a)
+        acc = float(np.mean(np.argmax(y[valid], 1) == labels[valid]))
+        if best is None or acc > best[0] + 1e-9:
+            best = (acc, a, y)
+    assert best is not None
+    return best
+
+
+def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: dict[str, np.ndarray], acfg: Any,
+                spec: AdapterSpec, *, seed: int) -> dict[str, Any]:
+    """One k-shot split: fit a head per weight decay, pick (weight decay, label-propagation
+    alpha) on the validation nodes; then one self-training round (train + pseudo-labels of
+    the best model, validation and train nodes never pseudo-labelled), kept only if it
+    raises validation accuracy. Reports test accuracy of the selected model only."""
+    train, valid, test = split["train"], split["valid"], split["test"]
+    best: dict[str, Any] | None = None
+    for wd in (spec.weight_decays if spec.backbone else spec.weight_decays[:1]):
+        logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, spec, weight_decay=wd, seed=seed)
+        acc, a, y = _best_propagation(_softmax(logits), f, train, labels, valid, spec.label_prop)
+        if best is None or acc > best["valid_acc"] + 1e-9:
+            best = {"valid_acc": acc, "weight_decay": wd, "label_prop": a, "epochs": ep, "probs": y,
+                    "self_train": False}
+    assert best is not None
+    if spec.self_train > 0:
+        ids, plab = pseudo_labels(best["probs"], np.concatenate([train, valid]), spec.self_train)
+        ids2, lab2 = np.concatenate([train, ids]), np.concatenate([labels[train], plab])
+        logits, _, ep = fit_head(glue, f, labels, ids2, valid, acfg, spec, weight_decay=best["weight_decay"],
+                                 seed=seed + 7919, train_labels=lab2)
+        acc, a, y = _best_propagation(_softmax(logits), f, train, labels, valid, spec.label_prop)
+        if acc > best["valid_acc"] + 1e-9:
+            best.update(valid_acc=acc, label_prop=a, epochs=ep, probs=y, self_train=True)
+    probs = best.pop("probs")
+    best["test_acc"] = float(np.mean(np.argmax(probs[test], 1) == labels[test]))
+    return best
+
+
+# ----------------------------------------------------------------------------- transferability
+
+
+@nnx.jit
+def _gtm_terms(model: GlueModel, batch: GlueBatch, h0: jax.Array) -> dict[str, jax.Array]:
+    return glue_loss(model.encode(batch, h0=h0), batch.paths, batch.path_mask)
+
+
 def transferability_score(model: GlueModel, domain: Any, *, batches: int = 4, seed: int = 0,
                           batch_size: int = 64, batcher: _Batcher | None = None) -> dict[str, float]:
     """GTM on the target before fine-tuning: mean holonomy + curvature of the frozen model on
@@ -178,7 +502,7 @@ def transferability_score(model: GlueModel, domain: Any, *, batches: int = 4, se
 
     batcher = batcher or _Batcher(domain, model, batch_size, seed=seed)
     t = max(batcher.bs // 3, 1)
-    h_w, h_b = jnp.mean(model.in_w[...], 0), jnp.mean(model.in_b[...], 0)
+    h_w, h_b = _mean_projection(model)
     hol, curv = [], []
     for i in range(batches):
         rng = np.random.default_rng([seed, 99, i])
@@ -192,85 +516,75 @@ def transferability_score(model: GlueModel, domain: Any, *, batches: int = 4, se
     return {"holonomy": h, "curvature": c, "gtm": h + c}
 
 
-def _accuracy(model: AdaptModel, batcher: _Batcher, ids: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    correct = 0
-    for s in range(0, ids.size, batcher.bs):
-        chunk = ids[s: s + batcher.bs]
-        b = batcher(chunk, np.random.default_rng([seed, 7, s]))
-        pred = np.asarray(_predict(model, b))[: chunk.size]
-        correct += int(np.sum(pred == labels[chunk]))
-    return correct / max(ids.size, 1)
+# ----------------------------------------------------------------------------- protocol
 
 
-def make_adapt_tx(acfg: Any) -> optax.GradientTransformation:
-    """Adam with cosine decay over the adaptation epochs."""
-    return optax.adam(optax.cosine_decay_schedule(acfg.lr, max(acfg.epochs, 1), alpha=0.01))
+def effective_rank(x: np.ndarray) -> float:
+    """exp(entropy of the normalised singular values) of x [N, d] (column-centred): d for
+    isotropic features, 1 for a collapsed embedding (feature-collapse check)."""
+    sv = np.linalg.svd(np.asarray(x, np.float64) - np.mean(x, 0), compute_uv=False)
+    p = sv / max(sv.sum(), 1e-12)
+    return float(np.exp(-np.sum(p * np.log(np.maximum(p, 1e-12)))))
 
 
-def adapt_split(glue: GlueModel, domain: Any, split: dict[str, np.ndarray], acfg: Any, *, seed: int,
-                batcher: _Batcher, tx: optax.GradientTransformation | None = None) -> dict:
-    """Train an adapter on one split; returns {"test_acc", "valid_acc", "epochs"}.
-
-    batcher: fixed-shape batches (its batch size must hold the whole training set), shared
-    by training and evaluation so every split and shot count reuses one compilation;
-    tx: the optimizer (share one object across splits: nnx.jit keys its cache on it)."""
-    num_classes = int(domain.labels.max()) + 1
-    model = AdaptModel(glue, in_dim=domain.x.shape[1], num_classes=num_classes, rngs=nnx.Rngs(seed))
-    opt = nnx.Optimizer(model, tx or make_adapt_tx(acfg), wrt=TRAINABLE)
-    train = split["train"]
-    if train.size > batcher.bs:
-        raise ValueError(f"{train.size} training nodes do not fit the batch size {batcher.bs}")
-    tb = eb = batcher
-    best, best_state, bad, ep_done = -1.0, nnx.state(model.adapter), 0, 0
-    key = jax.random.key(seed)
-    for ep in range(acfg.epochs):
-        b = tb(train, np.random.default_rng([seed, 1, ep]))
-        _train_step(model, opt, b, jax.random.fold_in(key, ep), float(acfg.glue_weight), int(glue.cfg.path_knn))
-        ep_done = ep + 1
-        if (ep + 1) % acfg.eval_every == 0 or ep + 1 == acfg.epochs:
-            acc = _accuracy(model, eb, split["valid"], domain.labels, seed)
-            if acc > best + 1e-3:
-                best, bad = acc, 0
-                best_state = jax.tree_util.tree_map(lambda a: a, nnx.state(model.adapter))
-            else:
-                bad += 1
-                if bad >= acfg.patience:
-                    break
-    nnx.update(model.adapter, best_state)
-    test = _accuracy(model, eb, split["test"], domain.labels, seed)
-    return {"test_acc": test, "valid_acc": best, "epochs": ep_done}
+def restrict(f: TargetFeatures, spec: AdapterSpec) -> TargetFeatures:
+    """The features a spec may use: zero the backbone and/or text parts it switches off
+    (so several specs share one `target_features` call)."""
+    if not spec.backbone:
+        f = f._replace(z=np.zeros_like(f.z[:, :1]).repeat(f.z.shape[1], 1), V=np.zeros_like(f.V), lg_mu=0.0,
+                       lg_sd=1.0)
+    if not spec.text_skip:
+        f = f._replace(skip=np.zeros((f.z.shape[0], 1), np.float32), prior=np.zeros((1, f.prior.shape[1]), np.float32))
+    elif not spec.prompt_prior:
+        f = f._replace(prior=np.zeros_like(f.prior))
+    return f
 
 
-def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False) -> dict[str, Any]:
+def run_kshot(model: GlueModel, feats: TargetFeatures, labels: np.ndarray, acfg: Any, spec: AdapterSpec, *,
+              seed: int) -> dict[str, Any]:
+    """The k-shot protocol on cached features: {k: {"accs", "mean", "std", "splits"}} (percent)."""
+    feats = restrict(feats, spec)
+    out: dict[str, Any] = {}
+    for k in acfg.shots:
+        splits = kshot_splits(labels, k, splits=acfg.splits, val_fraction=acfg.val_fraction, seed=seed,
+                              max_test=acfg.max_test)
+        rows = [adapt_split(model, feats, labels, sp, acfg, spec, seed=seed + i) for i, sp in enumerate(splits)]
+        accs = [r["test_acc"] for r in rows]
+        out[str(k)] = {"accs": accs, "mean": float(np.mean(accs) * 100), "std": float(np.std(accs) * 100),
+                       "splits": rows}
+        log.info("%d-shot: %.1f ± %.1f", k, out[str(k)]["mean"], out[str(k)]["std"])
+    return out
+
+
+def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, spec: AdapterSpec | None = None,
+                model: GlueModel | None = None) -> dict[str, Any]:
     """k-shot node classification on ``acfg.target`` with the model of a pretraining run.
 
     random_init=True runs the same protocol with a freshly initialised model of the same
-    config (the baseline). Returns {"target", "transferability", "shots": {k: {...}}}.
+    config (the baseline); spec: the adapter variant (default: all parts); model: use
+    this GlueModel instead of loading (e.g. a variant built by the caller).
+    Returns {"target", "transferability", "spec", "shots": {k: {"accs", "mean", "std", "splits"}}}.
     """
     from geofm.pretrain import load_domain, load_pretrained, make_model
 
-    model, cfg, names = load_pretrained(run_dir)
-    if random_init:
-        model = make_model(cfg, len(names))  # same config, fresh weights, empty prototypes
+    spec = spec or AdapterSpec()
+    loaded, cfg, names = load_pretrained(run_dir)
+    model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
     data_cfg, seed = cfg.data, cfg.seed
     if acfg.target.lower() in [n.lower() for n in names]:
         log.warning("target %s was also a pretraining domain (leakage)", acfg.target)
     t0 = time.perf_counter()
     dom = load_domain(acfg.target, data_cfg, seed=seed, max_nodes=model.cfg.max_nodes)
-    n_cls = int(np.unique(dom.labels[dom.labels >= 0]).size)
-    batcher = _Batcher(dom, model, max(acfg.eval_batch_size, max(acfg.shots) * n_cls), seed=seed)
+    batcher = _Batcher(dom, model, acfg.eval_batch_size, seed=seed)
     gtm = transferability_score(model, dom, seed=seed, batcher=batcher)
-    tx = make_adapt_tx(acfg)
     print(f"transferability on {dom.name}: holonomy {gtm['holonomy']:.4f} + curvature {gtm['curvature']:.4f} "
           f"= GTM {gtm['gtm']:.4f}", file=sys.stderr)
-    res: dict[str, Any] = {"target": dom.name, "random_init": random_init, "transferability": gtm, "shots": {},
-                           "max_test": acfg.max_test}
-    for k in acfg.shots:
-        splits = kshot_splits(dom.labels, k, splits=acfg.splits, val_fraction=acfg.val_fraction, seed=seed,
-                              max_test=acfg.max_test)
-        accs = [adapt_split(model, dom, sp, acfg, seed=seed + i, batcher=batcher, tx=tx)["test_acc"] for i, sp in enumerate(splits)]
-        res["shots"][str(k)] = {"accs": accs, "mean": float(np.mean(accs) * 100), "std": float(np.std(accs) * 100)}
-        log.info("%s %d-shot: %.1f ± %.1f", dom.name, k, res["shots"][str(k)]["mean"], res["shots"][str(k)]["std"])
+    feats = target_features(model, dom, spec, data_dir=data_cfg.data_dir, seed=seed, batcher=batcher)
+    res: dict[str, Any] = {"target": dom.name, "random_init": random_init, "transferability": gtm,
+                           "spec": dataclasses.asdict(spec), "max_test": acfg.max_test,
+                           "prompt_prior_used": bool(np.any(feats.prior)),
+                           "embedding_effective_rank": effective_rank(feats.z) if spec.backbone else None}
+    res["shots"] = run_kshot(model, feats, dom.labels, acfg, spec, seed=seed)
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -286,4 +600,3 @@ def format_table(*results: dict[str, Any]) -> str:
         init = "random" if r.get("random_init") else "pretrained"
         lines.append(f"| {r['target']} | {init} | {r['transferability']['gtm']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-

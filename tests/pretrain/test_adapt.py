@@ -1,0 +1,138 @@
+"""Few-shot adaptation (geofm.adapt): splits, cached frozen features, head, label propagation,
+self-training picks, the prompt prior and the end-to-end protocol on a tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from geofm import adapt
+from geofm.glue import GlueConfig, GlueModel
+from geofm.pretrain import AdaptConfig, DataConfig, load_domain
+
+from flax import nnx
+
+
+def _glue(dim: int = 8, m: int = 2, domains: int = 2) -> GlueModel:
+    return GlueModel(GlueConfig(dim=dim, num_generators=m, att_dim=8, max_nodes=8), in_dim=6, num_domains=domains,
+                     rngs=nnx.Rngs(0))
+
+
+def _two_blobs(n_per: int = 40, f_dim: int = 6, seed: int = 0):
+    """Two classes, informative skip features, a graph of two disconnected cliques-ish rings."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per).astype(np.int32)
+    centres = np.eye(f_dim, dtype=np.float32)[:2] * 5.0
+    skip = centres[labels] + rng.normal(size=(2 * n_per, f_dim)).astype(np.float32)
+    skip /= np.linalg.norm(skip, axis=1, keepdims=True)
+    n = 2 * n_per
+    ring = np.arange(n)
+    nxt = np.where(ring % n_per == n_per - 1, ring - (n_per - 1), ring + 1)  # a ring per class
+    adj = sp.csr_matrix((np.ones(n), (ring, nxt)), shape=(n, n))
+    adj = adj + adj.T + sp.eye(n)
+    d = np.asarray(adj.sum(1)).ravel() ** -0.5
+    adj = (sp.diags(d) @ adj @ sp.diags(d)).tocsr().astype(np.float32)
+    z = rng.normal(size=(n, 8)).astype(np.float32)
+    V = rng.normal(size=(n, 2, 8)).astype(np.float32)
+    feats = adapt.TargetFeatures(z=z, V=V, lg_mu=0.0, lg_sd=1.0, skip=skip, prior=np.zeros((f_dim, 2), np.float32),
+                                 adj=adj)
+    return feats, labels, centres
+
+
+ACFG = AdaptConfig(shots=[2], splits=2, epochs=60, eval_every=10, patience=3, lr=0.05, glue_weight=0.1)
+
+
+def test_kshot_splits_disjoint_and_sized():
+    labels = np.repeat(np.arange(4), 25).astype(np.int32)
+    labels[:3] = -1
+    for sp_ in adapt.kshot_splits(labels, 3, splits=3, val_fraction=0.2, seed=1, max_test=40):
+        tr, va, te = sp_["train"], sp_["valid"], sp_["test"]
+        assert np.bincount(labels[tr], minlength=4).tolist() == [3, 3, 3, 3]
+        assert not (set(tr) & set(va)) and not (set(tr) & set(te)) and not (set(va) & set(te))
+        assert np.all(labels[np.concatenate([tr, va, te])] >= 0)
+        assert va.size == round(0.2 * (97 - 12)) and te.size == 40
+    a = adapt.kshot_splits(labels, 1, splits=2, val_fraction=0.1, seed=0)
+    b = adapt.kshot_splits(labels, 1, splits=2, val_fraction=0.1, seed=0)
+    assert all(np.array_equal(x["test"], y["test"]) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="2 labelled classes"):
+        adapt.kshot_splits(np.zeros(5, np.int32), 1, splits=1, val_fraction=0.1, seed=0)
+
+
+def test_label_propagation_clamps_and_smooths():
+    feats, labels, _ = _two_blobs()
+    probs = np.full((labels.size, 2), 0.5, np.float32)
+    probs[5] = [0.1, 0.9]  # a wrong, confident node inside class 0's ring
+    train = np.array([0, 40])
+    y0 = adapt.label_propagation(probs, feats.adj, train, labels, alpha=0.0)
+    np.testing.assert_array_equal(y0[train], np.eye(2)[labels[train]])
+    np.testing.assert_array_equal(y0[5], probs[5])
+    y = adapt.label_propagation(probs, feats.adj, train, labels, alpha=0.9, iters=30)
+    assert y[1, 0] > y[1, 1] and y[41, 1] > y[41, 0]  # neighbours of the clamped nodes follow them
+    assert y[5, 1] - y[5, 0] < probs[5, 1] - probs[5, 0]  # the outlier is pulled toward its ring
+
+
+def test_pseudo_labels_respect_exclusion_and_argmax():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.45, 0.55], [0.99, 0.01]], np.float32)
+    ids, labs = adapt.pseudo_labels(probs, exclude=np.array([4]), per_class=1)
+    assert ids.tolist() == [0, 2] and labs.tolist() == [0, 1]
+    ids, labs = adapt.pseudo_labels(probs, exclude=np.array([], np.int64), per_class=5)
+    assert sorted(ids.tolist()) == [0, 1, 2, 3, 4] and np.all(np.argmax(probs[ids], 1) == labs)
+
+
+def test_adapter_spec_and_restrict():
+    with pytest.raises(ValueError, match="backbone / text_skip"):
+        adapt.AdapterSpec(backbone=False, text_skip=False)
+    with pytest.raises(ValueError, match="label_prop"):
+        adapt.AdapterSpec(label_prop=(1.0,))
+    feats, _, _ = _two_blobs()
+    feats = feats._replace(prior=np.ones_like(feats.prior))
+    r = adapt.restrict(feats, adapt.AdapterSpec(backbone=False))
+    assert not r.z.any() and not r.V.any() and r.skip is feats.skip
+    r = adapt.restrict(feats, adapt.AdapterSpec(text_skip=False))
+    assert r.skip.shape == (feats.z.shape[0], 1) and not r.skip.any() and r.z is feats.z
+    assert not adapt.restrict(feats, adapt.AdapterSpec(prompt_prior=False)).prior.any()
+
+
+def test_head_learns_from_whichever_part_is_informative():
+    feats, labels, _ = _two_blobs()
+    base = adapt.AdapterSpec(weight_decays=(1e-2,), label_prop=(0.0,), self_train=0)
+    text = adapt.run_kshot(_glue(), feats, labels, ACFG, dataclasses.replace(base, backbone=False), seed=0)
+    assert text["2"]["mean"] > 90.0, text
+    # backbone part alone: noise features stay near chance, class-informative ones are learned
+    only_bb = dataclasses.replace(base, text_skip=False)
+    noise = adapt.run_kshot(_glue(), feats, labels, ACFG, only_bb, seed=0)
+    z = feats.z.copy()
+    z[:, 0] += np.where(labels == 0, -4.0, 4.0)
+    signal = adapt.run_kshot(_glue(), feats._replace(z=z), labels, ACFG, only_bb, seed=0)
+    assert noise["2"]["mean"] < 75.0 and signal["2"]["mean"] > 90.0, (noise, signal)
+
+
+def test_prompt_prior_is_a_zero_shot_classifier():
+    """With 0 epochs the head IS the class-prompt prior: accuracy comes from the prior alone."""
+    feats, labels, centres = _two_blobs()
+    prior = (centres / np.linalg.norm(centres, axis=1, keepdims=True)).T  # [F, C] class directions
+    spec = adapt.AdapterSpec(backbone=False, label_prop=(0.0,), self_train=0)
+    acfg = dataclasses.replace(ACFG, epochs=0)
+    split = adapt.kshot_splits(labels, 1, splits=1, val_fraction=0.2, seed=0)[0]
+    with_prior = adapt.adapt_split(_glue(), feats._replace(prior=prior), labels, split, acfg, spec, seed=0)
+    without = adapt.adapt_split(_glue(), feats, labels, split, acfg, spec, seed=0)
+    assert with_prior["test_acc"] > 0.9 and without["test_acc"] < 0.75
+
+
+def test_embed_frozen_shapes_and_determinism():
+    cfg = DataConfig(datasets=["synthetic-tree"], inputs="structural", in_dim=6,
+                     synthetic={"synthetic-tree": {"branching": 2, "depth": 4}})
+    dom = load_domain("synthetic-tree", cfg, seed=0, max_nodes=8)
+    model = _glue(domains=1)
+    z, V = adapt.embed_frozen(model, dom, batch_size=16)
+    assert z.shape == (dom.num_nodes, 8) and V.shape == (dom.num_nodes, 2, 8)
+    assert np.all(np.isfinite(z)) and np.all(np.isfinite(V))
+    z2, _ = adapt.embed_frozen(model, dom, batch_size=16)
+    np.testing.assert_array_equal(z, z2)
+    f = adapt.target_features(model, dom, adapt.AdapterSpec())
+    assert f.skip.shape[0] == dom.num_nodes and not f.prior.any()  # structural inputs: no prompt prior
+    np.testing.assert_allclose(np.linalg.norm(f.skip, axis=1), 1.0, atol=1e-5)
+    assert 1.0 <= adapt.effective_rank(f.z) <= 8.0
