@@ -1,8 +1,10 @@
-"""`python -m finetune.adapt RUN_DIR [--target NAME] [--shots 1 5] [--splits 5] [--baseline] [--json]`
+"""`python -m finetune.adapt RUN_DIR [--target NAME] [--shots 1 5] [--splits 5] [--variant full] [--baseline] [--json]`
 
-k-shot node classification with a pretrained GraphGlue run (frozen backbone; see
+k-shot node classification with a pretrained GraphGlue run (frozen foundation model; see
 `geofm.adapt`). Prints the transferability score first, then a results table; with
---baseline the same protocol also runs on a randomly initialised model.
+--baseline the same protocol also runs on a randomly initialised model. --variant picks
+the adapter: full (backbone head + class-prompt text prior + label propagation +
+self-training), graphglue_head (the frozen backbone's features only) or text_only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ import sys
 from pathlib import Path
 
 
+def _variants() -> dict:
+    from geofm.adapt import AdapterSpec
+
+    return {"full": AdapterSpec(),
+            "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0),
+            "text_only": AdapterSpec(backbone=False)}
+
+
+VARIANTS = ("full", "graphglue_head", "text_only")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m finetune.adapt", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a `geofm pretrain` run folder")
@@ -23,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, help="random splits (default: config)")
     p.add_argument("--epochs", type=int, help="adaptation epochs (default: config)")
     p.add_argument("--max-test", type=int, help="cap on test nodes per split (default: config)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="full", help="adapter variant (default: full)")
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
@@ -40,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "epochs": args.epochs, "max_test": args.max_test}.items() if v is not None}
     acfg = dataclasses.replace(cfg.adapt, **changes)
     try:
-        results = [adapt_kshot(args.run_dir, acfg)]
+        spec = _variants()[args.variant]
+        results = [adapt_kshot(args.run_dir, acfg, spec=spec)]
         if args.baseline:
-            results.append(adapt_kshot(args.run_dir, acfg, random_init=True))
+            results.append(adapt_kshot(args.run_dir, acfg, random_init=True, spec=spec))
     except ValueError as err:
         print(f"finetune.adapt: {err}", file=sys.stderr)
         return 2
