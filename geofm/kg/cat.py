@@ -110,11 +110,14 @@ class CATBlock(nnx.Module):
 class CATKG(KGModel):
     """CAT for KG completion (1-N). branches: subset of ("E", "H", "S"); one branch = fixed geometry.
 
-    Entity embeddings are tangent vectors (plain optax). score_g(q, e) is
+    Entity embeddings are tangent vectors (plain optax), read through `entity_rows` so a
+    text-projected table (geofm.kg.init) works too. score_g(q, e) is
     <q, e> for E and -d_k(exp0 q, exp0 e)^2 for H (k<0) / S (k>0), each times a
     learnable scale; the final score mixes them with the [MASK] token's last
     router weights, plus an entity bias.
     """
+
+    entity_rows_only = True
 
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=64, blocks=2, heads=4,
                  branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
@@ -138,7 +141,7 @@ class CATKG(KGModel):
     def encode(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """(query vector [B, d], router weights [B, blocks, 3 tokens, n_branches])."""
         b = h.shape[0]
-        x = jnp.stack([self.entity[...][h], self.rel[...][r], jnp.broadcast_to(self.mask_tok[...], (b, self.dim))], 1)
+        x = jnp.stack([self.entity_rows(h), self.rel[...][r], jnp.broadcast_to(self.mask_tok[...], (b, self.dim))], 1)
         keys = jax.random.split(key, len(self.blocks) + 1) if key is not None else [None] * (len(self.blocks) + 1)
         x = _dropout(x + self.pos[...], self.input_dropout, keys[0])
         ws = []
@@ -161,7 +164,7 @@ class CATKG(KGModel):
         return out
 
     def score_shared(self, q, cand):
-        e = self.entity[...][cand]
+        e = self.entity_rows(cand)
 
         def fn(name, qv, k_h, k_s):
             if name == "E":
@@ -175,7 +178,7 @@ class CATKG(KGModel):
         return s + self.bt[...][cand][None, :]
 
     def score_rows(self, q, t):
-        e = self.entity[...][t]
+        e = self.entity_rows(t)
 
         def fn(name, qv, k_h, k_s):
             if name == "E":

@@ -205,9 +205,17 @@ def test_bad_inputs_raise_clear_errors() -> None:
         apply_entity_init(_model(), _texts(19), EntityInitConfig(kind="text"), encoder=enc)
     with pytest.raises(ValueError, match="ball"):
         apply_entity_init(_model("murp", ball_params=True), _texts(20), EntityInitConfig(kind="text", projection="learned"), encoder=enc)
+
+
+def test_cat_reads_the_learned_table() -> None:
+    """CAT-KG reads entities through entity_rows, so the learned text map drives its scores."""
     cat = build_model("cat", 20, 2, seed=0, dim=8)
-    with pytest.raises(ValueError, match="entity_rows"):
-        apply_entity_init(cat, _texts(20), EntityInitConfig(kind="text", projection="learned"), encoder=enc)
+    h, r = jnp.arange(4), jnp.zeros(4, jnp.int32)
+    before = np.asarray(cat.score_candidates(h, r, jnp.arange(20)))
+    apply_entity_init(cat, _texts(20), EntityInitConfig(kind="text", projection="learned"), encoder=FakeEncoder())
+    after = np.asarray(cat.score_candidates(h, r, jnp.arange(20)))
+    assert after.shape == (4, 20) and np.all(np.isfinite(after))
+    assert not np.allclose(before, after)
 
 
 def test_config_block_and_text_configs_load() -> None:
