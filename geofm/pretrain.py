@@ -26,6 +26,7 @@ RNG; every ``checkpoint_every`` steps and at the end).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -315,11 +316,18 @@ def lr_schedule(cfg: TrainConfig, steps: int) -> optax.Schedule:
                                               end_value=cfg.lr * cfg.min_lr_ratio)
 
 
+@functools.lru_cache(maxsize=16)
+def _transform(cfg: TrainConfig, steps: int) -> optax.GradientTransformation:
+    """One optax transform per (config, steps): the transform is static in the optimizer's
+    graph definition, so reusing it lets a resumed run in the same process reuse the
+    compiled train step."""
+    sched = lr_schedule(cfg, steps)
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+
+
 def make_optimizer(model: nnx.Module, cfg: TrainConfig, steps: int) -> nnx.Optimizer:
     """Global-norm clipping then AdamW on the `lr_schedule` (nnx.Param leaves only)."""
-    sched = lr_schedule(cfg, steps)
-    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
-    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+    return nnx.Optimizer(model, _transform(cfg, steps), wrt=nnx.Param)
 
 
 def schedule(cfg: PretrainConfig) -> list[tuple[str, int]]:
@@ -389,10 +397,12 @@ def phase_loss(model: GlueModel, batch: GlueBatch, key: jax.Array, flags: dict[s
     return loss, aux
 
 
+@functools.lru_cache(maxsize=16)
 def make_train_step(tc: TrainConfig) -> Callable:
     """nnx.jit train step(model, optimizer, batch, key, flags) -> (loss, terms, gate sums | None).
 
-    One compilation per run (one batch shape; phases are traced flags); the EMA prototype update
+    One compilation per run (one batch shape; phases are traced flags), shared by later
+    runs with the same config in the process (cached: e.g. a resume); the EMA prototype update
     runs only when flags["local"] is 1 (masked update).
     """
 
