@@ -25,7 +25,10 @@ The depth-mixing term is the structure-driven, label-space-free part: a node's o
 (h=0) for heterophilous pages, neighbours (h>=1) for homophilous citation graphs, decided
 per node by the gated experts' fused representation and the structural descriptors. A and
 W map into the text space directly and can overfit the sources' class prompts; which terms
-to use is selected on held-out *sources* (`geofm.zero_shot.select_on_sources`).
+to use is selected on held-out *sources* (`geofm.zero_shot.select_on_sources`). At
+inference the whole correction can be shrunk towards the baseline by how well the sources'
+label space covers the target's (`label_overlap` ** eval.overlap_power): a correction
+learned on WebKB page types is trusted fully on another WebKB graph, little on arXiv topics.
 
 Losses on a batch of nodes of one source domain: a symmetric InfoNCE between z and the
 node's own text embedding t (keeps z in the text space), plus a label-text term: cross
