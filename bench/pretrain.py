@@ -110,6 +110,7 @@ def run(backbone: str, steps: int, domains, *, with_torch: bool) -> dict:
     jax.config.update("jax_log_compiles", True)
     model = make_model(cfg, len(domains))
     opt = make_optimizer(model, tc, total_steps(cfg))
+    make_train_step.cache_clear()  # count this run's compilations (the step is cached per config)
     step = make_train_step(tc)
     streams = Streams(domains, cfg, total_steps(cfg))
     plan = schedule(cfg)

@@ -600,3 +600,191 @@ def format_table(*results: dict[str, Any]) -> str:
         init = "random" if r.get("random_init") else "pretrained"
         lines.append(f"| {r['target']} | {init} | {r['transferability']['gtm']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- graph- and link-level heads
+# Graph classification (each sample is a whole small graph) and link / relation
+# classification (a node pair's frozen ego-subgraph features), on the frozen backbone.
+
+
+def graph_batch(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, max_nodes: int,
+                num_samples: int | None = None) -> GlueBatch:
+    """Host: whole graphs as GraphGlue samples (graph-level tasks), one graph per sample.
+
+    graphs: [(x [n, F] float, edge_index [2, e] int)]; each keeps its first ``max_nodes``
+    nodes (and the edges among them, symmetrised, loops dropped). num_samples pads the
+    sample axis with empty samples (fixed shapes: one compilation).
+    """
+    if not graphs:
+        raise ValueError("graph_batch needs at least one graph")
+    nb = len(graphs) if num_samples is None else int(num_samples)
+    if nb < len(graphs):
+        raise ValueError(f"num_samples={nb} is smaller than the {len(graphs)} graphs")
+    f = int(np.shape(graphs[0][0])[1])
+    x = np.zeros((nb, max_nodes, f), np.float32)
+    mm = np.zeros((nb, max_nodes), bool)
+    adj = np.zeros((nb, max_nodes, max_nodes), bool)
+    for i, (xi, ei) in enumerate(graphs):
+        xi, ei = np.asarray(xi, np.float32), np.asarray(ei, np.int64).reshape(2, -1)
+        if xi.ndim != 2 or xi.shape[1] != f:
+            raise ValueError(f"graph {i}: node inputs must be [n, {f}], got {xi.shape}")
+        if ei.size and (ei.min() < 0 or ei.max() >= xi.shape[0]):
+            raise ValueError(f"graph {i}: edge_index holds ids outside [0, {xi.shape[0]})")
+        n = min(xi.shape[0], max_nodes)
+        x[i, :n], mm[i, :n] = xi[:n], True
+        keep = (ei[0] < n) & (ei[1] < n) & (ei[0] != ei[1])
+        adj[i, ei[1, keep], ei[0, keep]] = True
+        adj[i, ei[0, keep], ei[1, keep]] = True
+    sample_mask = mm.any(1)
+    return GlueBatch(x=x.reshape(nb * max_nodes, f), members=np.arange(nb * max_nodes, dtype=np.int32).reshape(nb, -1),
+                     member_mask=mm, sample_mask=sample_mask, sample_domain=np.zeros(nb, np.int32),
+                     label=np.full(nb, -1, np.int32), paths=np.zeros((1, 3), np.int32), path_mask=np.zeros(1, bool),
+                     adj=adj)
+
+
+def embed_graphs(model: GlueModel, graphs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen forward pass per graph: (z [G, d], V [G, M, d]); inputs [n, in_dim] enter through
+    the mean of the pretrained input projections (as `embed_frozen`)."""
+    in_dim = model.in_w.shape[1]
+    if any(np.shape(x)[1] != in_dim for x, _ in graphs):
+        raise ValueError(f"graph node inputs must have the pretrained in_dim={in_dim} columns "
+                         f"(project them with geofm.features.project_features)")
+    h_w, h_b = _mean_projection(model)
+    zs, vs = [], []
+    for s in range(0, len(graphs), batch_size):
+        part = list(graphs[s:s + batch_size])
+        b = jax.tree_util.tree_map(jnp.asarray, graph_batch(part, max_nodes=model.cfg.max_nodes,
+                                                            num_samples=batch_size))
+        z, V = _encode(model, b, h_w, h_b)
+        zs.append(np.asarray(z)[: len(part)])
+        vs.append(np.asarray(V)[: len(part)])
+    return np.concatenate(zs), np.concatenate(vs)
+
+
+def _log_metric_stats(V: np.ndarray) -> tuple[float, float]:
+    """Mean / std of the frozen log-metrics (unlabelled, all samples): standardisation."""
+    lg = np.asarray(frames(jnp.asarray(V))[2])
+    return float(lg.mean()), float(lg.std() + 1e-6)
+
+
+class LinkHead(nnx.Module):
+    """Relation classifier on node pairs (u, v) from frozen GraphGlue features.
+
+    u' = z_u W, v' = z_v W (W orthogonally initialised); logits_r = n(u')^T A_r n(v')
+    (bilinear on L2-normalised embeddings, as the reference's relation head) + a linear
+    map of the standardised frame log-metrics [log g'_u, log g'_v] + b_r.
+    """
+
+    def __init__(self, *, dim: int, num_generators: int, num_relations: int, rngs: nnx.Rngs):
+        self.W = nnx.Param(jnp.linalg.qr(jax.random.normal(rngs.params(), (dim, dim)))[0])
+        self.A = nnx.Param(0.01 * jax.random.normal(rngs.params(), (num_relations, dim, dim)))
+        self.metric = nnx.Linear(2 * num_generators, num_relations, rngs=rngs)
+
+    def __call__(self, zu: jax.Array, Vu: jax.Array, zv: jax.Array, Vv: jax.Array, lg_mu: float,
+                 lg_sd: float) -> jax.Array:
+        """z* [P, d], V* [P, M, d] -> logits [P, R]."""
+        w = self.W[...]
+        u, v = zu @ w, zv @ w
+        nu, nv = u / jnp.linalg.norm(u, axis=-1, keepdims=True), v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+        bil = jnp.einsum("pd,rde,pe->pr", nu, self.A[...], nv) * np.sqrt(u.shape[-1])
+        lgs = jnp.concatenate([frames(Vu @ w)[2], frames(Vv @ w)[2]], axis=-1)
+        return bil + self.metric((lgs - lg_mu) / lg_sd)
+
+
+def _fit(head: nnx.Module, logits_fn: Any, train: tuple, y: np.ndarray, valid: tuple, yv: np.ndarray, *,
+         epochs: int, lr: float, weight_decay: float, eval_every: int, patience: int) -> float:
+    """Full-batch Adam on CE + weight_decay ||head||^2, early stopping on validation accuracy
+    (the best-validation parameters are restored). Returns the best validation accuracy."""
+    opt = nnx.Optimizer(head, optax.adam(lr), wrt=nnx.Param)
+    y, wd = jnp.asarray(y), jnp.float32(weight_decay)
+
+    @nnx.jit
+    def step(h: nnx.Module, o: nnx.Optimizer, args: tuple, y: jax.Array, wd: jax.Array) -> jax.Array:
+        def loss(h):
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits_fn(h, *args), y).mean()
+            return ce + wd * sum(jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(nnx.state(h, nnx.Param)))
+
+        val, g = nnx.value_and_grad(loss)(h)
+        o.update(h, g)
+        return val
+
+    predict = nnx.jit(lambda h, args: jnp.argmax(logits_fn(h, *args), -1))
+
+    def acc() -> float:
+        return float(np.mean(np.asarray(predict(head, valid)) == yv))
+
+    best, best_state, bad = acc(), jax.tree_util.tree_map(lambda a: a, nnx.state(head)), 0
+    for ep in range(epochs):
+        step(head, opt, train, y, wd)
+        if (ep + 1) % eval_every == 0 or ep + 1 == epochs:
+            a = acc()
+            if a > best + 1e-3:
+                best, best_state, bad = a, jax.tree_util.tree_map(lambda t: t, nnx.state(head)), 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    nnx.update(head, best_state)
+    return best
+
+
+def fit_graph_head(model: GlueModel, graphs: Sequence[tuple[np.ndarray, np.ndarray]], labels: np.ndarray,
+                   train: np.ndarray, valid: np.ndarray, *, epochs: int = 200, lr: float = 1e-2,
+                   weight_decay: float = 1e-3, eval_every: int = 10, patience: int = 5, seed: int = 0,
+                   batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """Graph classification with the frozen backbone: an `AdapterHead` (prototype mixture,
+    frame metrics; no text part) on each graph's (z, V). Returns (predicted class [G] for
+    every graph, best validation accuracy); model selection uses ``valid`` only."""
+    labels = np.asarray(labels)
+    z, V = embed_graphs(model, graphs, batch_size=batch_size)
+    mu, sd = _log_metric_stats(V)
+    num_classes = int(labels.max()) + 1
+    _, proto_lg, valid_k = model.protos.read()
+    head = AdapterHead(dim=model.cfg.dim, num_generators=model.cfg.num_generators, num_domains=proto_lg.shape[0],
+                       num_classes=num_classes, prior=np.zeros((1, num_classes), np.float32), prior_scale=0.0,
+                       rngs=nnx.Rngs(seed))
+    consts = (jax.lax.stop_gradient(proto_lg), valid_k, jnp.float32(mu), jnp.float32(sd))
+
+    def logits_fn(h, zz, vv):
+        return h(zz, vv, jnp.zeros((zz.shape[0], 1)), *consts[:2], consts[2], consts[3], True)[0]
+
+    def rows(ids):
+        return jnp.asarray(z[ids]), jnp.asarray(V[ids])
+
+    best = _fit(head, logits_fn, rows(train), labels[train], rows(valid), labels[valid], epochs=epochs, lr=lr,
+                weight_decay=weight_decay, eval_every=eval_every, patience=patience)
+    pred = np.asarray(nnx.jit(lambda h, a: jnp.argmax(logits_fn(h, *a), -1))(head, rows(np.arange(len(graphs)))))
+    return pred, best
+
+
+def fit_link_head(model: GlueModel, domain: Any, pairs: np.ndarray, relations: np.ndarray, train: np.ndarray,
+                  valid: np.ndarray, *, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
+                  eval_every: int = 10, patience: int = 5, seed: int = 0, batch_size: int = 256,
+                  features: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+    """Link / relation classification: pairs [P, 2] node ids of ``domain`` with relation
+    labels [P]; a `LinkHead` on the frozen ego-subgraph features of both ends (computed by
+    `embed_frozen` unless ``features`` = (z, V) are given). Returns (predicted relation [P]
+    for every pair, best validation accuracy); model selection uses ``valid`` only."""
+    pairs, relations = np.asarray(pairs, np.int64), np.asarray(relations)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] != relations.shape[0]:
+        raise ValueError(f"pairs must be [P, 2] with one relation per pair, got {pairs.shape} and {relations.shape}")
+    if pairs.min() < 0 or pairs.max() >= domain.num_nodes:
+        raise ValueError(f"pairs hold node ids outside [0, {domain.num_nodes})")
+    z, V = features if features is not None else embed_frozen(model, domain, batch_size=batch_size, seed=seed)
+    mu, sd = _log_metric_stats(V)
+    head = LinkHead(dim=model.cfg.dim, num_generators=model.cfg.num_generators,
+                    num_relations=int(relations.max()) + 1, rngs=nnx.Rngs(seed))
+
+    def logits_fn(h, zu, vu, zv, vv):
+        return h(zu, vu, zv, vv, mu, sd)
+
+    def rows(ids):
+        u, v = pairs[ids, 0], pairs[ids, 1]
+        return jnp.asarray(z[u]), jnp.asarray(V[u]), jnp.asarray(z[v]), jnp.asarray(V[v])
+
+    best = _fit(head, logits_fn, rows(train), relations[train], rows(valid), relations[valid], epochs=epochs, lr=lr,
+                weight_decay=weight_decay, eval_every=eval_every, patience=patience)
+    pred = np.asarray(nnx.jit(lambda h, a: jnp.argmax(logits_fn(h, *a), -1))(head, rows(np.arange(len(pairs)))))
+    return pred, best
+__all__ += ["graph_batch", "embed_graphs", "LinkHead", "fit_graph_head", "fit_link_head"]

@@ -114,12 +114,15 @@ def _block_propagate(x: jax.Array, w: jax.Array | None, g: BlockGraph) -> jax.Ar
     wdims = 0 if w is None else w.ndim - 1  # weight axes beyond the edge axis
     p = int(np.prod(x.shape[1:1 + wdims], dtype=np.int64))
     q = int(np.prod(x.shape[1 + wdims:], dtype=np.int64))
-    xb = x.reshape(nb, n, p, q)
     if w is None:
-        wb = g.adj.astype(x.dtype)[..., None]
+        wb = jnp.broadcast_to(g.adj.astype(x.dtype)[:, None], (nb, p, n, n))
     else:
-        wb = jnp.where(g.adj[..., None], w.astype(x.dtype).reshape(nb, n, n, p), jnp.zeros((), x.dtype))
-    return jnp.einsum("bijp,bjpq->bipq", wb, xb).reshape(x.shape)
+        wb = jnp.where(g.adj[:, None], jnp.moveaxis(w.astype(x.dtype).reshape(nb, n, n, p), -1, 1),
+                       jnp.zeros((), x.dtype))
+    # one batch axis (blocks x weight channels): XLA:CPU runs single-batch-axis dots ~3x faster
+    xb = jnp.moveaxis(x.reshape(nb, n, p, q), 2, 1).reshape(nb * p, n, q)
+    out = jnp.einsum("bij,bjq->biq", wb.reshape(nb * p, n, n), xb)
+    return jnp.moveaxis(out.reshape(nb, p, n, q), 1, 2).reshape(x.shape)
 
 
 def _block_masked(v: jax.Array, g: BlockGraph) -> jax.Array:
