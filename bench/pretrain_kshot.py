@@ -144,13 +144,50 @@ def summarize(result: dict) -> dict:
     return out
 
 
+def probe_check(name: str, runs: Path, splits: int) -> dict:
+    """Is the adapter weak, or its features? Prototype / linear-probe accuracy (test nodes of
+    the same splits) on the standardised frozen z of the pretrained and random models."""
+    from geofm.adapt import embed_frozen, kshot_splits
+    from geofm.zero_shot import linear_probe_predict, prototype_predict
+
+    model, cfg, names = load_pretrained(_run_dir(name, runs))
+    dom = load_domain(cfg.adapt.target, cfg.data, seed=cfg.seed, max_nodes=model.cfg.max_nodes)
+    lab, c = dom.labels, int(dom.labels.max()) + 1
+    out = {}
+    for init, m in (("pretrained", model), ("random_init", make_model(cfg, len(names)))):
+        z, _ = embed_frozen(m, dom, batch_size=cfg.adapt.eval_batch_size, seed=cfg.seed)
+        z = (z - z.mean(0)) / (z.std(0) + 1e-6)
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        for k in (1, 5):
+            acc = {"prototype": [], "linear_probe": []}
+            for sp in kshot_splits(lab, k, splits=splits, val_fraction=cfg.adapt.val_fraction, seed=cfg.seed):
+                t = sp["test"]
+                acc["prototype"].append(float(np.mean(prototype_predict(z, lab, sp["train"], c)[t] == lab[t])))
+                acc["linear_probe"].append(float(np.mean(linear_probe_predict(z, lab, sp["train"], c)[t] == lab[t])))
+            for kind, v in acc.items():
+                out.setdefault(init, {})[f"{kind} {k}-shot"] = {"mean": 100 * float(np.mean(v)),
+                                                               "std": 100 * float(np.std(v))}
+        print(f"  probe {name} {init}: " + "  ".join(f"{kk} {vv['mean']:.1f}" for kk, vv in out[init].items()),
+              flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="experiment names (default: all)")
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--runs", default=str(ROOT / "runs" / "kshot"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pretrain_kshot.json"))
+    p.add_argument("--probe-only", action="store_true",
+                   help="only add the frozen-z prototype / linear-probe check to an existing result file")
     args = p.parse_args()
+    if args.probe_only:
+        out_path = Path(args.out)
+        res = json.loads(out_path.read_text())
+        for name in args.only or ["cora_gcn", "arxiv_gcn"]:
+            res["experiments"][name]["probe_on_frozen_z"] = probe_check(name, Path(args.runs), args.splits)
+            out_path.write_text(json.dumps(res, indent=1))
+        return
     runs = Path(args.runs)
     out_path = Path(args.out)
     result = {
