@@ -53,6 +53,7 @@ import optax
 import scipy.sparse as sp
 from flax import nnx
 
+from geofm.align import normalized_adjacency, unit_rows
 from geofm.glue import GlueBatch, GlueModel, GlueOutput, build_glue_batch, frames, glue_loss, knn_paths
 from geofm.graph import next_bucket
 
@@ -230,8 +231,6 @@ def embed_frozen(model: GlueModel, domain: Any, *, batch_size: int = 256, seed: 
 
 
 def _propagation_matrix(edge_index: np.ndarray, n: int) -> sp.csr_matrix:
-    from geofm.align import normalized_adjacency
-
     return normalized_adjacency(np.asarray(edge_index), n, norm="sym").astype(np.float32)
 
 
@@ -239,7 +238,7 @@ def _text_inputs(name: str, data_dir: str | None, num_classes: int) -> tuple[np.
     """(raw node text embeddings [N, D], class-prompt embeddings [C, D] unit rows) for a
     text-attributed dataset with class names, via the foundation model's text encoder
     (embedding cache); None when the dataset has no texts or the encoder is missing."""
-    from geofm.align import PromptConfig, class_texts, encode_classes, templates_for
+    from geofm.align import PromptConfig, class_texts, encode_classes, encode_texts, templates_for
     from geofm.data import load_dataset
 
     try:
@@ -256,12 +255,8 @@ def _text_inputs(name: str, data_dir: str | None, num_classes: int) -> tuple[np.
         return None
     temps = templates_for(PromptConfig(), name=ds.name, domain=ds.domain)
     rows, _ = class_texts(ds.class_names, ds.class_descriptions, temps)
-    text = np.asarray(enc.encode(["" if t is None else t for t in ds.texts]), np.float32)
+    text, _, _ = encode_texts(enc, ds.texts)
     return text, encode_classes(enc, rows)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_dir: str | None = None,
@@ -289,7 +284,7 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
         x = texts[0] if texts is not None else np.asarray(domain.x, np.float32)
         for _ in range(spec.hops):
             x = adj @ x
-        skip = _unit(np.asarray(x))
+        skip = unit_rows(np.asarray(x))
         prior = texts[1].T if (texts is not None and spec.prompt_prior) else np.zeros((skip.shape[1], num_classes))
     else:
         skip, prior = np.zeros((n, 1), np.float32), np.zeros((1, num_classes))

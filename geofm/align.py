@@ -93,6 +93,7 @@ __all__ = [
     "encode_classes",
     "encode_texts",
     "normalized_adjacency",
+    "unit_rows",
     "config_from_dict",
     "config_to_dict",
 ]
@@ -246,10 +247,11 @@ def encode_classes(encoder: Any, prompts: list[list[str]], *, batch_size: int = 
     flat = [p for row in prompts for p in row]
     emb = np.asarray(encoder.encode(flat, batch_size=batch_size), np.float32)
     emb = emb.reshape(len(prompts), -1, emb.shape[-1]).mean(axis=1)
-    return _l2n_np(emb)
+    return unit_rows(emb)
 
 
-def _l2n_np(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of x [N, D] scaled to unit L2 norm (zero rows stay zero), float32."""
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -279,7 +281,7 @@ def propagate_text(x: np.ndarray, edge_index: np.ndarray, *, hops: int, norm: st
     s = normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32)
     for _ in range(hops):
         x = s @ x
-    return _l2n_np(np.asarray(x))
+    return unit_rows(np.asarray(x))
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def propagation_depths(x: np.ndarray, edge_index: np.ndarray, *, max_hops: int, 
     s = normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32)
     out = np.empty((x.shape[0], max_hops + 1, x.shape[1]), np.float32)
     for h in range(max_hops + 1):
-        out[:, h] = _l2n_np(x)
+        out[:, h] = unit_rows(x)
         if h < max_hops:
             x = np.asarray(s @ x)
     return out
