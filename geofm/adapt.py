@@ -55,7 +55,6 @@ from flax import nnx
 
 from geofm.align import normalized_adjacency, unit_rows
 from geofm.glue import GlueBatch, GlueModel, GlueOutput, build_glue_batch, frames, glue_loss, knn_paths
-from geofm.graph import next_bucket
 
 log = logging.getLogger("geofm.adapt")
 
@@ -152,23 +151,14 @@ class _Batcher:
     """Fixed-shape GlueBatches of ego subgraphs around given centres (target domain)."""
 
     def __init__(self, domain: Any, model: GlueModel, batch_size: int, *, seed: int = 0):
+        # `seed` is kept for callers; batch shapes depend only on batch_size and max_nodes
+        # (dense per-sample layout), so no edge-count probing is needed.
         self.d, self.cfg, self.bs = domain, model.cfg, batch_size
-        self.n_pad = next_bucket(batch_size * self.cfg.max_nodes + 1, minimum=64)
-        rng = np.random.default_rng([seed, 5])
-        most = 1
-        for _ in range(4):
-            c = rng.choice(domain.num_nodes, size=min(batch_size, domain.num_nodes), replace=False)
-            most = max(most, int(np.asarray(domain.sampler.sample(c, rng).graph.n_edge[:-1]).sum()))
-        self.e_pad = next_bucket(int(most * 1.25), minimum=64)
 
     def __call__(self, centers: np.ndarray, rng: np.random.Generator, paths: np.ndarray | None = None) -> GlueBatch:
         sub = self.d.sampler.sample(np.asarray(centers), rng, batch_size=self.bs)
-        e = int(np.asarray(sub.graph.n_edge[:-1]).sum())
-        while self.e_pad < e:
-            self.e_pad *= 2
         b = build_glue_batch([(sub, 0)], num_generators=self.cfg.num_generators, max_nodes=self.cfg.max_nodes,
-                             labels=[self.d.labels], paths=paths, num_paths=max(self.cfg.num_paths, self.bs),
-                             n_pad=self.n_pad, e_pad=self.e_pad)
+                             labels=[self.d.labels], paths=paths, num_paths=max(self.cfg.num_paths, self.bs))
         return jax.tree_util.tree_map(jnp.asarray, b)
 
 

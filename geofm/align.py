@@ -375,8 +375,9 @@ def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops:
     class_emb = encode_classes(encoder, prompt_rows, batch_size=batch_size)
     n = ds.num_nodes
     ei = np.asarray(ds.edge_index, np.int64).reshape(2, -1)
-    prop = propagate_text(text, ei, hops=hops)
     depths = propagation_depths(text, ei, max_hops=mix_hops) if mix_hops > 0 else None
+    # depth h of `depths` is propagate_text(hops=h): reuse it instead of propagating twice
+    prop = depths[:, hops].copy() if depths is not None and hops <= mix_hops else propagate_text(text, ei, hops=hops)
     desc = node_descriptors(ei, n)
     desc = standardize(desc, fit_standardizer(desc))
     full = add_self_loops(symmetrize(ei, n), n)
