@@ -46,10 +46,6 @@ from geofm.structure import fit_standardizer, node_descriptors, standardize  # n
 GEOS = ("hyperbolic", "spherical", "euclidean")
 
 
-def machine() -> dict:
-    return machine_info()
-
-
 def csr_of(ei: np.ndarray, n: int):
     e2 = add_self_loops(symmetrize(ei, n), n)
     return build_csr(e2[0], e2[1], n)
@@ -297,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result.update({"machine": machine(), "quick": args.quick})
+    result.update({"machine": machine_info(), "quick": args.quick})
     for name in names:
         t0 = time.time()
         result[name] = SECTIONS[name](args.quick)

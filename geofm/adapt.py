@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.sparse as sp
+from scipy.special import softmax
 from flax import nnx
 
 from geofm.align import normalized_adjacency, unit_rows
@@ -352,11 +353,6 @@ def label_propagation(probs: np.ndarray, adj: Any, train: np.ndarray, labels: np
     return y
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 @functools.lru_cache(maxsize=8)
 def _head_tx(lr: float, epochs: int) -> optax.GradientTransformation:
     """Adam with cosine decay over the epochs; ONE object per (lr, epochs): nnx.jit keys its
@@ -453,7 +449,7 @@ def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: d
     best: dict[str, Any] | None = None
     for wd in (spec.weight_decays if spec.backbone else spec.weight_decays[:1]):
         logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, spec, weight_decay=wd, seed=seed)
-        acc, a, y = _best_propagation(_softmax(logits), f, train, labels, valid, spec.label_prop)
+        acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
         if best is None or acc > best["valid_acc"] + 1e-9:
             best = {"valid_acc": acc, "weight_decay": wd, "label_prop": a, "epochs": ep, "probs": y,
                     "self_train": False}
@@ -463,7 +459,7 @@ def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: d
         ids2, lab2 = np.concatenate([train, ids]), np.concatenate([labels[train], plab])
         logits, _, ep = fit_head(glue, f, labels, ids2, valid, acfg, spec, weight_decay=best["weight_decay"],
                                  seed=seed + 7919, train_labels=lab2)
-        acc, a, y = _best_propagation(_softmax(logits), f, train, labels, valid, spec.label_prop)
+        acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
         if acc > best["valid_acc"] + 1e-9:
             best.update(valid_acc=acc, label_prop=a, epochs=ep, probs=y, self_train=True)
     probs = best.pop("probs")
