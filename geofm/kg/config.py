@@ -54,7 +54,13 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """epochs; validation every `valid_every` epochs; stop after `patience` validations without improvement."""
+    """epochs; validation every `valid_every` epochs; stop after `patience` validations without improvement.
+
+    max_seconds: wall-clock budget for the training epochs of this invocation
+    (None = no budget). When exceeded, the current epoch is validated (if it
+    was not), training stops, and the best checkpoint is evaluated as usual;
+    results.json records `stopped_by_time`. A resumed run gets a fresh budget.
+    """
 
     epochs: int = 100
     batch_size: int = 500
@@ -62,6 +68,7 @@ class TrainConfig:
     patience: int = 10
     dtype: Literal["float32", "float64"] = "float32"
     resume: bool = True
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,8 @@ def train_kg(
     """
     if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1:
         raise ValueError("train.epochs must be >= 0, train.batch_size and train.valid_every >= 1")
+    if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
+        raise ValueError(f"train.max_seconds must be > 0 (or null), got {cfg.train.max_seconds}")
     progress = sys.stderr.isatty() if progress is None else progress
     ds = dataset if dataset is not None else load_kg_dataset(cfg.data.name, cfg.data.data_dir)
     run = Path(run_dir) if run_dir is not None else None
@@ -306,7 +308,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     epoch_times: list[float] = []
     eval_times: list[float] = []
     best_params, best_epoch = params, start_epoch - 1
-    stopped_early = False
+    stopped_early = stopped_by_time = False
+    t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         params, opt_state, loss = epoch_fn(params, opt_state, rest, jax.random.fold_in(base_key, epoch), train)
@@ -315,7 +318,9 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower optim.lr or use train.dtype=float64")
         row: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": epoch_times[-1]}
-        if epoch % cfg.train.valid_every == 0 or epoch == cfg.train.epochs:
+        budget = cfg.train.max_seconds
+        stopped_by_time = budget is not None and time.perf_counter() - t_start >= budget and epoch < cfg.train.epochs
+        if epoch % cfg.train.valid_every == 0 or epoch == cfg.train.epochs or stopped_by_time:
             res = evaluator.evaluate(score_fn, (params, rest), valid)
             eval_times.append(res.seconds)
             m = res.metrics(breakdown=False)
@@ -342,6 +347,9 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             bar.update(1)
         if stopped_early:
             log.info("early stop at epoch %d (best valid MRR %.4f)", epoch, best)
+            break
+        if stopped_by_time:
+            log.info("time budget of %.0f s reached at epoch %d (best valid MRR %.4f)", budget, epoch, best)
             break
     if bar is not None:
         bar.close()
@@ -377,6 +385,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         "entity_init": init_info,
         "best_epoch": best_epoch,
         "stopped_early": stopped_early,
+        "stopped_by_time": stopped_by_time,
+        "epochs_run": history[-1]["epoch"] if history else 0,
         "timing": {
             "epoch_seconds_mean": float(np.mean(epoch_times[1:] or epoch_times)) if epoch_times else None,
             "first_epoch_seconds": epoch_times[0] if epoch_times else None,

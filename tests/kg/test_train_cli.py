@@ -128,3 +128,17 @@ def test_sampled_ce_loss_learns(tiny: Path, tmp_path: Path, capsys) -> None:
                          "--set", "loss.num_negatives=32", "--set", "loss.label_smoothing=0.1")
     _, untrained, _ = _run(capsys, *args, "--out", str(tmp_path / "u"), "--set", "optim.lr=1e-9")
     assert sampled["mrr"] > untrained["mrr"] + 0.05
+
+
+def test_time_budget_stops_validates_and_resumes(tiny: Path, tmp_path: Path, capsys) -> None:
+    base = ["--config", TINY, "--dataset", str(tiny), "--json", "--quiet", *FAST, "--out", str(tmp_path / "r")]
+    code, metrics, _ = _run(capsys, *base, "--set", "train.max_seconds=1e-9")
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert code == 0 and metrics is not None
+    assert res["stopped_by_time"] and res["epochs_run"] == 1 and res["best_epoch"] == 1
+    assert "valid_mrr" in res["history"][-1]  # the stopping epoch was validated (off the valid_every grid)
+    _, _, _ = _run(capsys, *base)  # resuming without a budget finishes the schedule
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert not res["stopped_by_time"] and res["epochs_run"] == res["config"]["train"]["epochs"]
+    code, _, err = _run(capsys, *base, "--set", "train.max_seconds=0")
+    assert code != 0 and "max_seconds" in err
