@@ -93,12 +93,17 @@ class EntityInitConfig:
     entities unseen in training move with W. scale: per-coordinate std of the
     projected text vectors (None = the std of the model's random entity init).
     Entities without text keep the random init (warning with their count).
+    embeddings: a precomputed [num_entities, D] .npy of the entity-text
+    embeddings in entity-id order (e.g. `geofm encode --dataset NAME --out
+    FILE.npy`, possibly on another machine or with another encoder); when set,
+    no encoder is loaded. Rows of entities without text are ignored.
     """
 
     kind: Literal["random", "text"] = "random"
     projection: Literal["pca", "learned"] = "pca"
     scale: float | None = None
     encoder: str | None = None
+    embeddings: str | None = None
     batch_size: int = 64
 
 

@@ -27,6 +27,7 @@ expmap0(E0, k=k) with its fixed curvature k < 0 (pca only).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import jax
@@ -106,6 +107,15 @@ class ProjectedEntityTable(nnx.Module):
 # ------------------------------------------------------------ host side ---
 
 
+def _text_mask(texts: Sequence[str | None]) -> np.ndarray:
+    """[N] bool: entities with a non-blank text; the others are counted in one DataWarning."""
+    has_text = np.array([t is not None and bool(t.strip()) for t in texts], bool)
+    missing = int(has_text.size - has_text.sum())
+    if missing:
+        warn(f"entity text init: {missing} of {has_text.size} entities have no text; they keep the random init")
+    return has_text
+
+
 def encode_entity_texts(texts: Sequence[str | None], encoder: TextEmbedder, *, batch_size: int = 64,
                         progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed the entity texts: (emb [N, D] float32, has_text [N] bool).
@@ -114,10 +124,7 @@ def encode_entity_texts(texts: Sequence[str | None], encoder: TextEmbedder, *, b
     in one DataWarning: those entities keep the random init.
     """
     n = len(texts)
-    has_text = np.array([t is not None and bool(t.strip()) for t in texts], bool)
-    missing = int(n - has_text.sum())
-    if missing:
-        warn(f"entity text init: {missing} of {n} entities have no text; they keep the random init")
+    has_text = _text_mask(texts)
     idx = np.flatnonzero(has_text)
     if idx.size == 0:
         raise ValueError("entity text init: no entity has text")
@@ -129,6 +136,27 @@ def encode_entity_texts(texts: Sequence[str | None], encoder: TextEmbedder, *, b
     out = np.zeros((n, emb.shape[1]), np.float32)
     out[idx] = emb
     return out, has_text
+
+
+def load_entity_embeddings(path: str | Path, texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Precomputed entity-text embeddings from a .npy [N, D] -> (emb [N, D] float32, has_text [N]).
+
+    Rows of entities without text (None/blank in `texts`) are zeroed and counted
+    in one DataWarning, as in `encode_entity_texts`.
+    """
+    path = Path(path)
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"init.embeddings: cannot read {path}: {err}") from None
+    n = len(texts)
+    if emb.ndim != 2 or emb.shape[0] != n:
+        raise ValueError(f"init.embeddings: {path} has shape {emb.shape}; expected [{n}, D] (one row per entity id)")
+    has_text = _text_mask(texts)
+    emb = np.where(has_text[:, None], np.asarray(emb, np.float32), 0.0).astype(np.float32)
+    if not np.isfinite(emb).all():
+        raise ValueError(f"init.embeddings: {path} holds non-finite values")
+    return emb, has_text
 
 
 def pca_basis(x: np.ndarray, *, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,11 +241,14 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         if ball:
             raise ValueError("init.projection: learned needs tangent-space entities; MuRP with ball_params=True "
                              "keeps them on the ball (use pca)")
-    if encoder is None:
-        from geofm.text import TextEncoder
+    if cfg.embeddings is not None:
+        emb, has_text = load_entity_embeddings(cfg.embeddings, texts)
+    else:
+        if encoder is None:
+            from geofm.text import TextEncoder
 
-        encoder = TextEncoder.load(cfg.encoder)
-    emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
+            encoder = TextEncoder.load(cfg.encoder)
+        emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
     random_table = np.asarray(model.entity[...], np.float64)
     if ball:  # ball points -> tangent vectors at 0, so the fallback rows stay as they were
         random_table = np.asarray(st.logmap0(jnp.asarray(random_table), k=model.k_fixed), np.float64)
@@ -233,7 +264,8 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
     return {
         "kind": "text",
         "projection": cfg.projection,
-        "encoder": cfg.encoder or "all-MiniLM-L6-v2 (packaged)",
+        "encoder": (f"precomputed: {cfg.embeddings}" if cfg.embeddings is not None
+                    else cfg.encoder or "all-MiniLM-L6-v2 (packaged)"),
         "text_dim": int(emb.shape[1]),
         "num_with_text": int(has_text.sum()),
         "num_random_fallback": int((~has_text).sum()),

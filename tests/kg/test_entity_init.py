@@ -268,3 +268,25 @@ def test_text_init_run_is_deterministic_and_falls_back_for_missing_ids(tmp_path:
     assert a["test"]["mrr"] == b["test"]["mrr"] and a["entity_init"]["num_random_fallback"] == 2
     plain = count_params(build_model("atth", ds.num_entities, ds.num_relations, dim=8, init_size=0.01))
     assert a["num_params"] == plain + TEXT_DIM * 8  # the map W; the residual replaces the entity table
+
+
+def test_precomputed_embeddings_file_equals_encoder_path(tmp_path) -> None:
+    texts = _texts(20)
+    texts[4] = None
+    with pytest.warns(DataWarning, match="1 of 20"):
+        emb, _ = encode_entity_texts(texts, FakeEncoder())
+    path = tmp_path / "ent.npy"
+    np.save(path, np.where(np.arange(20)[:, None] == 4, 7.0, emb).astype(np.float16))  # a junk row for the text-less entity
+    from_encoder, from_file = _model(), _model()
+    with pytest.warns(DataWarning, match="1 of 20"):
+        apply_entity_init(from_encoder, texts, EntityInitConfig(kind="text", scale=0.1), encoder=FakeEncoder())
+    with pytest.warns(DataWarning, match="1 of 20"):
+        info = apply_entity_init(from_file, texts, EntityInitConfig(kind="text", scale=0.1, embeddings=str(path)), encoder=None)
+    assert info["encoder"].startswith("precomputed") and info["num_random_fallback"] == 1
+    assert np.allclose(from_file.entity[...], from_encoder.entity[...], atol=2e-3)  # float16 file
+    np.save(path, emb[:19])
+    with pytest.raises(ValueError, match=r"ent.npy has shape \(19, "):
+        apply_entity_init(_model(), texts, EntityInitConfig(kind="text", embeddings=str(path)))
+    (tmp_path / "bad.npy").write_text("not numpy")
+    with pytest.raises(ValueError, match="cannot read .*bad.npy"):
+        apply_entity_init(_model(), texts, EntityInitConfig(kind="text", embeddings=str(tmp_path / "bad.npy")))
