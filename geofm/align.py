@@ -26,9 +26,13 @@ The depth-mixing term is the structure-driven, label-space-free part: a node's o
 per node by the gated experts' fused representation and the structural descriptors. A and
 W map into the text space directly and can overfit the sources' class prompts; which terms
 to use is selected on held-out *sources* (`geofm.zero_shot.select_on_sources`). At
-inference the whole correction can be shrunk towards the baseline by how well the sources'
+inference the correction can be shrunk towards the baseline by how well the sources'
 label space covers the target's (`label_overlap` ** eval.overlap_power): a correction
 learned on WebKB page types is trusted fully on another WebKB graph, little on arXiv topics.
+eval.overlap_scope says what is shrunk: "all" (the whole correction) or "semantic" (only
+the label-space terms A b + W u; the structural depth mixing, which names no label, stays
+at full strength). The forward returns the three parts separately (`AlignOutput.base`,
+`.structural`, `.semantic`), so any scale is applied without another forward (`compose`).
 
 Losses on a batch of nodes of one source domain: a symmetric InfoNCE between z and the
 node's own text embedding t (keeps z in the text space), plus a label-text term: cross
@@ -75,6 +79,8 @@ __all__ = [
     "DomainInputs",
     "GraphTextAligner",
     "AlignOutput",
+    "OVERLAP_SCOPES",
+    "compose",
     "TrainResult",
     "templates_for",
     "class_texts",
@@ -99,6 +105,8 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{name}: {description}", "{name}")
+# what eval.overlap_power shrinks: the whole learned correction, or only its label-space terms
+OVERLAP_SCOPES: tuple[str, ...] = ("all", "semantic")
 
 
 # ----------------------------------------------------------------------------- config
@@ -173,11 +181,13 @@ class AlignTrainConfig:
 class EvalConfig:
     """hops: propagation depth of the text+propagation baseline; few_shot_k: shots per class;
     few_shot_trials: random draws of the labelled nodes; overlap_power: at inference the
-    learned correction (everything added to the base b) is scaled by
-    label_overlap(target classes, source classes) ** overlap_power (0 = always full)."""
+    learned correction is scaled by label_overlap(target classes, source classes) **
+    overlap_power (0 = always full); overlap_scope: which part is scaled, "all" (everything
+    added to the base b) or "semantic" (only A b + W u; the depth mixing stays full)."""
 
     hops: int = 2
     overlap_power: float = 0.0
+    overlap_scope: str = "all"
     few_shot_k: list[int] = field(default_factory=lambda: [1, 5])
     few_shot_trials: int = 5
 
@@ -393,17 +403,36 @@ def prepare_domain(ds: TAGDataset, encoder: Any, prompts: PromptConfig, *, hops:
 
 
 class AlignOutput(NamedTuple):
-    """embedding [N, D] unit rows in the text space; gate [N, E] expert weights;
-    tangent [N, d] fused tangent vector at the origin; ks [E] expert curvatures."""
+    """embedding [N, D] unit rows in the text space (= compose(self) at the scale it was
+    asked for); gate [N, E] expert weights; tangent [N, d] fused tangent vector at the
+    origin; ks [E] expert curvatures; the unnormalised parts of z, each [N, D]: base b (the
+    propagated text; zeros when model.residual is off), structural (the depth-mixing term,
+    zeros without model.depth_mix) and semantic (A b + W u, zeros without adapter and head)."""
 
     embedding: jax.Array
     gate: jax.Array
     tangent: jax.Array
     ks: jax.Array
+    base: jax.Array
+    structural: jax.Array
+    semantic: jax.Array
 
 
-def _l2n(x: jax.Array) -> jax.Array:
-    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+def _l2n(x: Any) -> Any:
+    """Unit rows of x [..., D] (numpy or JAX; zero rows stay zero)."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    return x / xp.sqrt(xp.maximum(xp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+
+
+def compose(out: AlignOutput, *, scale: float | jax.Array = 1.0, scope: str = "all") -> Any:
+    """z = normalize(base + s_struct * structural + s_sem * semantic) [N, D] from the parts
+    of one forward: scope "all" scales both terms by `scale`, "semantic" only the semantic
+    one. scale 0 with scope "all" gives the text+propagation baseline (residual models).
+    numpy in, numpy out (host-side rescoring without another forward); JAX in, JAX out."""
+    if scope not in OVERLAP_SCOPES:
+        raise ValueError(f"eval.overlap_scope must be one of {list(OVERLAP_SCOPES)}, got {scope!r}")
+    s_struct = scale if scope == "all" else 1.0
+    return _l2n(out.base + s_struct * out.structural + scale * out.semantic)
 
 
 class GraphTextAligner(nnx.Module):
@@ -451,26 +480,25 @@ class GraphTextAligner(nnx.Module):
         self.log_scale_label = nnx.Param(jnp.asarray(s, jnp.float32))
 
     def __call__(self, text: jax.Array, prop: jax.Array, csr: CSR, weights: jax.Array,
-                 descriptors: jax.Array, depths: jax.Array | None = None,
-                 correction_scale: jax.Array | float = 1.0) -> AlignOutput:
-        """correction_scale (scalar) multiplies everything added to the base (inference-time
-        shrinkage towards the text+propagation baseline, see `label_overlap`)."""
+                 descriptors: jax.Array, depths: jax.Array | None = None) -> AlignOutput:
+        """Full-strength forward (correction scale 1); `compose` rescales its parts."""
         out = self.encoder(jnp.concatenate([text, prop], axis=-1), csr, weights, descriptors)
-        delta = jnp.zeros_like(prop)
+        semantic = jnp.zeros_like(prop)
         if self.head is not None:
-            delta = delta + self.head(out.fused)
+            semantic = semantic + self.head(out.fused)
         if self.adapter is not None:
-            delta = delta + self.adapter(prop if self.adapter_in is None else self.adapter_in(prop))
+            semantic = semantic + self.adapter(prop if self.adapter_in is None else self.adapter_in(prop))
+        structural = jnp.zeros_like(prop)
         if self.mixer is not None:
             if depths is None or depths.ndim != 3 or depths.shape[1] < self.num_depths:
                 got = None if depths is None else tuple(depths.shape)
                 raise ValueError(f"model.depth_mix needs depths [N, >={self.num_depths}, D] (prepare the domain "
                                  f"with mix_hops >= {self.num_depths - 1}), got {got}")
             c = self.mixer(jnp.concatenate([out.fused, descriptors], axis=-1))
-            delta = delta + jnp.einsum("nh,nhd->nd", c, depths[:, : self.num_depths])
-        delta = delta * correction_scale
-        z = _l2n(prop + delta) if self.residual else _l2n(delta)
-        return AlignOutput(z, out.weights, out.fused, out.ks)
+            structural = jnp.einsum("nh,nhd->nd", c, depths[:, : self.num_depths])
+        base = prop if self.residual else jnp.zeros_like(prop)
+        z = _l2n(base + structural + semantic)
+        return AlignOutput(z, out.weights, out.fused, out.ks, base, structural, semantic)
 
     def scales(self) -> tuple[jax.Array, jax.Array]:
         """Inverse temperatures (self, label), clipped to [1, 100]."""
@@ -665,16 +693,24 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
     return TrainResult(losses, picked, _step_compiles() - before)
 
 
-def embed_nodes(model: GraphTextAligner, d: DomainInputs, *, correction_scale: float = 1.0) -> AlignOutput:
-    """Frozen forward on a whole graph (eval mode, no dropout) -> AlignOutput;
-    correction_scale shrinks the learned correction (1 = as trained, 0 = baseline)."""
+def embed_nodes(model: GraphTextAligner, d: DomainInputs, *, correction_scale: float = 1.0,
+                scope: str = "all") -> AlignOutput:
+    """Frozen forward on a whole graph (eval mode, no dropout) -> AlignOutput as numpy
+    arrays, its embedding composed with `correction_scale` on `scope` (see `compose`;
+    1 = as trained, 0 with scope "all" = the text+propagation baseline). The parts stay
+    unscaled, so `compose(out, scale=..., scope=...)` rescores other scales for free."""
+    if scope not in OVERLAP_SCOPES:
+        raise ValueError(f"eval.overlap_scope must be one of {list(OVERLAP_SCOPES)}, got {scope!r}")
     model.eval()
-    return _embed(model, _device_domain(d), jnp.float32(correction_scale))
+    out = AlignOutput(*(np.asarray(a) for a in _embed(model, _device_domain(d))))
+    if correction_scale == 1.0:
+        return out
+    return out._replace(embedding=compose(out, scale=np.float32(correction_scale), scope=scope))
 
 
 @nnx.jit
-def _embed(model: GraphTextAligner, g: dict[str, Any], scale: jax.Array) -> AlignOutput:
-    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"], scale)
+def _embed(model: GraphTextAligner, g: dict[str, Any]) -> AlignOutput:
+    return model(g["text"], g["prop"], g["csr"], g["w"], g["desc"], g["depths"])
 
 
 # ----------------------------------------------------------------------------- persistence

@@ -40,12 +40,15 @@ __all__ = [
     "linear_probe_predict",
     "few_shot_eval",
     "evaluate_embeddings",
+    "evaluate_aligned",
     "evaluate_target",
     "confusion_matrix",
     "pca_2d",
     "plot_target",
+    "score_baselines",
     "baseline_metrics",
     "validation_gain",
+    "setting_key",
     "correction_scale_for",
     "select_on_sources",
 ]
@@ -175,42 +178,73 @@ def evaluate_embeddings(emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarr
     return classification_metrics(pred, labels, class_emb.shape[0]), pred
 
 
+def score_baselines(domain: Any, *, hops: int) -> dict[str, dict[str, Any]]:
+    """Both parameter-free baselines on a prepared domain (`geofm.align.DomainInputs`), with
+    the target's own encoder and class prompts: {"text_only", "text_propagation"}, each
+    {"metrics": {accuracy, macro_f1}, "pred": [N], "embedding": [N, D]}. text_propagation
+    propagates `hops` hops (the domain's stored prop when the depth matches)."""
+    from geofm.align import propagate_text
+
+    prop = domain.prop if hops == domain.hops else propagate_text(domain.text, domain.edge_index, hops=hops)
+    out = {}
+    for name, emb in (("text_only", domain.text), ("text_propagation", prop)):
+        metrics, pred = evaluate_embeddings(emb, domain.class_emb, domain.labels)
+        out[name] = {"metrics": metrics, "pred": pred, "embedding": emb}
+    return out
+
+
+def baseline_metrics(domain: Any, *, hops: int) -> dict[str, dict[str, float]]:
+    """{"text_only", "text_propagation"} -> {accuracy, macro_f1} (see `score_baselines`)."""
+    return {name: b["metrics"] for name, b in score_baselines(domain, hops=hops).items()}
+
+
+def evaluate_aligned(model: Any, domain: Any, *, correction_scale: float = 1.0, scope: str = "all"
+                     ) -> dict[str, Any]:
+    """Zero-shot metrics of a frozen aligner on one prepared target, no baselines:
+    {"metrics": {accuracy, macro_f1}, "pred": [N], "embedding": [N, D], "gate_mean": [E],
+    "curvatures": [E]}. correction_scale / scope: see `geofm.align.compose`."""
+    from geofm.align import embed_nodes
+
+    out = embed_nodes(model, domain, correction_scale=correction_scale, scope=scope)
+    metrics, pred = evaluate_embeddings(out.embedding, domain.class_emb, domain.labels)
+    return {"metrics": metrics, "pred": pred, "embedding": out.embedding,
+            "gate_mean": np.asarray(out.gate).mean(axis=0).round(4).tolist(),
+            "curvatures": np.asarray(out.ks).round(4).tolist()}
+
+
 def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot_k: Sequence[int] = (),
-                    few_shot_trials: int = 5, seed: int = 0, correction_scale: float = 1.0) -> dict[str, Any]:
+                    few_shot_trials: int = 5, seed: int = 0, correction_scale: float = 1.0,
+                    scope: str = "all", baselines: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Zero-shot (and few-shot) evaluation of a frozen aligner on one prepared target
-    (`geofm.align.DomainInputs`), with both baselines computed in the same call.
-    correction_scale: see `geofm.align.embed_nodes` (`correction_scale_for` computes it).
+    (`geofm.align.DomainInputs`) beside both baselines (`score_baselines`, computed here
+    unless passed in). correction_scale / scope: see `geofm.align.compose`
+    (`correction_scale_for` computes the scale).
 
     Returns a JSON-able dict: accuracy, macro_f1, baselines{text_only, text_propagation},
     few_shot{k: {method: {...}}} for aligned and text_propagation, counts, and under "_arrays"
     (not JSON) the predictions and embeddings for `plot_target`.
     """
-    from geofm.align import embed_nodes, propagate_text
-
-    labels = domain.labels
-    cls = domain.class_emb
-    prop = domain.prop if baseline_hops == domain.hops else propagate_text(domain.text, domain.edge_index,
-                                                                             hops=baseline_hops)
-    out = embed_nodes(model, domain, correction_scale=correction_scale)
-    z = np.asarray(out.embedding)
-    aligned, pred = evaluate_embeddings(z, cls, labels)
-    text_only, pred_text = evaluate_embeddings(domain.text, cls, labels)
-    text_prop, pred_prop = evaluate_embeddings(prop, cls, labels)
+    labels, cls = domain.labels, domain.class_emb
+    base = baselines if baselines is not None else score_baselines(domain, hops=baseline_hops)
+    al = evaluate_aligned(model, domain, correction_scale=correction_scale, scope=scope)
+    z = al["embedding"]
     result: dict[str, Any] = {
         "dataset": domain.name,
-        **aligned,
-        "baselines": {"text_only": text_only, "text_propagation": text_prop},
+        **al["metrics"],
+        "baselines": {name: b["metrics"] for name, b in base.items()},
         "num_nodes": domain.num_nodes,
         "num_labelled": int((labels >= 0).sum()),
         "num_classes": int(cls.shape[0]),
         "empty_texts": domain.n_empty,
         "truncated_texts": domain.n_truncated,
         "classes_without_description": domain.n_missing_descriptions,
-        "gate_mean": np.asarray(out.gate).mean(axis=0).round(4).tolist(),
-        "curvatures": np.asarray(out.ks).round(4).tolist(),
+        "gate_mean": al["gate_mean"],
+        "curvatures": al["curvatures"],
         "correction_scale": float(correction_scale),
+        "overlap_scope": scope,
     }
     if few_shot_k:
+        prop = base["text_propagation"]["embedding"]
         result["few_shot"] = {
             str(k): {
                 "aligned": few_shot_eval(z, labels, cls.shape[0], k=k, trials=few_shot_trials, seed=seed),
@@ -218,21 +252,12 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
             }
             for k in few_shot_k
         }
-    result["_arrays"] = {"pred": pred, "pred_text_only": pred_text, "pred_text_propagation": pred_prop,
-                         "embedding": z, "labels": labels}
+    result["_arrays"] = {"pred": al["pred"], "pred_text_only": base["text_only"]["pred"],
+                         "pred_text_propagation": base["text_propagation"]["pred"], "embedding": z, "labels": labels}
     return result
 
 
 # ----------------------------------------------------------------------------- selection
-
-
-def baseline_metrics(domain: Any, *, hops: int) -> dict[str, dict[str, float]]:
-    """Both parameter-free baselines on a prepared domain: {"text_only", "text_propagation"}."""
-    from geofm.align import propagate_text
-
-    prop = domain.prop if hops == domain.hops else propagate_text(domain.text, domain.edge_index, hops=hops)
-    return {"text_only": evaluate_embeddings(domain.text, domain.class_emb, domain.labels)[0],
-            "text_propagation": evaluate_embeddings(prop, domain.class_emb, domain.labels)[0]}
 
 
 def correction_scale_for(class_emb: np.ndarray, source_class_emb: np.ndarray | None, *, power: float) -> float:
@@ -240,10 +265,10 @@ def correction_scale_for(class_emb: np.ndarray, source_class_emb: np.ndarray | N
     source classes are unknown, e.g. a run saved before they were stored)."""
     from geofm.align import label_overlap
 
-    if power == 0 or source_class_emb is None:
-        return 1.0
     if power < 0:
         raise ValueError(f"eval.overlap_power must be >= 0, got {power}")
+    if power == 0 or source_class_emb is None:
+        return 1.0
     return float(label_overlap(class_emb, source_class_emb) ** power)
 
 
@@ -253,67 +278,89 @@ def validation_gain(metrics: dict[str, float], baselines: dict[str, dict[str, fl
     return min(metrics[m] - max(b[m] for b in baselines.values()) for m in ("accuracy", "macro_f1"))
 
 
+def setting_key(steps: int, power: float, scope: str) -> str:
+    """The key of one (steps, overlap power, overlap scope) setting in selection scores."""
+    return f"steps={steps},power={power:g},scope={scope}"
+
+
 def select_on_sources(candidates: dict[str, Any], sources: Sequence[Any], *, checkpoints: Sequence[int],
-                      overlap_powers: Sequence[float] = (0.0,), seed: int = 0, log_fn: Any = None
-                      ) -> dict[str, Any]:
+                      overlap_powers: Sequence[float] = (0.0,), overlap_scopes: Sequence[str] = ("all",),
+                      seeds: Sequence[int] = (0,), log_fn: Any = None) -> dict[str, Any]:
     """Leave-one-source-out model selection that never touches the target.
 
-    For every held-out source v and candidate config (`geofm.align.AlignConfig`, trained
-    for max(checkpoints) steps with `seed`), train on the other sources and score v
-    zero-shot after each checkpoint step, once per inference-time overlap power (free: no
-    retraining; the correction is scaled by `correction_scale_for(v's classes, the fold's
-    training classes, power)`). Criterion per fold: `validation_gain` against v's own
-    baselines; a (candidate, steps, power) setting is ranked by its mean gain over the
-    folds (ties: higher mean of accuracy and macro-F1). Returns {"chosen": {"candidate",
-    "steps", "overlap_power"}, "criterion", "scores": {name: {"steps=S,power=P":
-    {"mean_gain", "mean_score", "folds": {v: {accuracy, macro_f1, gain, scale}}}}},
-    "baselines": {v: ...}}."""
+    For every held-out source v, candidate config (`geofm.align.AlignConfig`) and seed in
+    `seeds`, train on the other sources for max(checkpoints) steps and score v zero-shot
+    after each checkpoint step, once per (overlap power, overlap scope): one forward per
+    checkpoint, the parts rescaled on the host (`geofm.align.compose`; the scale is
+    `correction_scale_for(v's classes, the fold's training classes, power)`). Criterion
+    per fold and seed: `validation_gain` against v's own baselines; a (candidate, steps,
+    power, scope) setting is ranked by its mean gain over folds and seeds (ties: higher
+    mean of accuracy and macro-F1). Returns {"chosen": {"candidate", "steps",
+    "overlap_power", "overlap_scope"}, "criterion", "seeds", "scores": {name:
+    {setting_key: {"mean_gain", "mean_score", "folds": {v: {accuracy, macro_f1, gain,
+    scale}}}}}, "baselines": {v: ...}}; fold entries are means over seeds."""
     from dataclasses import replace
 
-    from geofm.align import build_aligner, embed_nodes, train_aligner
+    from geofm.align import OVERLAP_SCOPES, build_aligner, compose, embed_nodes, train_aligner
 
     if len(sources) < 2:
         raise ValueError(f"leave-one-source-out selection needs >= 2 sources, got {len(sources)}")
-    if not candidates or not checkpoints:
-        raise ValueError("select_on_sources needs at least one candidate and one checkpoint")
+    if not candidates or not checkpoints or not seeds:
+        raise ValueError("select_on_sources needs at least one candidate, checkpoint and seed")
+    bad = [sc for sc in overlap_scopes if sc not in OVERLAP_SCOPES]
+    if bad:
+        raise ValueError(f"unknown overlap scope(s) {bad}; known: {list(OVERLAP_SCOPES)}")
     steps_list = sorted(int(s) for s in checkpoints)
-    powers = [float(p) for p in overlap_powers]
-    settings = [(s, p) for s in steps_list for p in powers]
+    settings = [(s, float(p), sc) for s in steps_list for p in overlap_powers for sc in overlap_scopes]
     scores: dict[str, dict[str, Any]] = {}
-    bases: dict[str, Any] = {}
+    hops = {c.eval.hops for c in candidates.values()}
+    if len(hops) != 1:
+        raise ValueError(f"candidates must share eval.hops (the baselines they are compared with), got {sorted(hops)}")
+    (base_hops,) = hops
+    bases = {v.name: baseline_metrics(v, hops=base_hops) for v in sources}
     for name, cfg in candidates.items():
-        per: dict[tuple[int, float], dict[str, Any]] = {sp: {} for sp in settings}
+        # per[setting][fold] -> one row per seed
+        per: dict[tuple, dict[str, list[dict[str, float]]]] = {st: {} for st in settings}
         for v in sources:
             train = [d for d in sources if d is not v]
-            base = bases.setdefault(v.name, baseline_metrics(v, hops=cfg.eval.hops))
+            base = bases[v.name]
             seen_classes = np.concatenate([d.class_emb for d in train])
-            run_cfg = replace(cfg, seed=seed, train=replace(cfg.train, steps=steps_list[-1]))
-            model = build_aligner(run_cfg, text_dim=int(v.text.shape[1]))
+            scale_of = {p: correction_scale_for(v.class_emb, seen_classes, power=p) for _, p, _ in settings}
 
-            def score(step: int, m: Any, v=v, base=base, seen_classes=seen_classes) -> None:
-                for p in powers:
-                    scale = correction_scale_for(v.class_emb, seen_classes, power=p)
-                    z = np.asarray(embed_nodes(m, v, correction_scale=scale).embedding)
+            def score(step: int, m: Any, v=v, base=base, scale_of=scale_of) -> None:
+                out = embed_nodes(m, v)
+                for s, p, sc in settings:
+                    if s != step:
+                        continue
+                    z = compose(out, scale=np.float32(scale_of[p]), scope=sc)
                     met = evaluate_embeddings(z, v.class_emb, v.labels)[0]
-                    per[(step, p)][v.name] = {**met, "gain": validation_gain(met, base), "scale": scale}
+                    row = {**met, "gain": validation_gain(met, base), "scale": scale_of[p]}
+                    per[(s, p, sc)].setdefault(v.name, []).append(row)
                     if log_fn is not None:
-                        log_fn(f"select {name:10s} held-out {v.name:14s} step {step:4d} power {p:g} "
-                               f"(scale {scale:.3f}): acc {met['accuracy']:.4f} F1 {met['macro_f1']:.4f} "
-                               f"gain {per[(step, p)][v.name]['gain']:+.4f}")
+                        log_fn(f"select {name:10s} held-out {v.name:14s} step {step:4d} power {p:g} {sc:8s} "
+                               f"(scale {scale_of[p]:.3f}): acc {met['accuracy']:.4f} F1 {met['macro_f1']:.4f} "
+                               f"gain {row['gain']:+.4f}")
 
-            train_aligner(model, train, run_cfg, callback=score, callback_steps=steps_list)
-        scores[name] = {f"steps={s},power={p:g}": {
-            "steps": s, "overlap_power": p,
-            "mean_gain": float(np.mean([f["gain"] for f in folds.values()])),
-            "mean_score": float(np.mean([(f["accuracy"] + f["macro_f1"]) / 2 for f in folds.values()])),
-            "folds": folds} for (s, p), folds in per.items()}
+            for seed in seeds:
+                run_cfg = replace(cfg, seed=int(seed), train=replace(cfg.train, steps=steps_list[-1]))
+                model = build_aligner(run_cfg, text_dim=int(v.text.shape[1]))
+                train_aligner(model, train, run_cfg, callback=score, callback_steps=steps_list)
+        scores[name] = {}
+        for (s, p, sc), folds in per.items():
+            fold_mean = {v: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for v, rows in folds.items()}
+            scores[name][setting_key(s, p, sc)] = {
+                "steps": s, "overlap_power": p, "overlap_scope": sc,
+                "mean_gain": float(np.mean([f["gain"] for f in fold_mean.values()])),
+                "mean_score": float(np.mean([(f["accuracy"] + f["macro_f1"]) / 2 for f in fold_mean.values()])),
+                "folds": fold_mean}
     best = max(((n, k) for n in scores for k in scores[n]),
                key=lambda nk: (scores[nk[0]][nk[1]]["mean_gain"], scores[nk[0]][nk[1]]["mean_score"]))
     top = scores[best[0]][best[1]]
-    return {"chosen": {"candidate": best[0], "steps": int(top["steps"]), "overlap_power": top["overlap_power"]},
-            "criterion": "mean over held-out sources of min(accuracy gain, macro-F1 gain) against that "
+    return {"chosen": {"candidate": best[0], "steps": int(top["steps"]), "overlap_power": top["overlap_power"],
+                       "overlap_scope": top["overlap_scope"]},
+            "criterion": "mean over held-out sources (and seeds) of min(accuracy gain, macro-F1 gain) against that "
                          "source's better parameter-free baseline; ties by mean (accuracy + macro-F1)/2",
-            "scores": scores, "baselines": bases}
+            "seeds": [int(x) for x in seeds], "scores": scores, "baselines": bases}
 
 
 # ----------------------------------------------------------------------------- visuals
@@ -328,16 +375,18 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
-    """Top-2 principal components of x [N, D] -> [N, 2] float32 (deterministic sign)."""
+    """Top-2 principal components of x [N, D] -> [N, 2] float32 (deterministic sign, zero
+    columns when x has fewer than 3 rows or 2 dimensions; `geofm.kg.init.pca_basis`)."""
+    from geofm.kg.init import pca_basis
+
     x = np.asarray(x, np.float64)
-    xc = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(xc, full_matrices=False)
-    v = vt[:2]
-    v = v * np.sign(v[np.arange(v.shape[0]), np.argmax(np.abs(v), axis=1)])[:, None]
-    out = xc @ v.T
-    if out.shape[1] < 2:
-        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
-    return out.astype(np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"pca_2d needs a 2-D array [N, D], got shape {x.shape}")
+    out = np.zeros((x.shape[0], 2), np.float32)
+    if x.shape[0] >= 2:
+        mean, basis, _ = pca_basis(x, dim=2)
+        out[:, : basis.shape[1]] = (x - mean) @ basis
+    return out
 
 
 def plot_target(path: str | Path, *, title: str, labels: np.ndarray, pred: np.ndarray, embedding: np.ndarray,
@@ -461,7 +510,8 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
     scale = correction_scale_for(dom.class_emb, meta.get("source_class_emb"), power=cfg.eval.overlap_power)
     res = evaluate_target(model, dom, baseline_hops=cfg.eval.hops,
                           few_shot_k=cfg.eval.few_shot_k if few_shot else (),
-                          few_shot_trials=cfg.eval.few_shot_trials, seed=cfg.seed, correction_scale=scale)
+                          few_shot_trials=cfg.eval.few_shot_trials, seed=cfg.seed, correction_scale=scale,
+                          scope=cfg.eval.overlap_scope)
     arrays = res.pop("_arrays")
     res["trained_on"] = meta.get("trained_on", list(cfg.sources))
     folder = Path(run) / "zero_shot"

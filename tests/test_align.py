@@ -284,6 +284,34 @@ def test_label_overlap_and_correction_scale(domains):
     assert np.abs(z1 - domains[1].prop).max() > 1e-3
 
 
+def test_compose_rescales_the_parts_of_one_forward(domains):
+    from dataclasses import replace
+
+    from geofm.align import compose
+
+    doms = [replace(d, depths=propagation_depths(d.text, d.edge_index, max_hops=2)) for d in domains]
+    cfg = config_from_dict({**TINY, "model": {**TINY["model"], "depth_mix": True, "mix_hops": 2},
+                            "train": {"steps": 10, "batch_nodes": 32, "lr": 1e-2}})
+    model = build_aligner(cfg, text_dim=384)
+    train_aligner(model, doms, cfg)
+    out = embed_nodes(model, doms[1])
+    assert np.abs(out.structural).max() > 1e-4 and np.abs(out.semantic).max() > 1e-4
+    np.testing.assert_allclose(out.base, doms[1].prop, atol=1e-6)
+    np.testing.assert_allclose(compose(out), out.embedding, atol=1e-5)
+    # scope "all" shrinks both terms; "semantic" keeps the depth mixing at full strength
+    half = compose(out, scale=0.5)
+    want = out.base + 0.5 * (out.structural + out.semantic)
+    np.testing.assert_allclose(half, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    sem0 = compose(out, scale=0.0, scope="semantic")
+    want = out.base + out.structural
+    np.testing.assert_allclose(sem0, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    # embed_nodes with a scale is the same as rescaling its parts
+    np.testing.assert_allclose(embed_nodes(model, doms[1], correction_scale=0.3, scope="semantic").embedding,
+                               compose(out, scale=0.3, scope="semantic"), atol=1e-6)
+    with pytest.raises(ValueError, match="overlap_scope"):
+        compose(out, scope="labels")
+
+
 def test_saved_run_keeps_source_classes(tmp_path, domains):
     cfg = config_from_dict({**TINY, "sources": ["a", "b"]})
     model = build_aligner(cfg, text_dim=domains[0].text.shape[1])

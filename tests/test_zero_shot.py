@@ -19,6 +19,7 @@ from geofm.zero_shot import (
     pca_2d,
     plot_target,
     prototype_predict,
+    setting_key,
     validation_gain,
     zero_shot_predict,
 )
@@ -87,6 +88,11 @@ def test_confusion_pca_and_plot(tmp_path):
     x = np.random.default_rng(0).normal(size=(20, 5))
     xy = pca_2d(x)
     assert xy.shape == (20, 2) and np.var(xy[:, 0]) >= np.var(xy[:, 1])
+    # the top component of points on a line is the line itself (up to sign, fixed positive here)
+    line = np.outer(np.arange(5.0), [3.0, 4.0])
+    np.testing.assert_allclose(pca_2d(line)[:, 0], (np.arange(5.0) - 2) * 5, atol=1e-6)
+    np.testing.assert_allclose(pca_2d(line)[:, 1], 0.0, atol=1e-6)
+    assert pca_2d(x[:1]).tolist() == [[0.0, 0.0]]
     png = plot_target(tmp_path / "p.png", title="t", labels=np.array([0, 1, 1, 0] * 5), pred=np.zeros(20, int),
                       embedding=x, class_names=["a", "b"])
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -153,21 +159,36 @@ def test_select_on_sources_never_sees_a_target_and_scores_every_fold():
 
     tiny = {"model": {"dim": 8, "experts": ["euclidean"], "num_layers": 1, "gate_hidden": 8, "depth_mix": True,
                       "mix_hops": 2}, "train": {"steps": 4, "batch_nodes": 16}}
-    cands = {"mix": config_from_dict({**tiny, "model": {**tiny["model"], "adapter": False}}),
+    cands = {"mix": config_from_dict({**tiny, "model": {**tiny["model"], "adapter": False, "head": False}}),
              "lowrank": config_from_dict({**tiny, "model": {**tiny["model"], "adapter_rank": 4}})}
     enc = TextEncoder.load()
     doms = [prepare_domain(make_synthetic("synthetic-ring", num_nodes=24, seed=s), enc, cands["mix"].prompts,
                            hops=2, mix_hops=2) for s in range(3)]
     doms = [replace(d, name=f"s{i}") for i, d in enumerate(doms)]
-    res = select_on_sources(cands, doms, checkpoints=[2, 4], overlap_powers=[0, 2])
+    res = select_on_sources(cands, doms, checkpoints=[2, 4], overlap_powers=[0, 2],
+                            overlap_scopes=["all", "semantic"])
     ch = res["chosen"]
     assert ch["candidate"] in cands and ch["steps"] in (2, 4) and ch["overlap_power"] in (0, 2)
+    assert ch["overlap_scope"] in ("all", "semantic")
     assert set(res["scores"]) == set(cands)
-    assert set(res["scores"]["mix"]) == {"steps=2,power=0", "steps=2,power=2", "steps=4,power=0", "steps=4,power=2"}
-    folds = res["scores"]["mix"]["steps=4,power=2"]["folds"]
+    assert set(res["scores"]["mix"]) == {setting_key(s, p, sc) for s in (2, 4) for p in (0, 2)
+                                         for sc in ("all", "semantic")}
+    folds = res["scores"]["mix"][setting_key(4, 2, "all")]["folds"]
     assert set(folds) == {"s0", "s1", "s2"} == set(res["baselines"])
     assert all(0.0 <= f["scale"] <= 1.0 for f in folds.values())
-    best = res["scores"][ch["candidate"]][f"steps={ch['steps']},power={ch['overlap_power']:g}"]["mean_gain"]
-    assert best == max(v["mean_gain"] for c in res["scores"].values() for v in c.values())
+    # power 0 means scale 1: both scopes score the same; the depth-mixing-only candidate has
+    # no semantic part, so its "semantic" scope never shrinks anything
+    mix = res["scores"]["mix"]
+
+    def metrics(key):
+        return {v: (f["accuracy"], f["macro_f1"]) for v, f in mix[key]["folds"].items()}
+
+    for s in (2, 4):
+        assert metrics(setting_key(s, 0, "all")) == metrics(setting_key(s, 0, "semantic"))
+        assert metrics(setting_key(s, 2, "semantic")) == metrics(setting_key(s, 0, "all"))
+    best = res["scores"][ch["candidate"]][setting_key(ch["steps"], ch["overlap_power"], ch["overlap_scope"])]
+    assert best["mean_gain"] == max(v["mean_gain"] for c in res["scores"].values() for v in c.values())
     with pytest.raises(ValueError, match=">= 2 sources"):
         select_on_sources(cands, doms[:1], checkpoints=[2])
+    with pytest.raises(ValueError, match="overlap scope"):
+        select_on_sources(cands, doms, checkpoints=[2], overlap_scopes=["labels"])

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  empty texts {res['empty_texts']}, truncated texts {res['truncated_texts']}, "
                   f"classes without description {res['classes_without_description']}")
         if res.get("correction_scale", 1.0) != 1.0:
-            print(f"  learned correction scaled by {res['correction_scale']:.3f} (label overlap with the sources "
+            part = "whole learned correction" if res.get("overlap_scope", "all") == "all" else "label-space terms"
+            print(f"  {part} scaled by {res['correction_scale']:.3f} (label overlap with the sources "
                   f"** eval.overlap_power)")
         print(f"  -> {run / 'zero_shot'}")
     return 0
