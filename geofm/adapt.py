@@ -75,7 +75,9 @@ class AdapterSpec:
     (text domains only); text_decay: L2 pull of the text part toward its initialisation;
     weight_decays (L2 on the backbone head) / label_prop (alphas, 0 = off): candidates
     chosen per split on the validation nodes; self_train: pseudo-labels per class for one
-    round of self-training (0 = off; kept only when it raises validation accuracy).
+    round of self-training (0 = off; kept only when it raises validation accuracy);
+    text_fallback: also try the head WITHOUT the backbone part as one more validation
+    candidate (the split keeps the backbone only where it raises validation accuracy).
     """
 
     backbone: bool = True
@@ -87,6 +89,7 @@ class AdapterSpec:
     weight_decays: tuple[float, ...] = (1e-2, 1e-1, 1.0)
     label_prop: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
     self_train: int = 10
+    text_fallback: bool = False
 
     def __post_init__(self):
         if not (self.backbone or self.text_skip):
@@ -441,23 +444,28 @@ def _best_propagation(probs: np.ndarray, f: TargetFeatures, train: np.ndarray, l
 
 def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: dict[str, np.ndarray], acfg: Any,
                 spec: AdapterSpec, *, seed: int) -> dict[str, Any]:
-    """One k-shot split: fit a head per weight decay, pick (weight decay, label-propagation
-    alpha) on the validation nodes; then one self-training round (train + pseudo-labels of
-    the best model, validation and train nodes never pseudo-labelled), kept only if it
-    raises validation accuracy. Reports test accuracy of the selected model only."""
+    """One k-shot split: fit a head per weight decay (and, with ``spec.text_fallback``, one
+    without the backbone part), pick (candidate, label-propagation alpha) on the validation
+    nodes; then one self-training round (train + pseudo-labels of the best model,
+    validation and train nodes never pseudo-labelled), kept only if it raises validation
+    accuracy. Reports test accuracy of the selected model only."""
     train, valid, test = split["train"], split["valid"], split["test"]
     best: dict[str, Any] | None = None
-    for wd in (spec.weight_decays if spec.backbone else spec.weight_decays[:1]):
-        logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, spec, weight_decay=wd, seed=seed)
+    cands = [(wd, spec) for wd in (spec.weight_decays if spec.backbone else spec.weight_decays[:1])]
+    if spec.backbone and spec.text_skip and spec.text_fallback:
+        cands.append((spec.weight_decays[0], dataclasses.replace(spec, backbone=False)))
+    for wd, sp_ in cands:
+        logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, sp_, weight_decay=wd, seed=seed)
         acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
         if best is None or acc > best["valid_acc"] + 1e-9:
-            best = {"valid_acc": acc, "weight_decay": wd, "label_prop": a, "epochs": ep, "probs": y,
-                    "self_train": False}
+            best = {"valid_acc": acc, "weight_decay": wd, "backbone": sp_.backbone, "label_prop": a, "epochs": ep,
+                    "probs": y, "self_train": False, "_spec": sp_}
     assert best is not None
+    chosen = best.pop("_spec")
     if spec.self_train > 0:
         ids, plab = pseudo_labels(best["probs"], np.concatenate([train, valid]), spec.self_train)
         ids2, lab2 = np.concatenate([train, ids]), np.concatenate([labels[train], plab])
-        logits, _, ep = fit_head(glue, f, labels, ids2, valid, acfg, spec, weight_decay=best["weight_decay"],
+        logits, _, ep = fit_head(glue, f, labels, ids2, valid, acfg, chosen, weight_decay=best["weight_decay"],
                                  seed=seed + 7919, train_labels=lab2)
         acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
         if acc > best["valid_acc"] + 1e-9:

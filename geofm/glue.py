@@ -74,6 +74,8 @@ __all__ = [
     "transport",
     "locality_loss",
     "prototype_loss",
+    "sample_inputs",
+    "text_align_loss",
     "glue_loss",
     "knn_paths",
     "transferability",
@@ -92,7 +94,11 @@ class GlueConfig:
     pool: how z_b is read from the sample ("mean" over its nodes, as the reference, or
     "center" = the centre node, or "mean_center" = their average); tau: locality /
     prototype temperature; ema: prototype EMA decay; path_knn: kNN for 2-path sampling;
-    num_paths: 2-paths per batch in the global phase.
+    num_paths: 2-paths per batch in the global phase; input_projection: "per_domain" (one
+    learned input map per pretraining domain, the reference's design) or "shared" (one map
+    for all domains: right when every domain lives in the same input space, e.g. MiniLM
+    text embeddings; the target then enters through exactly the map the backbone was
+    trained on, not the mean of K independently learned ones).
     """
 
     dim: int = 64
@@ -106,6 +112,7 @@ class GlueConfig:
     ema: float = 0.99
     path_knn: int = 5
     num_paths: int = 256
+    input_projection: str = "per_domain"
 
 
 # ----------------------------------------------------------------------------- batches
@@ -289,13 +296,15 @@ def augmented_graph(adj: jax.Array, member_mask: jax.Array, w: jax.Array) -> tup
 
 
 class GCNBackbone(nnx.Module):
-    """Chained GCN layers: h <- LayerNorm(act(A_w h W + b)) (last layer without act).
+    """Chained GCN layers: h <- LayerNorm(act(A_w h W + b)) (last layer without act);
+    with ``residual`` h <- LayerNorm(h + act(A_w h W + b)) (identity is one step away, so
+    the backbone can keep its input while adding graph context).
 
     Inputs/outputs [N, dim] Euclidean; edge weights [E] already normalised.
     """
 
     def __init__(self, dim: int, *, num_layers: int = 2, activation: str = "relu", dtype: str = "float32",
-                 rngs: nnx.Rngs):
+                 residual: bool = False, rngs: nnx.Rngs):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         dt = jnp.dtype(dtype)
@@ -303,15 +312,16 @@ class GCNBackbone(nnx.Module):
         self.norms = nnx.List([nnx.LayerNorm(dim, dtype=dt, rngs=rngs) for _ in range(num_layers)])
         self.act = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh}[activation]
         self.dtype = dt
+        self.residual = bool(residual)
 
     def __call__(self, h: jax.Array, csr: CSR | ops.BlockGraph,
                  weights: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         h = h.astype(self.dtype)
         for i, (lin, norm) in enumerate(zip(self.linears, self.norms)):
-            h = ops.propagate(lin(h), weights.astype(h.dtype), csr)
+            u = ops.propagate(lin(h), weights.astype(h.dtype), csr)
             if i < len(self.linears) - 1:
-                h = self.act(h)
-            h = norm(h)
+                u = self.act(u)
+            h = norm(h + u if self.residual else u)
         return h.astype(jnp.float32), None
 
 
@@ -459,24 +469,29 @@ class GlueModel(nnx.Module):
             raise ValueError(f"knn must be >= 1, got {cfg.knn}")
         if cfg.pool not in ("mean", "center", "mean_center"):
             raise ValueError(f"pool must be 'mean', 'center' or 'mean_center', got {cfg.pool!r}")
+        if cfg.input_projection not in ("per_domain", "shared"):
+            raise ValueError(f"input_projection must be 'per_domain' or 'shared', got {cfg.input_projection!r}")
         self.cfg = cfg
         d, m = cfg.dim, cfg.num_generators
         key = rngs.params()
-        self.in_w = nnx.Param(jax.random.normal(key, (num_domains, in_dim, d)) / np.sqrt(in_dim))
-        self.in_b = nnx.Param(jnp.zeros((num_domains, d)))
+        kp = 1 if cfg.input_projection == "shared" else num_domains
+        self.in_w = nnx.Param(jax.random.normal(key, (kp, in_dim, d)) / np.sqrt(in_dim))
+        self.in_b = nnx.Param(jnp.zeros((kp, d)))
         g = jax.random.normal(rngs.params(), (d, m))
         self.generators = nnx.Param(jnp.linalg.qr(g)[0].T)  # [M, d] orthonormal rows
         self.gen_cond = nnx.Linear(d, d, rngs=rngs)
         self.att_g = nnx.Linear(d, cfg.att_dim, rngs=rngs)
         self.att_x = nnx.Linear(d, cfg.att_dim, rngs=rngs)
         self.backbone = build_backbone(dict(cfg.backbone), d, rngs=rngs)
+        self.decoder = nnx.Linear(d, in_dim, use_bias=False, rngs=rngs)  # z -> input space (text-align loss)
         self.protos = Prototypes(num_domains, d, m, decay=cfg.ema)
 
     def project(self, x: jax.Array, sample_domain: jax.Array) -> jax.Array:
-        """Per-domain input projection: x [B*S, F] (slot layout), sample_domain [B] -> h0 [B*S, d].
+        """Input projection: x [B*S, F] (slot layout), sample_domain [B] -> h0 [B*S, d].
 
-        Every domain's projection of every node (one [F, K*d] matmul), then each sample
-        keeps its own domain's (one-hot contraction: no gather, no scatter in the gradient).
+        Shared: one matmul. Per domain: every domain's projection of every node (one
+        [F, K*d] matmul), then each sample keeps its own domain's (one-hot contraction: no
+        gather, no scatter in the gradient).
         """
         k = self.in_w.shape[0]
         if k == 1:
@@ -564,6 +579,39 @@ def prototype_loss(out: GlueOutput, domain: jax.Array, mask: jax.Array, protos: 
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, domain[:, None], axis=1)[:, 0]
     return _masked_mean(nll, mask & valid[domain])
+
+
+def sample_inputs(x: jax.Array, member_mask: jax.Array, *, how: str) -> jax.Array:
+    """What a sample's embedding should keep of its inputs: x [B*S, F] (slot layout),
+    member_mask [B, S] -> [B, F]: the centre node's input ("center", slot 0) or the mean
+    input of the sample's nodes ("mean", i.e. the ego-subgraph-propagated input)."""
+    nb, s_cap = member_mask.shape
+    xs = x.reshape(nb, s_cap, -1)
+    if how == "center":
+        return xs[:, 0]
+    if how != "mean":
+        raise ValueError(f"text-align target must be 'mean' or 'center', got {how!r}")
+    m = member_mask.astype(x.dtype)
+    return (xs * m[..., None]).sum(1) / jnp.maximum(m.sum(1), 1.0)[:, None]
+
+
+def text_align_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, *, tau: float) -> jax.Array:
+    """Input-preservation (text-alignment) loss: symmetric InfoNCE between the decoded
+    sample embeddings pred [B, F] and their own inputs target [B, F] (stop-gradient),
+    cosine similarities / tau, the other real samples of the batch as negatives.
+
+    It asks the backbone output to identify its own sample's (neighbourhood) text among
+    the batch's, so pretraining keeps, rather than narrows, the input semantics that
+    few-shot heads need; 0 weight disables it (the ablation). Masked mean over samples.
+    """
+    p, t = _l2n(pred), _l2n(jax.lax.stop_gradient(target))
+    logits = (p @ t.T) / tau
+    pair = mask[:, None] & mask[None, :]
+    logits = jnp.where(pair, logits, -1e9)
+    diag = jnp.diagonal(logits)
+    l_pt = jax.nn.logsumexp(logits, axis=1) - diag
+    l_tp = jax.nn.logsumexp(logits, axis=0) - diag
+    return _masked_mean(0.5 * (l_pt + l_tp), mask)
 
 
 def transport(Q_a: jax.Array, s_a: jax.Array, Q_b: jax.Array, s_b: jax.Array) -> jax.Array:

@@ -52,7 +52,7 @@ from geofm.data.mixture import subgraph_mixture
 from geofm.data.sampler import SubgraphSampler, loader
 from geofm.features import project_features, projection_seed, structural_features
 from geofm.glue import (GlueBatch, GlueConfig, GlueModel, GlueOutput, build_glue_batch, flatten_parallel, glue_loss,
-                        knn_paths, locality_loss, prototype_loss, stack_batches)
+                        knn_paths, locality_loss, prototype_loss, sample_inputs, stack_batches, text_align_loss)
 
 log = logging.getLogger("geofm.pretrain")
 
@@ -62,7 +62,8 @@ __all__ = [
 ]
 
 PHASES = ("local", "global", "refine")
-_TERMS = {"local": ("local", "proto"), "global": ("holonomy", "curvature"), "refine": ("holonomy", "curvature")}
+_TERMS = {"local": ("local", "proto", "align"), "global": ("holonomy", "curvature", "align"),
+          "refine": ("holonomy", "curvature", "align")}
 
 
 # ----------------------------------------------------------------------------- config
@@ -89,7 +90,10 @@ class TrainConfig:
     """Three-phase epochs (steps per phase), optax AdamW with linear warmup + cosine to
     ``min_lr_ratio * lr``, global-norm clipping; loss weights (``glue_weight`` scales both
     gluing terms as the reference's geo_regular_coef; set ``holonomy_weight: 0`` for the
-    ablation); ``parallel`` sub-batches per step (data-parallel width). ``pad_nodes`` /
+    ablation); ``align_weight`` adds the input-preservation term (`geofm.glue.text_align_loss`:
+    decoded z_b must pick out its own sample's input, ``align_target`` "mean" = the ego
+    subgraph's mean input or "center" = the centre node's, temperature ``align_tau``) in
+    every phase, 0 disables it; ``parallel`` sub-batches per step (data-parallel width). ``pad_nodes`` /
     ``pad_edges`` have no effect since the dense per-sample layout (every batch has one
     shape); they stay so that older configs and checkpoints load."""
 
@@ -109,6 +113,9 @@ class TrainConfig:
     glue_weight: float = 0.1
     holonomy_weight: float = 1.0
     curvature_weight: float = 1.0
+    align_weight: float = 0.0
+    align_tau: float = 0.1
+    align_target: Literal["mean", "center"] = "mean"
     parallel: int = 1
     pad_nodes: int | None = None
     pad_edges: int | None = None
@@ -375,7 +382,9 @@ def phase_loss(model: GlueModel, batch: GlueBatch, key: jax.Array, flags: dict[s
 
     def one(out: GlueOutput, b: GlueBatch, k: jax.Array):
         terms = {"local": locality_loss(out, b.sample_mask, tau=mc.tau),
-                 "proto": prototype_loss(out, b.sample_domain, b.sample_mask, protos, tau=mc.tau)}
+                 "proto": prototype_loss(out, b.sample_domain, b.sample_mask, protos, tau=mc.tau),
+                 "align": text_align_loss(model.decoder(out.z), sample_inputs(b.x, b.member_mask, how=tc.align_target),
+                                          b.sample_mask, tau=tc.align_tau)}
         kp, kv = knn_paths(out.z, b.sample_mask, b.sample_domain, k, knn=mc.path_knn,
                            num_paths=b.paths.shape[0], cross_domain=True)
         paths = jnp.where(flags["knn"], kp, b.paths)
@@ -388,6 +397,8 @@ def phase_loss(model: GlueModel, batch: GlueBatch, key: jax.Array, flags: dict[s
     loc = flags["local"]
     glue_term = tc.glue_weight * (tc.holonomy_weight * terms["holonomy"] + tc.curvature_weight * terms["curvature"])
     loss = loc * (terms["local"] + flags["proto"] * terms["proto"]) + (1.0 - loc) * glue_term
+    if tc.align_weight:
+        loss = loss + tc.align_weight * terms["align"]
     aux = {"terms": terms, "z": outs.z, "log_g": outs.log_g}
     if flat.gate is not None:  # per-domain sums of the real nodes' gate weights, node counts
         fb = flatten_parallel(batch)

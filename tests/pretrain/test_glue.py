@@ -211,3 +211,51 @@ def test_bf16_gcn_backbone_close_to_f32():
     assert outs["bfloat16"].dtype == np.float32 and np.all(np.isfinite(outs["bfloat16"]))
     np.testing.assert_allclose(outs["bfloat16"], outs["float32"], atol=0.1)
     assert not np.array_equal(outs["bfloat16"], outs["float32"])  # really computed in bf16
+
+
+def test_sample_inputs_center_and_mean():
+    x = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(6, 2)  # B=2 samples, S=3 slots, F=2
+    mm = jnp.asarray([[True, True, False], [True, False, False]])
+    np.testing.assert_allclose(glue.sample_inputs(x, mm, how="center"), [[0, 1], [6, 7]])
+    np.testing.assert_allclose(glue.sample_inputs(x, mm, how="mean"), [[1, 2], [6, 7]])
+    with pytest.raises(ValueError, match="text-align target"):
+        glue.sample_inputs(x, mm, how="max")
+
+
+def test_text_align_loss_prefers_own_input_and_ignores_masked():
+    t = jax.random.normal(jax.random.key(0), (6, 10))
+    mask = jnp.asarray([True] * 5 + [False])
+    matched = float(glue.text_align_loss(t, t, mask, tau=0.1))
+    shuffled = float(glue.text_align_loss(jnp.roll(t, 1, axis=0), t, mask, tau=0.1))
+    assert matched < 0.1 < np.log(5) < shuffled  # near 0 when aligned, above chance (log 5) when not
+    # the masked sample neither counts nor acts as a negative
+    garbage = t.at[5].set(t[0] * 10)
+    np.testing.assert_allclose(float(glue.text_align_loss(garbage, t, mask, tau=0.1)), matched, rtol=1e-5)
+    g = jax.grad(lambda p: glue.text_align_loss(p, t, mask, tau=0.1))(jnp.roll(t, 1, axis=0))
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g[5]).sum()) == 0.0
+
+
+def test_shared_input_projection_and_residual_gcn():
+    b, _ = _batch()
+    cfg = glue.GlueConfig(dim=16, num_generators=4, knn=3, att_dim=8, max_nodes=12, input_projection="shared",
+                          backbone={"name": "gcn", "kwargs": {"num_layers": 2, "residual": True}})
+    model = glue.GlueModel(cfg, in_dim=16, num_domains=3, rngs=nnx.Rngs(0))
+    assert model.in_w.shape == (1, 16, 16) and model.protos.point.shape == (3, 16)
+    bj = jax.tree_util.tree_map(jnp.asarray, b)
+    h0 = model.project(bj.x, bj.sample_domain)
+    np.testing.assert_allclose(h0, bj.x @ model.in_w[0] + model.in_b[0], rtol=1e-5, atol=1e-6)
+    out = model.encode(bj)
+    assert np.all(np.isfinite(np.asarray(out.z)))
+    # residual: with zeroed GCN weights the layers add nothing, so each node keeps its LayerNormed input
+    bb = glue.GCNBackbone(8, num_layers=2, residual=True, rngs=nnx.Rngs(0))
+    for lin in bb.linears:
+        lin.kernel[...] = jnp.zeros_like(lin.kernel[...])
+    h = jax.random.normal(jax.random.key(1), (4, 8))
+    graph = glue.ops.BlockGraph(adj=jnp.ones((1, 4, 4), bool))
+    got, _ = bb(h, graph, jnp.full((16,), 0.25))
+    ln = (h - h.mean(-1, keepdims=True)) / jnp.sqrt(h.var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(got, (ln - ln.mean(-1, keepdims=True)) / jnp.sqrt(ln.var(-1, keepdims=True) + 1e-6),
+                               atol=1e-3)
+    with pytest.raises(ValueError, match="input_projection"):
+        glue.GlueModel(glue.GlueConfig(dim=16, num_generators=4, input_projection="both"), in_dim=16, num_domains=1,
+                       rngs=nnx.Rngs(0))
