@@ -30,6 +30,8 @@ Numerics
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -70,6 +72,8 @@ __all__ = [
     "ptransp",
     "ptransp0",
     "midpoint_terms",
+    "lift0",
+    "chord_h0",
     "midpoint_from_sums",
     "weighted_midpoint",
     "random_point",
@@ -81,6 +85,8 @@ _TAYLOR_T = 1e-3
 _TAN_SERIES = (1.0, 1.0 / 3.0, 2.0 / 15.0, 17.0 / 315.0, 62.0 / 2835.0)
 # arctan(s)/s = 1 - s^2/3 + s^4/5 - s^6/7 + s^8/9 (t = s^2; t<0 gives artanh)
 _ARTAN_SERIES = (1.0, -1.0 / 3.0, 1.0 / 5.0, -1.0 / 7.0, 1.0 / 9.0)
+# sin(s)/s = 1 - s^2/6 + s^4/120 - s^6/5040 + s^8/362880 (t = s^2; t<0 gives sinh)
+_SIN_SERIES = (1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362880.0)
 
 
 def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
@@ -113,6 +119,16 @@ def _tan_ratio(t: Array) -> Array:
     s = jnp.sqrt(jnp.abs(t_safe))
     big = jnp.where(t_safe > 0, jnp.tan(s), jnp.tanh(s)) / s
     return jnp.where(small, polyval(_TAN_SERIES, t), big)
+
+
+def _sin_ratio(t: Array) -> Array:
+    """sin(√t)/√t (t>0), sinh(√-t)/√-t (t<0), 1 at t=0 (Taylor series near 0)."""
+    small = jnp.abs(t) < _TAYLOR_T
+    t_safe = jnp.where(small, 1.0, t)
+    s = jnp.sqrt(jnp.abs(t_safe))
+    pos = t_safe > 0  # sinh only sees its own (non-positive t) inputs: no inf * 0 = NaN gradients
+    big = jnp.where(pos, jnp.sin(jnp.where(pos, s, 0.0)), jnp.sinh(jnp.where(pos, 0.0, s))) / s
+    return jnp.where(small, polyval(_SIN_SERIES, t), big)
 
 
 def _artan_ratio(t: Array) -> Array:
@@ -400,6 +416,45 @@ def midpoint_terms(x: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:
     x, k = _prep(x, k)
     lam = lambda_x(x, k=k)
     return lam * x, lam - 1.0
+
+
+def _lift_inputs(v: Array, k: Array) -> tuple[Array, Array]:
+    """(v, |v|^2) with v shrunk, for k<0, to where `expmap0` clips the ball (so lifts match it)."""
+    v2 = sq_norm(v)
+    phi_max = math.atanh(1.0 - ball_eps(v.dtype))
+    over = jnp.where(k < 0, -k * v2, 0.0) > phi_max**2
+    shrink = jnp.where(over, phi_max / jnp.sqrt(jnp.where(over, -k * v2, 1.0)), 1.0)
+    return v * shrink, v2 * shrink * shrink
+
+
+def chord_h0(v: ArrayLike, *, k: ArrayLike) -> Array:
+    """h = (1 - cos_k(2|v|)) / k = 2|v|^2 (sin_k|v| / |v|)^2 for x = expmap0(v), [..., d] -> [..., 1].
+
+    Stable for every k (no division by k): h -> 2|v|^2 as k -> 0. With the lift
+    (num, den) = `lift0(v)`, den = 1 - k h, and the squared chordal distance
+    between two lifted points is 2 (h_1 + h_2 - k h_1 h_2 - num_1 . num_2)
+    (= 4|v_1 - v_2|^2 at k = 0; for k > 0 it is (2/k)(1 - cos θ), a smooth
+    increasing function of the geodesic distance θ/√k).
+    """
+    v, k = _prep(v, k, "v")
+    return _chord_h(_lift_inputs(v, k)[1], k)
+
+
+def _chord_h(v2: Array, k: Array) -> Array:
+    r = _sin_ratio(k * v2)
+    return 2.0 * v2 * r * r
+
+
+def lift0(v: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:
+    """`midpoint_terms(expmap0(v))` = (λ_x x [..., d], λ_x - 1 [..., 1]) computed from v directly.
+
+    num = 2 v sin_k(2|v|)/(2|v|), den = cos_k(2|v|) (sinh/cosh for k<0). Unlike the
+    chart route it stays finite with finite gradients on the whole sphere (k>0),
+    where expmap0 sends 2√k|v| = π to infinity; for k<0 it matches expmap0's clip.
+    """
+    v, k = _prep(v, k, "v")
+    v, v2 = _lift_inputs(v, k)
+    return 2.0 * v * _sin_ratio(4.0 * k * v2), 1.0 - k * _chord_h(v2, k)
 
 
 def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from geofm.kg.models import KGModel, register_model
-from geofm.kg.scoring import sqdist_to_tangent_rows, sqdist_to_tangent_shared
+from geofm.kg.scoring import sqchord_tangent_rows, sqchord_tangent_shared, sqdist_to_tangent_rows, sqdist_to_tangent_shared
 from geofm.nn.cat import branch_attention
 from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
 from manifolds import stereographic as st
@@ -112,7 +112,9 @@ class CATKG(KGModel):
 
     Entity embeddings are tangent vectors (plain optax), read through `entity_rows` so a
     text-projected table (geofm.kg.init) works too. score_g(q, e) is
-    <q, e> for E and -d_k(exp0 q, exp0 e)^2 for H (k<0) / S (k>0), each times a
+    <q, e> for E, -d_k(exp0 q, exp0 e)^2 for H (k<0) and the squared chordal
+    distance (2/k)(1 - cos θ) for S (k>0; same ranking as -d_k^2, smooth on the
+    whole sphere: geofm.kg.scoring.sqchord_tangent_shared), each times a
     learnable scale; the final score mixes them with the [MASK] token's last
     router weights, plus an entity bias.
     """
@@ -169,10 +171,10 @@ class CATKG(KGModel):
         def fn(name, qv, k_h, k_s):
             if name == "E":
                 return qv @ e.T
-            kk = k_h if name == "H" else k_s
-            x = st.expmap0(qv, k=kk)
-            kb = jnp.broadcast_to(kk, (qv.shape[0], 1))
-            return -sqdist_to_tangent_shared(x, e, k=kb, hyperbolic=(name == "H"))
+            if name == "S":
+                return -sqchord_tangent_shared(qv, e, k=k_s)
+            kb = jnp.broadcast_to(k_h, (qv.shape[0], 1))
+            return -sqdist_to_tangent_shared(st.expmap0(qv, k=k_h), e, k=kb, hyperbolic=True)
 
         s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
         return s + self.bt[...][cand][None, :]
@@ -183,10 +185,10 @@ class CATKG(KGModel):
         def fn(name, qv, k_h, k_s):
             if name == "E":
                 return jnp.einsum("bd,bkd->bk", qv, e)
-            kk = k_h if name == "H" else k_s
-            x = st.expmap0(qv, k=kk)
-            kb = jnp.broadcast_to(kk, (qv.shape[0], 1))
-            return -sqdist_to_tangent_rows(x, e, k=kb, hyperbolic=(name == "H"))
+            if name == "S":
+                return -sqchord_tangent_rows(qv, e, k=k_s)
+            kb = jnp.broadcast_to(k_h, (qv.shape[0], 1))
+            return -sqdist_to_tangent_rows(st.expmap0(qv, k=k_h), e, k=kb, hyperbolic=True)
 
         s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
         return s + self.bt[...][t]

@@ -87,12 +87,13 @@ def spherical_sqdist(q: jax.Array, key: jax.Array, *, k: jax.Array) -> jax.Array
     """d_k(expmap0 q_i, expmap0 key_j)^2 = theta_ij^2 / k on the sphere (k > 0).
 
     theta is the angle between the points lifted to the sphere of radius 1/sqrt(k) in
-    R^{d+1} (`st.midpoint_terms` gives the lift (lambda x, lambda - 1) up to 1/sqrt(k)),
-    so cos theta = k <lx_i, lx_j> + (l_i - 1)(l_j - 1): stable at the antipode, where the
-    stereographic coordinates blow up. q [..., T, d], key [..., S, d] -> [..., T, S].
+    R^{d+1} (`st.lift0` gives the lift (lambda x, lambda - 1) up to 1/sqrt(k) straight from
+    the tangent vector), so cos theta = k <lx_i, lx_j> + (l_i - 1)(l_j - 1): finite for every
+    q and key, including 2 sqrt(k)|v| >= pi where the stereographic chart sends points to
+    infinity. q [..., T, d], key [..., S, d] -> [..., T, S].
     """
-    a_num, a_den = st.midpoint_terms(st.expmap0(q, k=k), k=k)
-    b_num, b_den = st.midpoint_terms(st.expmap0(key, k=k), k=k)
+    a_num, a_den = st.lift0(q, k=k)
+    b_num, b_den = st.lift0(key, k=k)
     cos = k * jnp.einsum("...td,...sd->...ts", a_num, b_num) + a_den * jnp.swapaxes(b_den, -1, -2)
     lim = 1.0 - float(jnp.finfo(cos.dtype).eps)
     theta = jnp.arccos(jnp.clip(cos, -lim, lim))
@@ -115,7 +116,7 @@ def midpoint_attend(attn: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array
     attn [..., T, S] (non-negative rows), v [..., S, d] tangent vectors -> [..., T, d]
     = logmap0(midpoint_j(attn_ij; expmap0(v_j))). One matmul over the lifted [..., S, d+1] values.
     """
-    lifted = jnp.concatenate(st.midpoint_terms(st.expmap0(v, k=k), k=k), axis=-1)
+    lifted = jnp.concatenate(st.lift0(v, k=k), axis=-1)
     sums = jnp.einsum("...ts,...sd->...td", attn, lifted)  # one matmul for both sums
     return st.logmap0(st.midpoint_from_sums(sums[..., :-1], sums[..., -1:], k=k), k=k)
 

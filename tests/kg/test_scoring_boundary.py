@@ -39,3 +39,24 @@ def test_sqdist_from_gram_matches_dist(k):
     d2 = st.sqdist_from_gram(x @ y.T, jnp.sum(x * x, -1, keepdims=True), jnp.sum(y * y, -1)[None], k=k)
     ref = st.dist(x[:, None], y[None], k=k) ** 2
     np.testing.assert_allclose(np.asarray(d2), np.asarray(ref), rtol=1e-4, atol=1e-6)
+
+
+def test_sphere_chord_scores_rank_like_geodesic_and_stay_finite_past_the_antipode():
+    """S-branch scores of CAT-KG: shared == rows, same order as -d_k^2 inside the chart, and finite
+    scores/gradients for tangent vectors with 2 sqrt(k)|v| >= pi (where expmap0 is infinite)."""
+    from geofm.kg.scoring import sqchord_tangent_rows, sqchord_tangent_shared
+
+    k = jnp.float32(1.3)
+    kq, ke = jax.random.split(jax.random.PRNGKey(1))
+    q = 0.3 * jax.random.normal(kq, (4, 6))
+    e = 0.3 * jax.random.normal(ke, (50, 6))
+    shared = sqchord_tangent_shared(q, e, k=k)
+    rows = sqchord_tangent_rows(q, jnp.broadcast_to(e, (4, 50, 6)), k=k)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(rows), rtol=1e-4, atol=1e-5)
+    geo = st.dist(st.expmap0(q, k=k)[:, None], st.expmap0(e, k=k)[None], k=k)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(2 / k * (1 - jnp.cos(jnp.sqrt(k) * geo))), rtol=1e-3, atol=1e-5)
+    assert all((np.argsort(np.asarray(shared[i])) == np.argsort(np.asarray(geo[i]))).all() for i in range(4))
+    far = e * (10.0 / jnp.linalg.norm(e, axis=-1, keepdims=True))  # 2 sqrt(k)|v| ~ 22.8 > pi
+    val, grads = jax.value_and_grad(lambda a, b: jnp.sum(sqchord_tangent_shared(a, b, k=k)), argnums=(0, 1))(q * 20, far)
+    assert np.isfinite(float(val)) and all(np.isfinite(np.asarray(g)).all() for g in grads)
+    assert float(jnp.max(sqchord_tangent_shared(q * 20, far, k=k))) <= 4 / float(k) + 1e-4  # chord <= diameter^2

@@ -94,3 +94,56 @@ def test_suite_detects_a_broken_manifold():
         T.check_exp_log(Broken(-1.0), jax.random.key(0), (8, 4), DTYPE)
     with pytest.raises(AssertionError, match="expmap"):
         T.check_dist_expmap(Broken(-1.0), jax.random.key(0), (8, 4), DTYPE)
+
+
+@SETTINGS
+@given(k=curvature, seed=seeds)
+def test_lift0_matches_chart_route_and_chord_identity(k, seed):
+    """lift0(v) == midpoint_terms(expmap0(v)) where the chart is finite; den == 1 - k h; the
+    chordal form 2(h1 + h2 - k h1 h2 - a1.a2) equals |P1 - P2|^2 of the lifted points, and for
+    k > 0 equals (2/k)(1 - cos(sqrt(k) d)) with d the geodesic distance."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from manifolds import stereographic as sg
+
+    tol = 1e-9 if X64 else 2e-4
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    # stay inside the chart: 2 sqrt(k)|v| < pi - 0.3 for k > 0
+    lim = (np.pi - 0.3) / (2 * np.sqrt(k)) if k > 0 else 1.5
+    v = jax.random.normal(k1, (6, 3), DTYPE)
+    v = v * (lim * jax.random.uniform(k2, (6, 1), DTYPE) / jnp.linalg.norm(v, axis=-1, keepdims=True))
+    num, den = sg.lift0(v, k=k)
+    ref_num, ref_den = sg.midpoint_terms(sg.expmap0(v, k=k), k=k)
+    assert np.allclose(num, ref_num, atol=tol, rtol=tol) and np.allclose(den, ref_den, atol=tol, rtol=tol)
+    h = sg.chord_h0(v, k=k)
+    assert np.allclose(den, 1.0 - k * h, atol=tol)
+    a, b, ha, hb = num[:3], num[3:], h[:3, 0], h[3:, 0]
+    chord = 2.0 * (ha + hb - k * ha * hb - jnp.sum(a * b, -1))
+    if abs(k) > 1e-3:  # lifted points P = (num, den / sqrt|k|): Euclidean (k>0) / Minkowski (k<0) chord
+        sgn = 1.0 if k > 0 else -1.0
+        direct = jnp.sum((a - b) ** 2, -1) + sgn * ((den[:3, 0] - den[3:, 0]) ** 2) / abs(k)
+        assert np.allclose(chord, direct, atol=tol * 10, rtol=tol * 10)
+    if k > 1e-3:
+        d = sg.dist(sg.expmap0(v[:3], k=k), sg.expmap0(v[3:], k=k), k=k)
+        assert np.allclose(chord, (2.0 / k) * (1.0 - jnp.cos(np.sqrt(k) * d)), atol=tol * 10, rtol=tol * 10)
+    if k == 0.0:
+        assert np.allclose(chord, 4.0 * jnp.sum((v[:3] - v[3:]) ** 2, -1), atol=tol)
+
+
+@pytest.mark.parametrize("k", [1e-7, 1.0, 2.0])
+def test_lift0_is_finite_on_the_whole_sphere(k):
+    """Tangent vectors at and beyond the antipode (2 sqrt(k)|v| >= pi), where expmap0 is infinite:
+    the lift, h and their gradients stay finite, and the lift lies on the sphere."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from manifolds import stereographic as sg
+
+    r = np.array([np.pi / 2, np.pi / 2 + 1e-4, 2.0, 7.5, 40.0, 1e4]) / np.sqrt(k)
+    v = jnp.asarray(np.stack([r, 0.3 * r], -1), DTYPE)
+    num, den = sg.lift0(v, k=k)
+    assert np.isfinite(num).all() and np.isfinite(den).all()
+    assert np.allclose(k * jnp.sum(num * num, -1) + den[:, 0] ** 2, 1.0, atol=1e-4)
+    g = jax.grad(lambda x: jnp.sum(sg.lift0(x, k=k)[0]) + jnp.sum(sg.lift0(x, k=k)[1]) + jnp.sum(sg.chord_h0(x, k=k)))(v)
+    assert np.isfinite(g).all()
