@@ -202,11 +202,13 @@ def text_projection(emb: np.ndarray, has_text: np.ndarray, random_table: np.ndar
     mean, basis, ratio = pca_basis(emb[has_text], dim=d)
     text = np.where(has_text[:, None], emb - mean, 0.0)
     m = basis.shape[1]
-    spread = float((text[has_text] @ basis).std())
+    z = text[has_text] @ basis
+    spread = float(z.std())
+    factor = scale / spread if spread > 0 else 0.0
     proj = np.zeros((emb.shape[1], d))
-    proj[:, :m] = basis * (scale / spread if spread > 0 else 0.0)
+    proj[:, :m] = basis * factor
     table = rand.copy()
-    table[has_text, :m] = (text[has_text] @ proj)[:, :m]
+    table[has_text, :m] = z * factor
     return TextProjection(text=text, proj=proj, table=table, has_text=has_text, explained_variance=ratio, scale=scale)
 
 

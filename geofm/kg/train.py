@@ -80,6 +80,11 @@ def make_optimizer(cfg: OptimConfig, model: KGModel) -> optax.GradientTransforma
     return tx
 
 
+def smoothed_nll(logp_true: jax.Array, logp_mean: jax.Array, eps: float) -> jax.Array:
+    """Label-smoothed negative log-likelihood [B]: -(1 - eps) log p(true) - eps * mean log p(candidates)."""
+    return -(1.0 - eps) * logp_true - eps * logp_mean
+
+
 def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
     """loss(params, rest, batch [B, 3], weights [B], key) -> scalar (weighted mean + regularisers)."""
     if cfg.name in ("neg_sampling", "sampled_ce") and cfg.num_negatives < 1:
@@ -94,8 +99,7 @@ def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
         q = model.query(h, r, key=k_drop)
         if cfg.name == "1n_ce":
             logp = jax.nn.log_softmax(model.score_shared(q, jnp.arange(num_entities, dtype=jnp.int32)), -1)
-            eps = cfg.label_smoothing
-            per = -(1.0 - eps) * jnp.take_along_axis(logp, t[:, None], 1)[:, 0] - eps * jnp.mean(logp, -1)
+            per = smoothed_nll(jnp.take_along_axis(logp, t[:, None], 1)[:, 0], jnp.mean(logp, -1), cfg.label_smoothing)
         elif cfg.name == "sampled_ce":
             cand = jax.random.randint(k_neg, (cfg.num_negatives,), 0, num_entities, dtype=jnp.int32)
             pos = model.score_rows(q, t[:, None])
@@ -103,9 +107,7 @@ def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
             logits = jnp.concatenate([pos, jnp.where(hit, -jnp.inf, model.score_shared(q, cand))], 1)
             logp = jax.nn.log_softmax(logits, -1)
             valid = jnp.concatenate([jnp.ones_like(pos, bool), ~hit], 1)
-            smooth = jnp.sum(jnp.where(valid, logp, 0.0), -1) / jnp.sum(valid, -1)
-            eps = cfg.label_smoothing
-            per = -(1.0 - eps) * logp[:, 0] - eps * smooth
+            per = smoothed_nll(logp[:, 0], jnp.sum(jnp.where(valid, logp, 0.0), -1) / jnp.sum(valid, -1), cfg.label_smoothing)
         else:
             b, kn = h.shape[0], cfg.num_negatives
             negs = jax.random.randint(k_neg, (b, kn), 0, num_entities, dtype=jnp.int32)
