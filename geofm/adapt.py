@@ -77,7 +77,10 @@ class AdapterSpec:
     chosen per split on the validation nodes; self_train: pseudo-labels per class for one
     round of self-training (0 = off; kept only when it raises validation accuracy);
     text_fallback: also try the head WITHOUT the backbone part as one more validation
-    candidate (the split keeps the backbone only where it raises validation accuracy).
+    candidate (the split keeps the backbone only where it raises validation accuracy);
+    fusion: late-fusion weights beta in [0, 1] (more validation candidates): a
+    backbone-only head and the text-only head trained separately, probabilities mixed
+    (1 - beta) p_text + beta p_backbone (empty = off).
     """
 
     backbone: bool = True
@@ -90,6 +93,7 @@ class AdapterSpec:
     label_prop: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
     self_train: int = 10
     text_fallback: bool = False
+    fusion: tuple[float, ...] = ()
 
     def __post_init__(self):
         if not (self.backbone or self.text_skip):
@@ -98,6 +102,8 @@ class AdapterSpec:
             raise ValueError("AdapterSpec: hops >= 0 and non-empty weight_decays / label_prop grids needed")
         if any(not 0.0 <= a < 1.0 for a in self.label_prop):
             raise ValueError(f"AdapterSpec.label_prop alphas must be in [0, 1), got {self.label_prop}")
+        if any(not 0.0 <= b <= 1.0 for b in self.fusion):
+            raise ValueError(f"AdapterSpec.fusion betas must be in [0, 1], got {self.fusion}")
 
 
 class TargetFeatures(NamedTuple):
@@ -442,32 +448,81 @@ def _best_propagation(probs: np.ndarray, f: TargetFeatures, train: np.ndarray, l
     return best
 
 
+def _candidate_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray,
+                     valid: np.ndarray, acfg: Any, spec: AdapterSpec, cand: dict[str, Any], *, seed: int,
+                     train_labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Class probabilities [N, C] of one adapter candidate (before label propagation), epochs run.
+
+    cand: {"weight_decay", "backbone": bool} = one head trained on the spec's parts (backbone
+    part on/off); with "fusion": beta, two heads trained separately, the backbone-only
+    head (weight decay cand["weight_decay"]) and the text-only head, probabilities mixed
+    (1 - beta) p_text + beta p_backbone (late fusion)."""
+    if "fusion" not in cand:
+        sp_ = spec if cand["backbone"] else dataclasses.replace(spec, backbone=False)
+        logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, sp_, weight_decay=cand["weight_decay"],
+                                 seed=seed, train_labels=train_labels)
+        return softmax(logits, axis=1), ep
+    p_text, e1 = _part_probs(glue, f, labels, train, valid, acfg, spec, "text", spec.weight_decays[0], seed=seed,
+                             train_labels=train_labels)
+    p_bb, e2 = _part_probs(glue, f, labels, train, valid, acfg, spec, "backbone", cand["weight_decay"], seed=seed,
+                           train_labels=train_labels)
+    beta = float(cand["fusion"])
+    return (1.0 - beta) * p_text + beta * p_bb, max(e1, e2)
+
+
+def _part_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray, valid: np.ndarray,
+                acfg: Any, spec: AdapterSpec, part: str, weight_decay: float, *, seed: int,
+                train_labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Probabilities [N, C] of a head on one part only ("text" or "backbone"), epochs run."""
+    sp_ = dataclasses.replace(spec, backbone=False) if part == "text" else dataclasses.replace(spec, text_skip=False)
+    logits, _, ep = fit_head(glue, restrict(f, sp_), labels, train, valid, acfg, sp_, weight_decay=weight_decay,
+                             seed=seed, train_labels=train_labels)
+    return softmax(logits, axis=1), ep
+
+
 def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: dict[str, np.ndarray], acfg: Any,
                 spec: AdapterSpec, *, seed: int) -> dict[str, Any]:
-    """One k-shot split: fit a head per weight decay (and, with ``spec.text_fallback``, one
-    without the backbone part), pick (candidate, label-propagation alpha) on the validation
-    nodes; then one self-training round (train + pseudo-labels of the best model,
-    validation and train nodes never pseudo-labelled), kept only if it raises validation
-    accuracy. Reports test accuracy of the selected model only."""
+    """One k-shot split: pick (candidate, label-propagation alpha) on the validation nodes.
+
+    Candidates: one joint head per weight decay; with ``spec.text_fallback`` also the head
+    without the backbone part; with ``spec.fusion`` betas, late fusion of a backbone-only
+    head (per weight decay) and the text-only head (`_candidate_probs`). Then one
+    self-training round (train + pseudo-labels of the best candidate, validation and train
+    nodes never pseudo-labelled), kept only if it raises validation accuracy. Reports test
+    accuracy of the selected model only."""
     train, valid, test = split["train"], split["valid"], split["test"]
+    wds = spec.weight_decays if spec.backbone else spec.weight_decays[:1]
+    cands: list[dict[str, Any]] = [{"weight_decay": wd, "backbone": spec.backbone} for wd in wds]
+    both = spec.backbone and spec.text_skip
+    if both and spec.text_fallback:
+        cands.append({"weight_decay": spec.weight_decays[0], "backbone": False})
+    if both:
+        cands += [{"weight_decay": wd, "backbone": True, "fusion": beta} for wd in wds for beta in spec.fusion]
     best: dict[str, Any] | None = None
-    cands = [(wd, spec) for wd in (spec.weight_decays if spec.backbone else spec.weight_decays[:1])]
-    if spec.backbone and spec.text_skip and spec.text_fallback:
-        cands.append((spec.weight_decays[0], dataclasses.replace(spec, backbone=False)))
-    for wd, sp_ in cands:
-        logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, sp_, weight_decay=wd, seed=seed)
-        acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
+    cache: dict[tuple[str, float], tuple[np.ndarray, int]] = {}
+
+    def part(name: str, wd: float) -> tuple[np.ndarray, int]:  # each part head is trained once per split
+        if (name, wd) not in cache:
+            cache[(name, wd)] = _part_probs(glue, f, labels, train, valid, acfg, spec, name, wd, seed=seed)
+        return cache[(name, wd)]
+
+    for cand in cands:
+        if "fusion" in cand:
+            (pt, e1), (pb, e2) = part("text", spec.weight_decays[0]), part("backbone", cand["weight_decay"])
+            probs, ep = (1.0 - cand["fusion"]) * pt + cand["fusion"] * pb, max(e1, e2)
+        else:
+            probs, ep = _candidate_probs(glue, f, labels, train, valid, acfg, spec, cand, seed=seed)
+        acc, a, y = _best_propagation(probs, f, train, labels, valid, spec.label_prop)
         if best is None or acc > best["valid_acc"] + 1e-9:
-            best = {"valid_acc": acc, "weight_decay": wd, "backbone": sp_.backbone, "label_prop": a, "epochs": ep,
-                    "probs": y, "self_train": False, "_spec": sp_}
+            best = {"valid_acc": acc, **cand, "label_prop": a, "epochs": ep, "probs": y, "self_train": False}
     assert best is not None
-    chosen = best.pop("_spec")
     if spec.self_train > 0:
         ids, plab = pseudo_labels(best["probs"], np.concatenate([train, valid]), spec.self_train)
         ids2, lab2 = np.concatenate([train, ids]), np.concatenate([labels[train], plab])
-        logits, _, ep = fit_head(glue, f, labels, ids2, valid, acfg, chosen, weight_decay=best["weight_decay"],
-                                 seed=seed + 7919, train_labels=lab2)
-        acc, a, y = _best_propagation(softmax(logits, axis=1), f, train, labels, valid, spec.label_prop)
+        cand = {k: best[k] for k in ("weight_decay", "backbone", "fusion") if k in best}
+        probs, ep = _candidate_probs(glue, f, labels, ids2, valid, acfg, spec, cand, seed=seed + 7919,
+                                     train_labels=lab2)
+        acc, a, y = _best_propagation(probs, f, train, labels, valid, spec.label_prop)
         if acc > best["valid_acc"] + 1e-9:
             best.update(valid_acc=acc, label_prop=a, epochs=ep, probs=y, self_train=True)
     probs = best.pop("probs")

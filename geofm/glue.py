@@ -328,19 +328,22 @@ class GCNBackbone(nnx.Module):
 class GatedBackbone(nnx.Module):
     """The mixed-geometry gated expert encoder (`geofm.experts.MixtureEncoder`).
 
-    Returns the gate-fused tangent vectors at the origin [N, dim] and gate weights [N, E].
+    Returns the gate-fused tangent vectors at the origin [N, dim] (LayerNorm(input + fused)
+    with ``residual``) and gate weights [N, E].
     """
 
     def __init__(self, dim: int, *, experts: Sequence[Any] = ("hyperbolic", "spherical", "euclidean"),
-                 num_layers: int = 2, aggregation: str = "tangent", rngs: nnx.Rngs, **kwargs: Any):
+                 num_layers: int = 2, aggregation: str = "tangent", residual: bool = False, rngs: nnx.Rngs,
+                 **kwargs: Any):
         self.enc = MixtureEncoder(dim, dim, experts=tuple(experts), descriptor_dim=0, gate_uses_embedding=True,
                                   num_layers=num_layers, aggregation=aggregation, rngs=rngs, **kwargs)
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.residual = bool(residual)
 
     def __call__(self, h: jax.Array, csr: CSR | ops.BlockGraph,
                  weights: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         out = self.enc(h, csr, weights)
-        return self.norm(out.fused), out.weights
+        return self.norm(h + out.fused if self.residual else out.fused), out.weights
 
 
 BACKBONES: dict[str, Any] = {"gcn": GCNBackbone, "gated": GatedBackbone}

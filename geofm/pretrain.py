@@ -681,10 +681,13 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
         inputs = "structural"
     cfg = PretrainConfig(
         seed=0,
-        model=GlueConfig(dim=64, num_generators=8, knn=5, att_dim=32, max_nodes=24, pool="mean_center"),
+        model=GlueConfig(dim=64, num_generators=8, knn=5, att_dim=32, max_nodes=24, pool="mean_center",
+                         input_projection="shared",
+                         backbone={"name": "gcn", "kwargs": {"num_layers": 2, "residual": True}}),
         data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128),
         train=TrainConfig(epochs=1, batch_size=64, local_steps=10 if quick else 60,
-                          global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50),
+                          global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50,
+                          align_weight=1.0, align_target="center"),
         adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=30 if quick else 80,
                           max_test=300 if quick else 1000),
     )

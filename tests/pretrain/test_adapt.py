@@ -122,6 +122,26 @@ def test_prompt_prior_is_a_zero_shot_classifier():
     assert with_prior["test_acc"] > 0.9 and without["test_acc"] < 0.75
 
 
+def test_late_fusion_and_text_fallback_candidates():
+    """Text skip = noise, backbone z = signal: the joint/fusion candidates must pick up the
+    backbone and beat the text-only head; every selected candidate is reported."""
+    feats, labels, _ = _two_blobs()
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=feats.skip.shape).astype(np.float32)
+    z = feats.z.copy()
+    z[:, 0] += np.where(labels == 0, -4.0, 4.0)
+    f = feats._replace(z=z, skip=noise / np.linalg.norm(noise, axis=1, keepdims=True))
+    base = adapt.AdapterSpec(weight_decays=(1e-2,), label_prop=(0.0,), self_train=0)
+    text = adapt.run_kshot(_glue(), f, labels, ACFG, dataclasses.replace(base, backbone=False), seed=0)
+    fused = adapt.run_kshot(_glue(), f, labels, ACFG, dataclasses.replace(base, fusion=(0.0, 0.5, 1.0),
+                                                                           text_fallback=True), seed=0)
+    assert fused["2"]["mean"] > 90.0 > text["2"]["mean"] + 10, (fused, text)
+    for r in fused["2"]["splits"]:
+        assert r["backbone"] is True and (r.get("fusion", 1.0) > 0.0)
+    with pytest.raises(ValueError, match="fusion"):
+        adapt.AdapterSpec(fusion=(1.5,))
+
+
 def test_embed_frozen_shapes_and_determinism():
     cfg = DataConfig(datasets=["synthetic-tree"], inputs="structural", in_dim=6,
                      synthetic={"synthetic-tree": {"branching": 2, "depth": 4}})
