@@ -75,6 +75,7 @@ __all__ = [
     "lift0",
     "chord_h0",
     "midpoint_from_sums",
+    "tangent_midpoint_from_sums",
     "weighted_midpoint",
     "random_point",
 ]
@@ -483,6 +484,33 @@ def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array
     den2 = jnp.where(direct, 1.0, jnp.maximum(k * a2, tiny))
     out = jnp.where(direct, a / den1, a * (root - b) / den2)
     return _clip_ball(out, sq_norm(out), k, ball_eps(a.dtype))
+
+
+def tangent_midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array:
+    """logmap0(midpoint_from_sums(A, B)) [..., d] computed from the lifted sums without the chart.
+
+    v = A / (2|A|) * atan2_k(|A|, B): for B > 0 (always the case for k <= 0)
+    v = A/(2B) * artan_ratio(k|A|^2/B^2); on the sphere with B <= 0 (the weighted
+    mass beyond the equator) v = A/(2|A|) * atan2(√k|A|, B)/√k, which reaches the
+    antipode's distance π/(2√k) smoothly, where the stereographic point itself goes
+    to infinity. A = 0 gives 0 (for B < 0 the direction to the antipode is undefined).
+    num [..., d], den [..., 1].
+    """
+    a = as_float(num, "num")
+    k = as_curvature(k, a.dtype)
+    b = jnp.asarray(den, dtype=a.dtype)
+    if b.shape[-1:] != (1,):
+        raise ValueError(f"tangent_midpoint_from_sums: den must have a trailing axis of size 1, got {b.shape}")
+    a2 = sq_norm(a)
+    tiny = _tiny(a.dtype)
+    use_ratio = (b > tiny) | (k <= 0)
+    b_r = jnp.where(use_ratio & (b > tiny), b, 1.0)
+    t = jnp.where(use_ratio, k * a2 / (b_r * b_r), 0.0)
+    g_ratio = _artan_ratio(jnp.maximum(t, -1.0)) / (2.0 * b_r)
+    an = jnp.sqrt(jnp.where(use_ratio, 1.0, jnp.maximum(a2, tiny)))
+    sk = jnp.sqrt(jnp.where(use_ratio, 1.0, jnp.maximum(k, tiny)))
+    g_atan = jnp.arctan2(sk * an, jnp.where(use_ratio, 1.0, b)) / (2.0 * sk * an)
+    return a * jnp.where(use_ratio, jnp.where(b > tiny, g_ratio, 0.0), g_atan)
 
 
 def weighted_midpoint(x: ArrayLike, w: ArrayLike, *, k: ArrayLike, axis: int = -2) -> Array:

@@ -56,7 +56,7 @@ class CATBlock(nnx.Module):
     """Pre-LN transformer block with E/H/S attention branches and a per-token router."""
 
     def __init__(self, dim: int, heads: int, branches: Sequence[str], *, rngs: nnx.Rngs, dtype: Any,
-                 temperature: float = 1.0, ffn_mult: int = 2):
+                 temperature: float = 1.0, ffn_mult: int = 2, curvature: Sequence[float] = (-1.0, 1.0)):
         if dim % heads:
             raise ValueError(f"CAT dim {dim} must be divisible by heads {heads}")
         self.heads, self.branches, self.temperature = heads, tuple(branches), temperature
@@ -69,10 +69,10 @@ class CATBlock(nnx.Module):
         if len(self.branches) > 1:
             self.router1, self.router2 = lin(dim, max(dim // 4, 4)), lin(max(dim // 4, 4), len(self.branches))
         if "H" in self.branches:
-            self.k_h = nnx.Param(jnp.full((heads,), curvature_to_raw(-1.0, geometry="hyperbolic"), dtype))
+            self.k_h = nnx.Param(jnp.full((heads,), curvature_to_raw(curvature[0], geometry="hyperbolic"), dtype))
             self.beta_h = nnx.Param(jnp.zeros((heads,), dtype))
         if "S" in self.branches:
-            self.k_s = nnx.Param(jnp.full((heads,), curvature_to_raw(1.0, geometry="spherical"), dtype))
+            self.k_s = nnx.Param(jnp.full((heads,), curvature_to_raw(curvature[1], geometry="spherical"), dtype))
             self.beta_s = nnx.Param(jnp.zeros((heads,), dtype))
 
     def router(self, xn: jax.Array) -> jax.Array:
@@ -116,14 +116,17 @@ class CATKG(KGModel):
     distance (2/k)(1 - cos θ) for S (k>0; same ranking as -d_k^2, smooth on the
     whole sphere: geofm.kg.scoring.sqchord_tangent_shared), each times a
     learnable scale; the final score mixes them with the [MASK] token's last
-    router weights, plus an entity bias.
+    router weights, plus an entity bias. score_curvature / attn_curvature: initial
+    (k_H, k_S) of the H / S scoring geometries and of every block's attention
+    heads (all learnable).
     """
 
     entity_rows_only = True
 
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=64, blocks=2, heads=4,
                  branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
-                 entropy_weight=0.0, init_size=1e-1):
+                 entropy_weight=0.0, init_size=1e-1, score_curvature: Sequence[float] = (-1.0, 1.0),
+                 attn_curvature: Sequence[float] = (-1.0, 1.0)):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         branches = tuple(branches)
         if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) != len(branches):
@@ -133,11 +136,16 @@ class CATKG(KGModel):
         self.rel = nnx.Param(init_size * jax.random.normal(rngs.params(), (2 * num_relations, dim), dtype))
         self.mask_tok = nnx.Param(init_size * jax.random.normal(rngs.params(), (dim,), dtype))
         self.pos = nnx.Param(init_size * jax.random.normal(rngs.params(), (3, dim), dtype))
-        self.blocks = nnx.List([CATBlock(dim, heads, branches, rngs=rngs, dtype=dtype, temperature=temperature) for _ in range(blocks)])
+        self.blocks = nnx.List([CATBlock(dim, heads, branches, rngs=rngs, dtype=dtype, temperature=temperature,
+                                              curvature=attn_curvature) for _ in range(blocks)])
         self.ln_out = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
         self.proj = nnx.Linear(dim, dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
         self.score_scale = nnx.Param(jnp.zeros((len(branches),), dtype))
-        self.k_out = nnx.Param(jnp.array([curvature_to_raw(-1.0, geometry="hyperbolic"), curvature_to_raw(1.0, geometry="spherical")], dtype))
+        k_h0, k_s0 = score_curvature
+        for name, (kh, ks) in (("score_curvature", score_curvature), ("attn_curvature", attn_curvature)):
+            if not kh < 0 < ks:
+                raise ValueError(f"CAT {name} must be [k_H < 0, k_S > 0], got {[kh, ks]}")
+        self.k_out = nnx.Param(jnp.array([curvature_to_raw(k_h0, geometry="hyperbolic"), curvature_to_raw(k_s0, geometry="spherical")], dtype))
         self.bt = nnx.Param(jnp.zeros((num_entities,), dtype))
 
     def encode(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

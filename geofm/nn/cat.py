@@ -118,7 +118,7 @@ def midpoint_attend(attn: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array
     """
     lifted = jnp.concatenate(st.lift0(v, k=k), axis=-1)
     sums = jnp.einsum("...ts,...sd->...td", attn, lifted)  # one matmul for both sums
-    return st.logmap0(st.midpoint_from_sums(sums[..., :-1], sums[..., -1:], k=k), k=k)
+    return st.tangent_midpoint_from_sums(sums[..., :-1], sums[..., -1:], k=k)
 
 
 def branch_attention(
