@@ -80,7 +80,8 @@ class AdapterSpec:
     candidate (the split keeps the backbone only where it raises validation accuracy);
     fusion: late-fusion weights beta in [0, 1] (more validation candidates): a
     backbone-only head and the text-only head trained separately, probabilities mixed
-    (1 - beta) p_text + beta p_backbone (empty = off).
+    (1 - beta) p_text + beta p_backbone (empty = off; beta 0 is the text-only head, so the
+    split falls back to it when the backbone does not help on validation).
     """
 
     backbone: bool = True
@@ -93,7 +94,7 @@ class AdapterSpec:
     label_prop: tuple[float, ...] = (0.0, 0.5, 0.8, 0.9, 0.95)
     self_train: int = 10
     text_fallback: bool = False
-    fusion: tuple[float, ...] = ()
+    fusion: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
 
     def __post_init__(self):
         if not (self.backbone or self.text_skip):

@@ -687,7 +687,7 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
         data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128),
         train=TrainConfig(epochs=1, batch_size=64, local_steps=10 if quick else 60,
                           global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50,
-                          align_weight=1.0, align_target="center"),
+                          align_weight=3.0, align_target="center"),
         adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=30 if quick else 80,
                           max_test=300 if quick else 1000),
     )
