@@ -127,31 +127,21 @@ def sqdist_to_tangent_rows(x: jax.Array, v: jax.Array, *, k: jax.Array, hyperbol
     return _sqdist_gram(jnp.einsum("bd,bkd->bk", x, v), x2, vnorm, k, hyperbolic)
 
 
-def _chord_terms(v: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(lift num [..., d], h [...]) of expmap0(v) (`st.lift0`, `st.chord_h0`)."""
-    return st.lift0(v, k=k)[0], st.chord_h0(v, k=k)[..., 0]
-
-
 def sqchord_tangent_shared(q: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array:
     """Squared chordal distance between expmap0(q_b) and expmap0(v_e): q [B, d], v [E, d], scalar k -> [B, E].
 
-    2 (h_q + h_v - k h_q h_v - num_q . num_v) with the lifts of `st.lift0` /
-    `st.chord_h0`: one [B, d] x [d, E] matmul. For k > 0 it is (2/k)(1 - cos θ),
+    `st.sqchord0`: one [B, d] x [d, E] matmul. For k > 0 it is (2/k)(1 - cos θ),
     an increasing function of the geodesic distance θ/√k, so it ranks
     candidates exactly as d_k does, and it is smooth on the whole sphere
     (tangent vectors with 2√k|v| >= π wrap around instead of blowing up
     through the stereographic chart). 4|q - v|^2 at k = 0.
     """
-    aq, hq = _chord_terms(q, k)
-    av, hv = _chord_terms(v, k)
-    return 2.0 * (hq[:, None] + hv[None, :] - k * hq[:, None] * hv[None, :] - aq @ av.T)
+    return st.sqchord0(q, v, k=k)
 
 
 def sqchord_tangent_rows(q: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array:
     """Per-row candidates: q [B, d], v [B, K, d] tangent, scalar k -> [B, K] (see `sqchord_tangent_shared`)."""
-    aq, hq = _chord_terms(q, k)
-    av, hv = _chord_terms(v, k)
-    return 2.0 * (hq[:, None] + hv - k * hq[:, None] * hv - jnp.einsum("bd,bkd->bk", aq, av))
+    return st.sqchord0(q[:, None, :], v, k=k)[:, 0, :]
 
 
 def euclidean_sqdist_shared(x: jax.Array, y: jax.Array) -> jax.Array:

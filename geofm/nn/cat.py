@@ -106,8 +106,14 @@ def hyperbolic_scores(q: jax.Array, key: jax.Array, *, k: jax.Array, beta: jax.A
 
 
 def spherical_scores(q: jax.Array, key: jax.Array, *, k: jax.Array, beta: jax.Array) -> jax.Array:
-    """-beta * (geodesic distance)^2 on the sphere (k > 0): -> [..., T, S]."""
-    return -beta * spherical_sqdist(q, key, k=k)
+    """-beta * (squared chordal distance) on the sphere (k > 0): -> [..., T, S].
+
+    The chord (2/k)(1 - cos θ) (`st.sqchord0`) orders pairs exactly like the
+    geodesic distance but keeps bounded gradients at the antipode, where
+    d θ^2 / d cos θ = -2θ / sin θ is unbounded (it produced NaN gradients under
+    jit once many heads' points spread past the equator).
+    """
+    return -beta * st.sqchord0(q, key, k=k)
 
 
 def midpoint_attend(attn: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array:

@@ -110,7 +110,7 @@ def test_lift0_matches_chart_route_and_chord_identity(k, seed):
     tol = 1e-9 if X64 else 2e-4
     k1, k2 = jax.random.split(jax.random.key(seed))
     # stay inside the chart: 2 sqrt(k)|v| < pi - 0.3 for k > 0
-    lim = (np.pi - 0.3) / (2 * np.sqrt(k)) if k > 0 else 1.5
+    lim = min((np.pi - 0.3) / (2 * np.sqrt(k)), 1.5) if k > 0 else 1.5
     v = jax.random.normal(k1, (6, 3), DTYPE)
     v = v * (lim * jax.random.uniform(k2, (6, 1), DTYPE) / jnp.linalg.norm(v, axis=-1, keepdims=True))
     num, den = sg.lift0(v, k=k)
@@ -120,6 +120,8 @@ def test_lift0_matches_chart_route_and_chord_identity(k, seed):
     assert np.allclose(den, 1.0 - k * h, atol=tol)
     a, b, ha, hb = num[:3], num[3:], h[:3, 0], h[3:, 0]
     chord = 2.0 * (ha + hb - k * ha * hb - jnp.sum(a * b, -1))
+    pair = sg.sqchord0(v[:3], v[3:], k=k)  # pairwise [3, 3]: its diagonal is the per-row chord
+    assert pair.shape == (3, 3) and np.allclose(jnp.diagonal(pair), chord, atol=tol * 10, rtol=tol * 10)
     if abs(k) > 1e-3:  # lifted points P = (num, den / sqrt|k|): Euclidean (k>0) / Minkowski (k<0) chord
         sgn = 1.0 if k > 0 else -1.0
         direct = jnp.sum((a - b) ** 2, -1) + sgn * ((den[:3, 0] - den[3:, 0]) ** 2) / abs(k)
