@@ -506,11 +506,11 @@ def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array
 def tangent_midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array:
     """logmap0(midpoint_from_sums(A, B)) [..., d] computed from the lifted sums without the chart.
 
-    v = A / (2|A|) * atan2_k(|A|, B): for B > 0 (always the case for k <= 0)
-    v = A/(2B) * artan_ratio(k|A|^2/B^2); on the sphere with B <= 0 (the weighted
-    mass beyond the equator) v = A/(2|A|) * atan2(√k|A|, B)/√k, which reaches the
-    antipode's distance π/(2√k) smoothly, where the stereographic point itself goes
-    to infinity. A = 0 gives 0 (for B < 0 the direction to the antipode is undefined).
+    v = A / (2|A|) * atan2_k(|A|, B). On the sphere (k > 0) v = A/(2|A|) *
+    atan2(√k|A|, B)/√k for every B, including B <= 0 (weighted mass beyond the
+    equator), reaching the antipode's distance π/(2√k) smoothly where the
+    stereographic point itself goes to infinity; for k <= 0 (B > 0)
+    v = A/(2B) * artan_ratio(k|A|^2/B^2). A = 0 gives 0 (for B < 0 the direction to the antipode is undefined).
     num [..., d], den [..., 1].
     """
     a = as_float(num, "num")
@@ -520,14 +520,16 @@ def tangent_midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) 
         raise ValueError(f"tangent_midpoint_from_sums: den must have a trailing axis of size 1, got {b.shape}")
     a2 = sq_norm(a)
     tiny = _tiny(a.dtype)
-    use_ratio = (b > tiny) | (k <= 0)
-    b_r = jnp.where(use_ratio & (b > tiny), b, 1.0)
-    t = jnp.where(use_ratio, k * a2 / (b_r * b_r), 0.0)
-    g_ratio = _artan_ratio(jnp.maximum(t, -1.0)) / (2.0 * b_r)
-    an = jnp.sqrt(jnp.where(use_ratio, 1.0, jnp.maximum(a2, tiny)))
-    sk = jnp.sqrt(jnp.where(use_ratio, 1.0, jnp.maximum(k, tiny)))
-    g_atan = jnp.arctan2(sk * an, jnp.where(use_ratio, 1.0, b)) / (2.0 * sk * an)
-    return a * jnp.where(use_ratio, jnp.where(b > tiny, g_ratio, 0.0), g_atan)
+    pos = k > 0
+    # sphere: atan2 form, stable for every B (the ratio form's d/dB overflows as B -> 0+)
+    an = jnp.sqrt(a2 + tiny)
+    sk = jnp.sqrt(jnp.where(pos, k, 1.0))
+    g_sphere = jnp.arctan2(sk * an, jnp.where(pos, b, 1.0)) / (2.0 * sk * an)
+    # ball and flat space: B >= sqrt(-k)|A| > 0 for weighted sums of lifts
+    b_r = jnp.where(b > tiny, b, 1.0)
+    t = jnp.where(pos, 0.0, k * a2 / (b_r * b_r))
+    g_ball = jnp.where(b > tiny, _artan_ratio(jnp.maximum(t, -1.0)) / (2.0 * b_r), 0.0)
+    return a * jnp.where(pos, g_sphere, g_ball)
 
 
 def weighted_midpoint(x: ArrayLike, w: ArrayLike, *, k: ArrayLike, axis: int = -2) -> Array:
