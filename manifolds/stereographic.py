@@ -475,6 +475,15 @@ def lift0(v: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:
     return 2.0 * v * _sin_ratio(4.0 * k * v2), 1.0 - k * _chord_h(v2, k)
 
 
+def _sums_args(num: ArrayLike, den: ArrayLike, k: ArrayLike, fn: str) -> tuple[Array, Array, Array]:
+    """Validated (A [..., d], B [..., 1], k) for the midpoint-from-sums functions."""
+    a = as_float(num, "num")
+    b = jnp.asarray(den, dtype=a.dtype)
+    if b.shape[-1:] != (1,):
+        raise ValueError(f"{fn}: den must have a trailing axis of size 1, got {b.shape}")
+    return a, b, as_curvature(k, a.dtype)
+
+
 def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array:
     """Midpoint from weighted sums A = sum w λx [..., d] and B = sum w (λ-1) [..., 1].
 
@@ -487,11 +496,7 @@ def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array
     a zero ambient sum (antipodal pairs with equal weight) has no midpoint and a
     finite but arbitrary point is returned. Scale-invariant in the weights.
     """
-    a = as_float(num, "num")
-    k = as_curvature(k, a.dtype)
-    b = jnp.asarray(den, dtype=a.dtype)
-    if b.shape[-1:] != (1,):
-        raise ValueError(f"midpoint_from_sums: den must have a trailing axis of size 1, got {b.shape}")
+    a, b, k = _sums_args(num, den, k, "midpoint_from_sums")
     a2 = sq_norm(a)
     root = safe_sqrt(jnp.maximum(b * b + k * a2, 0.0))
     tiny = _tiny(a.dtype)
@@ -513,11 +518,7 @@ def tangent_midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) 
     v = A/(2B) * artan_ratio(k|A|^2/B^2). A = 0 gives 0 (for B < 0 the direction to the antipode is undefined).
     num [..., d], den [..., 1].
     """
-    a = as_float(num, "num")
-    k = as_curvature(k, a.dtype)
-    b = jnp.asarray(den, dtype=a.dtype)
-    if b.shape[-1:] != (1,):
-        raise ValueError(f"tangent_midpoint_from_sums: den must have a trailing axis of size 1, got {b.shape}")
+    a, b, k = _sums_args(num, den, k, "tangent_midpoint_from_sums")
     a2 = sq_norm(a)
     tiny = _tiny(a.dtype)
     pos = k > 0
