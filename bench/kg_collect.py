@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", action="append", required=True, help="folder of job folders (repeatable; later wins)")
     p.add_argument("--machine", required=True, help="what ran them, in words (device, how many jobs shared it)")
     p.add_argument("--note", default="", help="free text stored in every record")
+    p.add_argument("--no-summary", action="store_true", help="write the per-job JSONs only (kg_summary.json untouched)")
     args = p.parse_args(argv)
     records: dict[str, dict] = {}
     for folder in map(Path, args.runs):
@@ -96,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     for job, rec in records.items():
         (RESULTS / f"kg_{job}.json").write_text(json.dumps(rec, indent=1))
-    summary = summarize(records) | {"machine": args.machine, "jobs": sorted(records), "note": args.note}
-    (RESULTS / "kg_summary.json").write_text(json.dumps(summary, indent=1))
     for job, rec in sorted(records.items()):
         t = rec.get("test", {})
         print(f"{job:28s} {rec['status']:6s} test MRR {t.get('mrr', float('nan')):.4f} epochs {rec.get('epochs_run')}")
+    if args.no_summary:
+        return 0
+    summary = summarize(records) | {"machine": args.machine, "jobs": sorted(records), "note": args.note}
+    (RESULTS / "kg_summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: {d: {kk: vv for kk, vv in v.items() if kk in ('relative_gain_over_best_variant', 'best', 'best_test_mrr', 'met')}
                           for d, v in summary[k].items()} for k in ("cat", "best_model")}, indent=1))
     return 0
