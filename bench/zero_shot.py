@@ -55,9 +55,18 @@ VARIANTS = {"gated": "configs/zero_shot/default.yaml", "euclidean": "configs/zer
 # score; selection picks one and a step count (CHECKPOINTS) per target. The node-text
 # InfoNCE weight is the value session 1 had picked by looking at targets (0.3) vs the
 # untuned equal weighting (1.0).
+# Grid B (session 3) adds two less source-specific parameterisations, each at both weights:
+# "rank32" = a rank-32 text-space map A = U V^T instead of the full D x D one (less capacity
+# to memorise the sources' class prompts); "mixonly" = no A and no W: only the label-free,
+# gate-driven depth mixing. They were added after grid A (the two weights alone, 10 seeds,
+# bench/results/zero_shot_grid_a.json) left cora accuracy a tie; selection stays on sources.
 CANDIDATES = {
     "sw0.3": ["loss.self_weight=0.3"],
     "sw1.0": ["loss.self_weight=1.0"],
+    "sw0.3-rank32": ["loss.self_weight=0.3", "model.adapter_rank=32"],
+    "sw1.0-rank32": ["loss.self_weight=1.0", "model.adapter_rank=32"],
+    "sw0.3-mixonly": ["loss.self_weight=0.3", "model.adapter=false", "model.head=false"],
+    "sw1.0-mixonly": ["loss.self_weight=1.0", "model.adapter=false", "model.head=false"],
 }
 CHECKPOINTS = (100, 200)
 # Inference-time shrinkage of the learned correction by label_overlap(target, sources) ** power;
@@ -91,6 +100,8 @@ NOTES = [
     "With a filled cache, reruns reproduce; the seed std is the honest spread.",
     "Few-shot: aligned embeddings vs text+propagation embeddings, same support draws (k per class, few_shot_trials "
     "draws per seed), evaluated on the remaining labelled nodes.",
+    "Grid B (the rank32 / mixonly candidates) was added after grid A (self_weight 0.3/1.0 only, same code, "
+    "bench/results/zero_shot_grid_a.json) left cora accuracy a tie; run with --candidates sw0.3,sw1.0 for grid A.",
 ]
 
 
