@@ -35,7 +35,8 @@ BEST_CANDIDATES = {"wn18rr": ("complex_big_text_wn18rr", "complex_big_wn18rr", "
 def _job_record(job: str, folder: Path, machine: str) -> dict:
     res_path, log_path = folder / job / "results.json", folder / f"{job}.log"
     log_tail = log_path.read_text(errors="replace").strip().splitlines()[-3:] if log_path.exists() else []
-    command = f"geofm kg --config configs/kg/{job}.yaml --json"
+    config = Path(__file__).resolve().parents[1] / "configs" / "kg" / f"{job}.yaml"
+    command = f"geofm kg --config configs/kg/{job}.yaml --json" if config.exists() else None  # else: see the note
     if not res_path.exists():
         return {"job": job, "status": "failed", "log_tail": log_tail, "machine": machine, "command": command}
     res = json.loads(res_path.read_text())
