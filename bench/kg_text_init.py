@@ -5,6 +5,8 @@ with `--set` overrides):
   random        the model's own init (N(0, init_size))
   text_pca      MiniLM(entity2text) -> fixed PCA to d, scaled (geofm.kg.init)
   text_learned  entity = W·text + residual, W starts at the PCA map, trained
+  graph_learned with --graph-checkpoint RUN: the same, on the frozen embeddings of a
+                pretrained GraphGlue backbone run over the entity graph (init.kind=graph)
 
 The text scale is chosen on VALIDATION MRR: a short pilot (`--pilot-epochs`) of the
 text_pca arm per candidate scale; the best scale is used by both text arms. Test
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", default="0.001,0.01,0.1", help="candidate text scales (per-coordinate std)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--graph-checkpoint", default=None,
+                    help="a `geofm pretrain` run folder: adds the graph_learned arm (init.kind=graph)")
     ap.add_argument("--pilot-only", action="store_true",
                     help="only run the pilot for --scales and add it to the existing --out JSON's selection "
                          "(checks whether the grid edge hid a better scale; the arms are not rerun)")
@@ -149,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         "text_learned": ["init.kind=text", "init.projection=learned", f"init.scale={best}"],
         "text_pca": ["init.kind=text", "init.projection=pca", f"init.scale={best}"],
     }
+    if args.graph_checkpoint:
+        arms["graph_learned"] = ["init.kind=graph", "init.projection=learned", f"init.scale={best}",
+                                 f"init.checkpoint={args.graph_checkpoint}"]
     result["arms"] = {}
     for name, extra in arms.items():
         res, secs = run_arm(Path(args.config), ds, common + [f"train.epochs={args.epochs}", *extra])

@@ -215,15 +215,22 @@ def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int) -> Dom
     if not hasattr(ds, "edge_index"):
         raise ValueError(f"dataset {name!r} is not a text-attributed graph (KG pretraining is not supported)")
     raw, kind = _inputs(ds, cfg.inputs, seed)
-    x, mat = project_features(raw, cfg.in_dim, seed=projection_seed(ds.name, seed))
+    return make_domain(ds.name, np.asarray(ds.edge_index), raw, kind, cfg, seed=seed, max_nodes=max_nodes,
+                       labels=np.asarray(ds.labels, np.int32), num_classes=int(ds.num_classes))
+
+
+def make_domain(name: str, edge_index: np.ndarray, raw: np.ndarray, kind: str, cfg: DataConfig, *, seed: int,
+                max_nodes: int, labels: np.ndarray | None = None, num_classes: int = 0) -> Domain:
+    """A Domain from arrays: edge_index [2, E], raw inputs [N, F] (projected to cfg.in_dim with the
+    dataset's fixed seeded projection), optional labels [N] (-1 = unknown)."""
+    n = raw.shape[0]
+    x, mat = project_features(raw, cfg.in_dim, seed=projection_seed(name, seed))
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(ds.edge_index).tobytes())
+    h.update(np.ascontiguousarray(edge_index).tobytes())
     h.update(np.ascontiguousarray(raw).tobytes())
-    labels = np.asarray(ds.labels, np.int32)
-    sampler = SubgraphSampler(ds.edge_index, ds.num_nodes, fanouts=cfg.fanouts, max_nodes=max_nodes, features=x,
-                              bucket_minimum=64)
-    return Domain(ds.name, ds.num_nodes, np.asarray(ds.edge_index), x, labels, int(ds.num_classes), mat, kind,
-                  h.hexdigest(), sampler)
+    labels = np.full(n, -1, np.int32) if labels is None else labels
+    sampler = SubgraphSampler(edge_index, n, fanouts=cfg.fanouts, max_nodes=max_nodes, features=x, bucket_minimum=64)
+    return Domain(name, n, edge_index, x, labels, num_classes, mat, kind, h.hexdigest(), sampler)
 
 
 def load_domains(cfg: PretrainConfig) -> list[Domain]:

@@ -97,13 +97,19 @@ class EntityInitConfig:
     embeddings in entity-id order (e.g. `geofm encode --dataset NAME --out
     FILE.npy`, possibly on another machine or with another encoder); when set,
     no encoder is loaded. Rows of entities without text are ignored.
+    kind "graph": the same text embeddings go through a pretrained GraphGlue
+    backbone (`checkpoint`: a `geofm pretrain` run folder) over the entity graph
+    (training triples as undirected edges), and its frozen node embeddings are
+    what gets projected; entities unseen in training still get one (from their
+    own text, alone in their ego subgraph).
     """
 
-    kind: Literal["random", "text"] = "random"
+    kind: Literal["random", "text", "graph"] = "random"
     projection: Literal["pca", "learned"] = "pca"
     scale: float | None = None
     encoder: str | None = None
     embeddings: str | None = None
+    checkpoint: str | None = None
     batch_size: int = 64
 
 

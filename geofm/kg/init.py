@@ -215,8 +215,30 @@ def text_projection(emb: np.ndarray, has_text: np.ndarray, random_table: np.ndar
 # ---------------------------------------------------------- model side ---
 
 
+def graph_entity_embeddings(run_dir: str | Path, triples: np.ndarray, text_emb: np.ndarray, *, name: str,
+                            batch_size: int = 256) -> np.ndarray:
+    """Frozen GraphGlue embeddings of KG entities: [N, d] float32.
+
+    The pretrained backbone of `run_dir` (a `geofm pretrain` run) runs over the
+    entity graph (triples [n, 3] as undirected head-tail edges, relations
+    ignored); each entity is the centre of its ego subgraph, with its text
+    embedding text_emb [N, D] as input through the run's own input pipeline
+    (standardise + fixed projection, the pretrained input map).
+    """
+    from geofm.adapt import embed_frozen
+    from geofm.pretrain import load_pretrained, make_domain
+
+    model, pcfg, _ = load_pretrained(run_dir)
+    edge_index = np.asarray(triples, np.int64)[:, [0, 2]].T
+    domain = make_domain(name, edge_index, np.asarray(text_emb, np.float32), "text", pcfg.data, seed=pcfg.seed,
+                         max_nodes=pcfg.model.max_nodes)
+    z, _ = embed_frozen(model, domain, batch_size=batch_size)
+    return np.asarray(z, np.float32)
+
+
 def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: EntityInitConfig, *,
-                      encoder: TextEmbedder | None = None, progress: bool | None = None) -> dict[str, Any]:
+                      encoder: TextEmbedder | None = None, progress: bool | None = None,
+                      triples: np.ndarray | None = None, name: str = "kg") -> dict[str, Any]:
     """Initialise `model`'s entity table in place as `cfg` says; returns a JSON-able summary.
 
     texts: per entity id (KGDataset.entity_text); encoder: None loads the
@@ -225,8 +247,10 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
     """
     if cfg.kind == "random":
         return {"kind": "random"}
-    if cfg.kind != "text":
-        raise ValueError(f"init.kind must be 'random' or 'text', got {cfg.kind!r}")
+    if cfg.kind not in ("text", "graph"):
+        raise ValueError(f"init.kind must be 'random', 'text' or 'graph', got {cfg.kind!r}")
+    if cfg.kind == "graph" and (cfg.checkpoint is None or triples is None):
+        raise ValueError("init.kind: graph needs init.checkpoint (a `geofm pretrain` run folder) and the training triples")
     if cfg.projection not in ("pca", "learned"):
         raise ValueError(f"init.projection must be 'pca' or 'learned', got {cfg.projection!r}")
     if texts is None:
@@ -251,6 +275,9 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
 
             encoder = TextEncoder.load(cfg.encoder)
         emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
+    text_dim = int(emb.shape[1])
+    if cfg.kind == "graph":
+        emb = graph_entity_embeddings(cfg.checkpoint, triples, emb, name=name)
     random_table = np.asarray(model.entity[...], np.float64)
     if ball:  # ball points -> tangent vectors at 0, so the fallback rows stay as they were
         random_table = np.asarray(st.logmap0(jnp.asarray(random_table), k=model.k_fixed), np.float64)
@@ -264,11 +291,13 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         model.entity = ProjectedEntityTable(jnp.asarray(tp.text, dtype), jnp.asarray(tp.proj, dtype),
                                             jnp.asarray(residual, dtype))
     return {
-        "kind": "text",
+        "kind": cfg.kind,
+        "checkpoint": cfg.checkpoint if cfg.kind == "graph" else None,
+        "graph_dim": int(emb.shape[1]) if cfg.kind == "graph" else None,
         "projection": cfg.projection,
         "encoder": (f"precomputed: {cfg.embeddings}" if cfg.embeddings is not None
                     else cfg.encoder or "all-MiniLM-L6-v2 (packaged)"),
-        "text_dim": int(emb.shape[1]),
+        "text_dim": text_dim,
         "num_with_text": int(has_text.sum()),
         "num_random_fallback": int((~has_text).sum()),
         "num_components": tp.num_components,

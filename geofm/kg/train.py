@@ -274,7 +274,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     if cfg.init.kind != "random":
         from geofm.kg.init import apply_entity_init
 
-        init_info = apply_entity_init(model, ds.entity_text, cfg.init, encoder=text_encoder, progress=progress)
+        init_info = apply_entity_init(model, ds.entity_text, cfg.init, encoder=text_encoder, progress=progress,
+                                      triples=ds.train, name=ds.name)
     n_params = count_params(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(cfg.optim, model)

@@ -290,3 +290,25 @@ def test_precomputed_embeddings_file_equals_encoder_path(tmp_path) -> None:
     (tmp_path / "bad.npy").write_text("not numpy")
     with pytest.raises(ValueError, match="cannot read .*bad.npy"):
         apply_entity_init(_model(), texts, EntityInitConfig(kind="text", embeddings=str(tmp_path / "bad.npy")))
+
+
+def test_graph_init_from_a_pretrained_graphglue_run(tmp_path) -> None:
+    """init.kind: graph runs the frozen pretrained backbone over the entity graph: the table is
+    finite, scaled, responds to the graph (not only the texts), and bad use is refused."""
+    from geofm.pretrain import PretrainConfig, pretrain
+
+    run = tmp_path / "pre"
+    pretrain(load_config(REPO / "configs" / "test" / "tiny.yaml", PretrainConfig, ["train.epochs=1"]), run, progress=False)
+    texts = _texts(20)
+    ring = np.array([[i, 0, (i + 1) % 15] for i in range(15)])  # entities 15..19: unseen in training
+    star = np.array([[0, 1, i] for i in range(1, 15)])
+    cfg = EntityInitConfig(kind="graph", projection="learned", scale=0.1, checkpoint=str(run))
+    a, b = _model(), _model()
+    info = apply_entity_init(a, texts, cfg, encoder=FakeEncoder(), triples=ring, name="toy")
+    apply_entity_init(b, texts, cfg, encoder=FakeEncoder(), triples=star, name="toy")
+    assert info["kind"] == "graph" and info["graph_dim"] == 16 and info["text_dim"] == TEXT_DIM
+    ta, tb = np.asarray(a.entity.table()), np.asarray(b.entity.table())
+    assert np.isfinite(ta).all() and np.isclose(ta.std(), 0.1, rtol=0.2)
+    assert not np.allclose(ta[:15], tb[:15], atol=1e-4)  # same texts, different graph -> different init
+    with pytest.raises(ValueError, match="init.checkpoint"):
+        apply_entity_init(_model(), texts, dataclasses.replace(cfg, checkpoint=None), encoder=FakeEncoder(), triples=ring)
