@@ -225,7 +225,7 @@ def test_config_block_and_text_configs_load() -> None:
     with pytest.raises(ConfigError, match="init.projecton"):
         load_config(REPO / "configs/kg/tiny.yaml", KGConfig, ["init.projecton=pca"])
     with pytest.raises(ConfigError, match="init.kind"):
-        load_config(REPO / "configs/kg/tiny.yaml", KGConfig, ["init.kind=graph"])
+        load_config(REPO / "configs/kg/tiny.yaml", KGConfig, ["init.kind=spectral"])
     shipped = sorted((REPO / "configs/kg").glob("*text*.yaml"))
     assert shipped
     for path in shipped:
