@@ -515,14 +515,7 @@ def build_aligner(cfg: AlignConfig, *, text_dim: int) -> GraphTextAligner:
 # ----------------------------------------------------------------------------- losses
 
 
-def info_nce(a: jax.Array, b: jax.Array, *, scale: jax.Array) -> jax.Array:
-    """Symmetric InfoNCE between paired unit rows a [B, D] and b [B, D] (row i of a
-    matches row i of b; the other rows are negatives)."""
-    logits = scale * (a @ b.T)
-    idx = jnp.arange(a.shape[0])
-    ab = optax.softmax_cross_entropy_with_integer_labels(logits, idx)
-    ba = optax.softmax_cross_entropy_with_integer_labels(logits.T, idx)
-    return 0.5 * (jnp.mean(ab) + jnp.mean(ba))
+info_nce = ops.info_nce  # symmetric InfoNCE of paired unit rows (shared with GraphGlue's text-align term)
 
 
 def label_loss(z: jax.Array, class_emb: jax.Array, labels: jax.Array, weights: jax.Array, *,

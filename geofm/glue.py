@@ -607,14 +607,7 @@ def text_align_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, *, tau:
     the batch's, so pretraining keeps, rather than narrows, the input semantics that
     few-shot heads need; 0 weight disables it (the ablation). Masked mean over samples.
     """
-    p, t = _l2n(pred), _l2n(jax.lax.stop_gradient(target))
-    logits = (p @ t.T) / tau
-    pair = mask[:, None] & mask[None, :]
-    logits = jnp.where(pair, logits, -1e9)
-    diag = jnp.diagonal(logits)
-    l_pt = jax.nn.logsumexp(logits, axis=1) - diag
-    l_tp = jax.nn.logsumexp(logits, axis=0) - diag
-    return _masked_mean(0.5 * (l_pt + l_tp), mask)
+    return ops.info_nce(_l2n(pred), _l2n(jax.lax.stop_gradient(target)), scale=1.0 / tau, mask=mask)
 
 
 def transport(Q_a: jax.Array, s_a: jax.Array, Q_b: jax.Array, s_b: jax.Array) -> jax.Array:

@@ -42,6 +42,7 @@ from jax import lax
 from geofm.graph import CSR, ChunkPlan
 
 __all__ = [
+    "info_nce",
     "BlockGraph",
     "block_graph",
     "propagate",
@@ -378,3 +379,20 @@ def gcn_norm(csr: CSR) -> jax.Array:
         ib = _blocks_of(inv, csr, False)
         return _block_masked(ib[:, :, None] * ib[:, None, :], csr).reshape(-1)
     return _masked(inv[csr.senders] * inv[csr.receivers], csr.mask)
+
+
+def info_nce(a: jax.Array, b: jax.Array, *, scale: jax.Array | float, mask: jax.Array | None = None) -> jax.Array:
+    """Symmetric InfoNCE between paired unit rows a [B, D] and b [B, D]: row i of a matches
+    row i of b, the other (real) rows are negatives; logits = scale * a @ b.T.
+
+    mask [B] bool (None = all real): padded rows are neither anchors nor negatives, and
+    the loss is the mean over real rows.
+    """
+    logits = scale * (a @ b.T)
+    if mask is None:
+        mask = jnp.ones(a.shape[0], bool)
+    logits = jnp.where(mask[:, None] & mask[None, :], logits, -1e9)
+    diag = jnp.diagonal(logits)
+    per = 0.5 * ((jax.nn.logsumexp(logits, axis=1) - diag) + (jax.nn.logsumexp(logits, axis=0) - diag))
+    m = mask.astype(per.dtype)
+    return jnp.sum(per * m) / jnp.maximum(jnp.sum(m), 1.0)
