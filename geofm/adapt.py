@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -451,22 +451,25 @@ def _best_propagation(probs: np.ndarray, f: TargetFeatures, train: np.ndarray, l
 
 def _candidate_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray,
                      valid: np.ndarray, acfg: Any, spec: AdapterSpec, cand: dict[str, Any], *, seed: int,
-                     train_labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                     train_labels: np.ndarray | None = None,
+                     part: Callable[[str, float], tuple[np.ndarray, int]] | None = None) -> tuple[np.ndarray, int]:
     """Class probabilities [N, C] of one adapter candidate (before label propagation), epochs run.
 
     cand: {"weight_decay", "backbone": bool} = one head trained on the spec's parts (backbone
     part on/off); with "fusion": beta, two heads trained separately, the backbone-only
     head (weight decay cand["weight_decay"]) and the text-only head, probabilities mixed
-    (1 - beta) p_text + beta p_backbone (late fusion)."""
+    (1 - beta) p_text + beta p_backbone (late fusion). part(name, weight_decay): the
+    part-head probabilities (default `_part_probs`; a caller may pass a per-split cache)."""
     if "fusion" not in cand:
         sp_ = spec if cand["backbone"] else dataclasses.replace(spec, backbone=False)
         logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, sp_, weight_decay=cand["weight_decay"],
                                  seed=seed, train_labels=train_labels)
         return softmax(logits, axis=1), ep
-    p_text, e1 = _part_probs(glue, f, labels, train, valid, acfg, spec, "text", spec.weight_decays[0], seed=seed,
-                             train_labels=train_labels)
-    p_bb, e2 = _part_probs(glue, f, labels, train, valid, acfg, spec, "backbone", cand["weight_decay"], seed=seed,
-                           train_labels=train_labels)
+    if part is None:
+        def part(name: str, wd: float) -> tuple[np.ndarray, int]:
+            return _part_probs(glue, f, labels, train, valid, acfg, spec, name, wd, seed=seed, train_labels=train_labels)
+    p_text, e1 = part("text", spec.weight_decays[0])
+    p_bb, e2 = part("backbone", cand["weight_decay"])
     beta = float(cand["fusion"])
     return (1.0 - beta) * p_text + beta * p_bb, max(e1, e2)
 
@@ -508,11 +511,7 @@ def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: d
         return cache[(name, wd)]
 
     for cand in cands:
-        if "fusion" in cand:
-            (pt, e1), (pb, e2) = part("text", spec.weight_decays[0]), part("backbone", cand["weight_decay"])
-            probs, ep = (1.0 - cand["fusion"]) * pt + cand["fusion"] * pb, max(e1, e2)
-        else:
-            probs, ep = _candidate_probs(glue, f, labels, train, valid, acfg, spec, cand, seed=seed)
+        probs, ep = _candidate_probs(glue, f, labels, train, valid, acfg, spec, cand, seed=seed, part=part)
         acc, a, y = _best_propagation(probs, f, train, labels, valid, spec.label_prop)
         if best is None or acc > best["valid_acc"] + 1e-9:
             best = {"valid_acc": acc, **cand, "label_prop": a, "epochs": ep, "probs": y, "self_train": False}
