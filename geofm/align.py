@@ -262,7 +262,7 @@ def encode_classes(encoder: Any, prompts: list[list[str]], *, batch_size: int = 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows of x [N, D] scaled to unit L2 norm (zero rows stay zero), float32."""
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+    return _l2n(np.asarray(x)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- graph prep
