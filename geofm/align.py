@@ -80,6 +80,7 @@ __all__ = [
     "GraphTextAligner",
     "AlignOutput",
     "OVERLAP_SCOPES",
+    "check_scope",
     "compose",
     "TrainResult",
     "templates_for",
@@ -424,13 +425,18 @@ def _l2n(x: Any) -> Any:
     return x / xp.sqrt(xp.maximum(xp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
 
+def check_scope(scope: str) -> None:
+    """ValueError unless `scope` is one of OVERLAP_SCOPES (the eval.overlap_scope values)."""
+    if scope not in OVERLAP_SCOPES:
+        raise ValueError(f"eval.overlap_scope must be one of {list(OVERLAP_SCOPES)}, got {scope!r}")
+
+
 def compose(out: AlignOutput, *, scale: float | jax.Array = 1.0, scope: str = "all") -> Any:
     """z = normalize(base + s_struct * structural + s_sem * semantic) [N, D] from the parts
     of one forward: scope "all" scales both terms by `scale`, "semantic" only the semantic
     one. scale 0 with scope "all" gives the text+propagation baseline (residual models).
     numpy in, numpy out (host-side rescoring without another forward); JAX in, JAX out."""
-    if scope not in OVERLAP_SCOPES:
-        raise ValueError(f"eval.overlap_scope must be one of {list(OVERLAP_SCOPES)}, got {scope!r}")
+    check_scope(scope)
     s_struct = scale if scope == "all" else 1.0
     return _l2n(out.base + s_struct * out.structural + scale * out.semantic)
 
@@ -692,8 +698,7 @@ def embed_nodes(model: GraphTextAligner, d: DomainInputs, *, correction_scale: f
     arrays, its embedding composed with `correction_scale` on `scope` (see `compose`;
     1 = as trained, 0 with scope "all" = the text+propagation baseline). The parts stay
     unscaled, so `compose(out, scale=..., scope=...)` rescores other scales for free."""
-    if scope not in OVERLAP_SCOPES:
-        raise ValueError(f"eval.overlap_scope must be one of {list(OVERLAP_SCOPES)}, got {scope!r}")
+    check_scope(scope)
     model.eval()
     out = AlignOutput(*(np.asarray(a) for a in _embed(model, _device_domain(d))))
     if correction_scale == 1.0:
