@@ -439,12 +439,14 @@ def chord_h0(v: ArrayLike, *, k: ArrayLike) -> Array:
     increasing function of the geodesic distance θ/√k).
     """
     v, k = _prep(v, k, "v")
-    return _chord_h(_lift_inputs(v, k)[1], k)
+    return _lift_terms(v, k)[1]
 
 
-def _chord_h(v2: Array, k: Array) -> Array:
+def _lift_terms(v: Array, k: Array) -> tuple[Array, Array]:
+    """(lift num [..., d], h [..., 1]) of expmap0(v): one pass over v for both."""
+    v, v2 = _lift_inputs(v, k)
     r = _sin_ratio(k * v2)
-    return 2.0 * v2 * r * r
+    return 2.0 * v * _sin_ratio(4.0 * k * v2), 2.0 * v2 * r * r
 
 
 def sqchord0(u: ArrayLike, v: ArrayLike, *, k: ArrayLike) -> Array:
@@ -458,8 +460,8 @@ def sqchord0(u: ArrayLike, v: ArrayLike, *, k: ArrayLike) -> Array:
     """
     u, k = _prep(u, k, "u")
     v = as_float(v, "v").astype(u.dtype)
-    nu, nv = lift0(u, k=k)[0], lift0(v, k=k)[0]
-    hu, hv = chord_h0(u, k=k), jnp.swapaxes(chord_h0(v, k=k), -1, -2)
+    (nu, hu), (nv, hv) = _lift_terms(u, k), _lift_terms(v, k)
+    hv = jnp.swapaxes(hv, -1, -2)
     return 2.0 * (hu + hv - k * hu * hv - jnp.einsum("...td,...sd->...ts", nu, nv))
 
 
@@ -471,8 +473,8 @@ def lift0(v: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:
     where expmap0 sends 2√k|v| = π to infinity; for k<0 it matches expmap0's clip.
     """
     v, k = _prep(v, k, "v")
-    v, v2 = _lift_inputs(v, k)
-    return 2.0 * v * _sin_ratio(4.0 * k * v2), 1.0 - k * _chord_h(v2, k)
+    num, h = _lift_terms(v, k)
+    return num, 1.0 - k * h
 
 
 def _sums_args(num: ArrayLike, den: ArrayLike, k: ArrayLike, fn: str) -> tuple[Array, Array, Array]:
