@@ -16,7 +16,14 @@ the same config, with these adapter variants (`geofm.adapt.AdapterSpec`):
                   + label propagation + one self-training round (all chosen per split
                   on validation nodes);
   text_only       full without the backbone (text encoder + prompts + graph smoothing
-                  only): the reference that needs no graph pretraining at all.
+                  only): the reference that needs no graph pretraining at all;
+  backbone_prompt graphglue_head + the decoder prior: the frozen model's outputs decoded
+                  back into the text space (its text-alignment decoder) through a map
+                  initialised at the class-prompt embeddings (zero-shot-initialised
+                  prototypes on the backbone side; AdapterSpec.decoder_prior);
+  backbone_full   full without the raw-text skip: backbone_prompt + label propagation +
+                  self-training, i.e. everything the adapter reads passes through the
+                  foundation model (a random model's decoder maps to noise).
 
 Also per model: the transferability score (GTM, before fine-tuning), the effective rank of
 the frozen target embeddings (feature-collapse check) and the pretraining loss/time.
@@ -58,7 +65,17 @@ SPECS = {
     "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0)),
     "full": AdapterSpec(weight_decays=(1e-1, 1.0), fusion=(0.0, 0.25, 0.5, 0.75)),
     "text_only": AdapterSpec(backbone=False),
+    "backbone_prompt": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0),
+                                   decoder_prior=True),
+    "backbone_full": AdapterSpec(text_skip=False, weight_decays=(1e-2, 1e-1, 1.0), decoder_prior=True),
 }
+VARIANTS = ["graphglue_head", "full", "backbone_prompt", "backbone_full"]  # run on pretrained AND random init
+VARIANT_NOTES = {
+    "backbone_prompt": "graphglue_head + decoder prior: the frozen model's decoded outputs (text-alignment decoder, "
+                       "2-hop propagated, unit rows) through a map initialised at / L2-pulled toward the "
+                       "class-prompt embeddings mapped into the model's input space; no raw-text skip",
+    "backbone_full": "backbone_prompt + label propagation + one self-training round (chosen on validation): the "
+                     "adapter reads only what passes through the foundation model (no raw-text skip)"}
 # (run name, config, what it ablates, run the random-init baseline too)
 EXPERIMENTS = [
     ("cora_gcn", "kshot_cora_gcn.yaml", "main: GCN backbone, target cora", True),
@@ -160,7 +177,7 @@ def summarize(result: dict) -> dict:
         if "random_init" not in exp:
             continue
         gaps, clear = {}, {}
-        for v in ("graphglue_head", "full"):
+        for v in VARIANTS:
             for k in ("1", "5"):
                 a, b = _cell(exp, "pretrained", v, k), _cell(exp, "random_init", v, k)
                 if a is not None and b is not None:
@@ -173,9 +190,11 @@ def summarize(result: dict) -> dict:
     base = ex.get("cora_gcn")
     for name, exp in ex.items():
         if "random_init" in exp:
-            out[f"{name}: paired per-split gap pretrained minus random (mean ± std, points)"] = {
-                f"{v} {k}-shot": _paired(exp, v, k) for v in ("graphglue_head", "full") for k in ("1", "5")
-                if _cell(exp, "random_init", v, k) is not None}
+            paired = {f"{v} {k}-shot": _paired(exp, v, k) for v in VARIANTS for k in ("1", "5")
+                      if _cell(exp, "random_init", v, k) is not None}
+            out[f"{name}: paired per-split gap pretrained minus random (mean ± std, points)"] = paired
+            out[f"{name}: paired gap clear (mean > std of the paired differences)"] = {
+                key: bool(m > sd) for key, (m, sd) in paired.items()}
     for name, label in (("cora_noalign", "align term off minus on"), ("cora_noholo", "holonomy off minus on"),
                         ("cora_gated", "gated minus gcn"), ("cora_session2", "session-2 design minus new"),
                         ("cora_long", "1380 steps minus 460 steps"), ("cora_gcn_tau02", "tau 0.2 minus 1.0")):
@@ -184,6 +203,45 @@ def summarize(result: dict) -> dict:
                 f"{v} {k}-shot": round(_cell(ex[name], "pretrained", v, k) - _cell(base, "pretrained", v, k), 2)
                 for v in ("graphglue_head", "full") for k in ("1", "5")
                 if _cell(ex[name], "pretrained", v, k) is not None}
+    return out
+
+
+def knn_label_agreement(x: np.ndarray, labels: np.ndarray, *, k: int = 10, chunk: int = 2048) -> float:
+    """Fraction of each labelled node's k nearest neighbours (cosine on column-centred rows
+    x [N, F], self excluded) that share its label: how much class information a frozen
+    feature space holds, with no training and no split (labels of all nodes, diagnostic only)."""
+    x = np.asarray(x, np.float32) - np.mean(x, 0, dtype=np.float64).astype(np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    ok = np.flatnonzero(labels >= 0)
+    xs, ls = x[ok], labels[ok]
+    hits = 0
+    for s in range(0, ok.size, chunk):
+        sim = xs[s:s + chunk] @ xs.T
+        sim[np.arange(sim.shape[0]), s + np.arange(sim.shape[0])] = -np.inf
+        nb = np.argpartition(-sim, k, axis=1)[:, :k]
+        hits += int(np.sum(ls[nb] == ls[s:s + chunk, None]))
+    return hits / (ok.size * k)
+
+
+def feature_diagnostics(name: str, runs: Path) -> dict:
+    """kNN label agreement of the target's feature spaces: the 2-hop propagated MiniLM text
+    (what the adapter's text skip reads), and for the pretrained and the random-init model the
+    frozen z and the decoded outputs (what the backbone head / decoder prior read)."""
+    from geofm.adapt import target_features
+
+    model, cfg, names = load_pretrained(_run_dir(name, runs))
+    dom = load_domain(cfg.adapt.target, cfg.data, seed=cfg.seed, max_nodes=model.cfg.max_nodes)
+    out = {"k": 10, "what": "fraction of the 10 nearest neighbours (cosine) with the same label; diagnostic, "
+                            "all labelled nodes, no training"}
+    for init, m in (("pretrained", model), ("random_init", make_model(cfg, len(names)))):
+        f = target_features(m, dom, AdapterSpec(), data_dir=cfg.data.data_dir, seed=cfg.seed,
+                            batch_size=cfg.adapt.eval_batch_size)
+        if "propagated_text" not in out:
+            out["propagated_text"] = round(knn_label_agreement(f.skip, dom.labels), 4)
+        out[f"{init} z"] = round(knn_label_agreement(f.z, dom.labels), 4)
+        if f.dec is not None:
+            out[f"{init} decoded"] = round(knn_label_agreement(f.dec, dom.labels), 4)
+        print(f"  diagnostics {name} {init}: {out}", flush=True)
     return out
 
 
@@ -215,6 +273,32 @@ def probe_check(name: str, runs: Path, splits: int) -> dict:
     return out
 
 
+def add_variants(args: argparse.Namespace) -> None:
+    """Run only ``args.variants`` for the experiments of an existing result file (--only, default
+    all with a random-init entry) and merge them in; the variants already there are kept, so
+    adding an adapter variant does not redo the others (their code path is unchanged)."""
+    out_path = Path(args.out)
+    res = json.loads(out_path.read_text())
+    names = args.only or [n for n, e in res["experiments"].items() if "random_init" in e]
+    for name in names:
+        exp = res["experiments"][name]
+        model, cfg, dnames = load_pretrained(_run_dir(name, Path(args.runs)))
+        acfg = dataclasses.replace(cfg.adapt, splits=args.splits)
+        dom = load_domain(acfg.target, cfg.data, seed=cfg.seed, max_nodes=model.cfg.max_nodes)
+        for init in ("pretrained", "random_init"):
+            if init not in exp:
+                continue
+            m = model if init == "pretrained" else make_model(cfg, len(dnames))
+            print(f"== {name} {init}: {' '.join(args.variants)}", flush=True)
+            new = evaluate_model(m, cfg, dom, args.variants, acfg, seed=cfg.seed)
+            exp[init]["variants"].update(new["variants"])
+            res["summary"] = summarize(res)
+            res["specs"] = {k: dataclasses.asdict(v) for k, v in SPECS.items()}
+            res["variants"].update({k: v for k, v in VARIANT_NOTES.items() if k in args.variants})
+            out_path.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="experiment names (default: all)")
@@ -222,6 +306,11 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "kshot"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pretrain_kshot.json"))
     p.add_argument("--summary-only", action="store_true", help="recompute the summary of an existing result file")
+    p.add_argument("--variants", nargs="+", choices=sorted(SPECS),
+                   help="only run these adapter variants on the experiments' existing pretrained / random-init "
+                        "entries and merge them into the result file (the other variants are kept)")
+    p.add_argument("--diagnostics-only", action="store_true",
+                   help="only add the kNN label agreement of the feature spaces (feature_diagnostics)")
     p.add_argument("--probe-only", action="store_true",
                    help="only add the frozen-z prototype / linear-probe check to an existing result file")
     args = p.parse_args()
@@ -230,12 +319,22 @@ def main() -> None:
         res["summary"] = summarize(res)
         Path(args.out).write_text(json.dumps(res, indent=1))
         return
+    if args.diagnostics_only:
+        out_path = Path(args.out)
+        res = json.loads(out_path.read_text())
+        for name in args.only or [n for n, e in res["experiments"].items() if "random_init" in e]:
+            res["experiments"][name]["feature_diagnostics"] = feature_diagnostics(name, Path(args.runs))
+            out_path.write_text(json.dumps(res, indent=1))
+        return
     if args.probe_only:
         out_path = Path(args.out)
         res = json.loads(out_path.read_text())
         for name in args.only or ["cora_gcn", "arxiv_gcn"]:
             res["experiments"][name]["probe_on_frozen_z"] = probe_check(name, Path(args.runs), args.splits)
             out_path.write_text(json.dumps(res, indent=1))
+        return
+    if args.variants:
+        add_variants(args)
         return
     runs = Path(args.runs)
     out_path = Path(args.out)
@@ -259,7 +358,8 @@ def main() -> None:
                     "(zero-shot prior, L2-pulled toward it), joint head or late fusion of backbone-only and text-only "
                     "heads + label propagation + one self-training round (candidates chosen on validation)",
             "text_only": "full without any backbone feature: text encoder + class prompts + graph smoothing; "
-                         "needs no graph pretraining (identical for pretrained and random init)"},
+                         "needs no graph pretraining (identical for pretrained and random init)",
+            **VARIANT_NOTES},
         "inputs": "all-MiniLM-L6-v2 node text embeddings (384-d), per-dataset column z-score",
         "frozen": "the whole GraphGlue model incl. its input map (the shared one; mean of the per-domain ones "
                   "for the session-2 design)",
@@ -283,14 +383,15 @@ def main() -> None:
                "holonomy_weight": cfg.train.holonomy_weight, "pretraining_steps": steps,
                "pretraining_batch_size": cfg.train.batch_size, "pretraining_seconds": seconds,
                "adapt": dataclasses.asdict(acfg)}
-        specs = ["graphglue_head", "full"] + (["text_only"] if dom.name not in text_only_done else [])
+        specs = VARIANTS + (["text_only"] if dom.name not in text_only_done else [])
         print(f"== {name} pretrained ({what})", flush=True)
         exp["pretrained"] = evaluate_model(model, cfg, dom, specs, acfg, seed=cfg.seed)
         text_only_done.add(dom.name)
         if with_random:
             print(f"== {name} random init", flush=True)
-            exp["random_init"] = evaluate_model(make_model(cfg, len(names)), cfg, dom, ["graphglue_head", "full"],
-                                                acfg, seed=cfg.seed)
+            exp["random_init"] = evaluate_model(make_model(cfg, len(names)), cfg, dom, VARIANTS, acfg, seed=cfg.seed)
+        if with_random:
+            exp["feature_diagnostics"] = feature_diagnostics(name, runs)
         result["experiments"][name] = exp
         result["summary"] = summarize(result)
         out_path.write_text(json.dumps(result, indent=1))

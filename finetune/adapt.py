@@ -4,7 +4,10 @@ k-shot node classification with a pretrained GraphGlue run (frozen foundation mo
 `geofm.adapt`). Prints the transferability score first, then a results table; with
 --baseline the same protocol also runs on a randomly initialised model. --variant picks
 the adapter: full (backbone head + class-prompt text prior + label propagation +
-self-training), graphglue_head (the frozen backbone's features only) or text_only.
+self-training), graphglue_head (the frozen backbone's features only), text_only,
+backbone_prompt (graphglue_head + the decoder prior: the backbone's outputs decoded into
+the text space, read through a map initialised at the class prompts) or backbone_full
+(backbone_prompt + label propagation + self-training: no raw-text skip).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ def _variants() -> dict:
 
     return {"full": AdapterSpec(),
             "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0),
-            "text_only": AdapterSpec(backbone=False)}
+            "text_only": AdapterSpec(backbone=False),
+            "backbone_prompt": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, decoder_prior=True),
+            "backbone_full": AdapterSpec(text_skip=False, decoder_prior=True)}
 
 
-VARIANTS = ("full", "graphglue_head", "text_only")
+VARIANTS = ("full", "graphglue_head", "text_only", "backbone_prompt", "backbone_full")
 
 
 def main(argv: list[str] | None = None) -> int:

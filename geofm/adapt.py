@@ -18,6 +18,11 @@ Head (`AdapterHead`, papers.md §1.7 with our fixes and additions), logits [B, C
       class-prompt embeddings of the target's class names/descriptions through the text
       encoder (the zero-shot prior), L2-regularised TOWARD that prior, so few-shot
       training refines it rather than replacing it;
+  decoder prior (optional, ``AdapterSpec.decoder_prior``): the backbone part also reads the
+      frozen model's outputs decoded back into its input space by the text-alignment decoder
+      (propagated like the skip), through a map initialised at the class prompts mapped into
+      that space: zero-shot-initialised prototypes that only a pretrained decoder makes
+      meaningful (`decoder_features`);
 Loss = CE + weight_decay ||head||^2 + text_decay ||text - prior||^2 + glue_weight * (holonomy +
 curvature) on 2-paths of the training batch's kNN graph (the adaptation gluing loss).
 After training, optional label propagation of the predicted class probabilities over the
@@ -61,7 +66,8 @@ log = logging.getLogger("geofm.adapt")
 
 __all__ = [
     "AdapterSpec", "TargetFeatures", "AdapterHead", "kshot_splits", "embed_frozen", "target_features",
-    "label_propagation", "pseudo_labels", "fit_head", "adapt_split", "run_kshot", "restrict", "effective_rank", "adapt_kshot", "transferability_score", "format_table",
+    "label_propagation", "pseudo_labels", "fit_head", "adapt_split", "run_kshot", "restrict", "effective_rank",
+    "adapt_kshot", "transferability_score", "format_table", "decoder_features",
 ]
 
 
@@ -81,7 +87,12 @@ class AdapterSpec:
     fusion: late-fusion weights beta in [0, 1] (more validation candidates): a
     backbone-only head and the text-only head trained separately, probabilities mixed
     (1 - beta) p_text + beta p_backbone (empty = off; beta 0 is the text-only head, so the
-    split falls back to it when the backbone does not help on validation).
+    split falls back to it when the backbone does not help on validation);
+    decoder_prior: the backbone part also reads the frozen model's DECODED outputs (its
+    text-alignment decoder maps z back into the text space; propagated like the skip, unit
+    rows), through a map initialised at (and L2-pulled toward) the class-prompt embeddings:
+    zero-shot-initialised class prototypes on the backbone side. Only a model whose decoder
+    was trained (text-alignment term) makes that prior meaningful; a random one decodes noise.
     """
 
     backbone: bool = True
@@ -95,6 +106,7 @@ class AdapterSpec:
     self_train: int = 10
     text_fallback: bool = False
     fusion: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    decoder_prior: bool = False
 
     def __post_init__(self):
         if not (self.backbone or self.text_skip):
@@ -113,7 +125,9 @@ class TargetFeatures(NamedTuple):
     z [N, d] standardised frozen sample points; V [N, M, d] frozen tangent vectors (scaled
     by the same per-column std as z); lg_mu, lg_sd: scalars standardising log-metrics;
     skip [N, F] unit rows (propagated inputs; F = 1 zeros when off); prior [F, C] text
-    prior (zeros when off); adj: [N, N] propagation matrix S (scipy CSR).
+    prior (zeros when off); adj: [N, N] propagation matrix S (scipy CSR); dec [N, F'] unit
+    rows of the propagated decoded backbone outputs in the text space and dec_prior [F', C]
+    the class-prompt prior for them (None = off: no decoder prior).
     """
 
     z: np.ndarray
@@ -123,13 +137,22 @@ class TargetFeatures(NamedTuple):
     skip: np.ndarray
     prior: np.ndarray
     adj: Any
+    dec: np.ndarray | None = None
+    dec_prior: np.ndarray | None = None
+
+
+def _dec_parts(f: TargetFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """(dec [N, F'], dec_prior [F', C]) with a zero [N, 1] / [1, C] pair when off."""
+    if f.dec is None or f.dec_prior is None:
+        return np.zeros((f.z.shape[0], 1), np.float32), np.zeros((1, f.prior.shape[1]), np.float32)
+    return f.dec, f.dec_prior
 
 
 class AdapterHead(nnx.Module):
     """Trainable adaptation parameters: W, prototype router, backbone head, text head."""
 
     def __init__(self, *, dim: int, num_generators: int, num_domains: int, num_classes: int, prior: np.ndarray,
-                 prior_scale: float, rngs: nnx.Rngs):
+                 prior_scale: float, rngs: nnx.Rngs, dec_prior: np.ndarray | None = None):
         d, m = dim, num_generators
         self.W = nnx.Param(jnp.linalg.qr(jax.random.normal(rngs.params(), (d, d)))[0])
         self.router1 = nnx.Linear(d, 32, rngs=rngs)
@@ -137,10 +160,14 @@ class AdapterHead(nnx.Module):
         self.head = nnx.Linear(d + 2 * m, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
         self.text = nnx.Param(jnp.asarray(prior, jnp.float32) * prior_scale)
         self.text_bias = nnx.Param(jnp.zeros((num_classes,), jnp.float32))
+        dp = np.zeros((1, num_classes), np.float32) if dec_prior is None else dec_prior
+        self.dec = nnx.Param(jnp.asarray(dp, jnp.float32) * prior_scale)
 
     def __call__(self, z: jax.Array, V: jax.Array, skip: jax.Array, proto_lg: jax.Array, valid: jax.Array,
-                 lg_mu: jax.Array, lg_sd: jax.Array, use_backbone: bool) -> tuple[jax.Array, GlueOutput]:
-        """z [B, d], V [B, M, d], skip [B, F], proto_lg [K, M], valid [K] -> logits [B, C], frames."""
+                 lg_mu: jax.Array, lg_sd: jax.Array, use_backbone: bool,
+                 dec: jax.Array | None = None) -> tuple[jax.Array, GlueOutput]:
+        """z [B, d], V [B, M, d], skip [B, F], proto_lg [K, M], valid [K], dec [B, F'] (decoded
+        backbone outputs, None = no decoder part) -> logits [B, C], frames."""
         text = skip @ self.text[...] + self.text_bias[...]
         zp = z @ self.W[...]
         Vp = V @ self.W[...]
@@ -152,7 +179,8 @@ class AdapterHead(nnx.Module):
         r = jnp.where(valid[None], r, -1e9)
         mix = jax.nn.softmax(r, axis=-1) @ proto_lg
         feats = jnp.concatenate([zp, (log_g - lg_mu) / lg_sd, (mix - lg_mu) / lg_sd], axis=-1)
-        return self.head(feats) + text, out
+        bb = self.head(feats) if dec is None else self.head(feats) + dec @ self.dec[...]
+        return bb + text, out
 
 
 # ----------------------------------------------------------------------------- batches
@@ -271,8 +299,10 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
     n = domain.num_nodes
     num_classes = int(domain.labels.max()) + 1
     m = model.cfg.num_generators
+    z_raw = None
     if spec.backbone:
         z, V = embed_frozen(model, domain, batch_size=batch_size, seed=seed, batcher=batcher)
+        z_raw = z
         mu, sd = z.mean(0), z.std(0) + 1e-6
         z, V = (z - mu) / sd, V / sd
         lg = 2.0 * np.log(np.maximum(np.linalg.norm(V, axis=-1), 1e-6))
@@ -289,22 +319,50 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
         prior = texts[1].T if (texts is not None and spec.prompt_prior) else np.zeros((skip.shape[1], num_classes))
     else:
         skip, prior = np.zeros((n, 1), np.float32), np.zeros((1, num_classes))
+    dec = dec_prior = None
+    if z_raw is not None and texts is not None:
+        dec, dec_prior = decoder_features(model, z_raw, texts, domain.projection, adj, hops=spec.hops)
     return TargetFeatures(z=z.astype(np.float32), V=V.astype(np.float32), lg_mu=lg_mu, lg_sd=lg_sd, skip=skip,
-                          prior=np.asarray(prior, np.float32), adj=adj)
+                          prior=np.asarray(prior, np.float32), adj=adj, dec=dec, dec_prior=dec_prior)
+
+
+def decoder_features(model: GlueModel, z_raw: np.ndarray, texts: tuple[np.ndarray, np.ndarray],
+                     projection: np.ndarray, adj: Any, *, hops: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen model's outputs decoded back into its input space, and the class prompts
+    mapped into that space the way the node texts were (column z-score with the target's
+    text statistics, then the dataset's fixed projection).
+
+    z_raw [N, d] unstandardised frozen embeddings; texts = (raw node text embeddings [N, F],
+    class-prompt embeddings [C, F]); projection [F, in_dim]; adj: S [N, N].
+    Returns (dec [N, in_dim] unit rows of S^hops (z_raw D), prior [in_dim, C] unit columns),
+    D = the text-alignment decoder (``model.decoder``, trained to make decoded z pick out
+    its own node's input; random for an untrained model).
+    """
+    raw, prompts = texts
+    mu, sd = raw.mean(0), raw.std(0)
+    p = ((prompts - mu) / np.where(sd > 1e-8, sd, 1.0)) @ projection
+    x = np.asarray(z_raw, np.float32) @ np.asarray(model.decoder.kernel[...], np.float32)
+    for _ in range(hops):
+        x = adj @ x
+    return unit_rows(np.asarray(x)).astype(np.float32), unit_rows(np.asarray(p, np.float32)).T.copy()
 
 
 # ----------------------------------------------------------------------------- head training
 
 
-def _rows(f: TargetFeatures, ids: np.ndarray) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return jnp.asarray(f.z[ids]), jnp.asarray(f.V[ids]), jnp.asarray(f.skip[ids])
+def _rows(f: TargetFeatures, ids: np.ndarray) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array]]:
+    """(z, V, (skip, dec)) rows of the given nodes (dec [B, 1] zeros when the decoder part is off)."""
+    return (jnp.asarray(f.z[ids]), jnp.asarray(f.V[ids]),
+            (jnp.asarray(f.skip[ids]), jnp.asarray(_dec_parts(f)[0][ids])))
 
 
 def _head_loss(head: AdapterHead, z, V, skip, y, proto_lg, valid, lg, prior, key, wd, glue_weight, knn,
                use_backbone):
-    logits, out = head(z, V, skip, proto_lg, valid, lg[0], lg[1], use_backbone)
+    """skip = (text skip [B, F], decoded backbone [B, F']); prior = their scaled priors."""
+    logits, out = head(z, V, skip[0], proto_lg, valid, lg[0], lg[1], use_backbone, dec=skip[1])
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    reg = wd[0] * jnp.sum(head.head.kernel[...] ** 2) + wd[1] * jnp.sum((head.text[...] - prior) ** 2)
+    reg = (wd[0] * jnp.sum(head.head.kernel[...] ** 2) + wd[1] * jnp.sum((head.text[...] - prior[0]) ** 2)
+           + wd[1] * jnp.sum((head.dec[...] - prior[1]) ** 2))
     b = z.shape[0]
     paths, ok = knn_paths(out.z, jnp.ones((b,), bool), jnp.zeros((b,), jnp.int32), key, knn=knn,
                           num_paths=max(b, 8), cross_domain=False)
@@ -330,12 +388,12 @@ def _head_steps(head: AdapterHead, opt: nnx.Optimizer, z, V, skip, y, proto_lg, 
 
     state = jax.lax.fori_loop(0, steps, body, state)
     nnx.update((head, opt), state)
-    return head(zv, Vv, sv, proto_lg, valid, lg[0], lg[1], use_backbone)[0]
+    return head(zv, Vv, sv[0], proto_lg, valid, lg[0], lg[1], use_backbone, dec=sv[1])[0]
 
 
 @nnx.jit(static_argnames=("use_backbone",))
 def _head_logits(head: AdapterHead, z, V, skip, proto_lg, valid, lg, use_backbone: bool) -> jax.Array:
-    return head(z, V, skip, proto_lg, valid, lg[0], lg[1], use_backbone)[0]
+    return head(z, V, skip[0], proto_lg, valid, lg[0], lg[1], use_backbone, dec=skip[1])[0]
 
 
 def _all_logits(head: AdapterHead, f: TargetFeatures, proto, use_backbone: bool, chunk: int = 4096) -> np.ndarray:
@@ -382,12 +440,14 @@ def fit_head(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.n
     num_classes = f.prior.shape[1]
     _, proto_lg, valid_k = glue.protos.read()
     proto = (jax.lax.stop_gradient(proto_lg), valid_k)
+    dec_prior = _dec_parts(f)[1]
     head = AdapterHead(dim=glue.cfg.dim, num_generators=glue.cfg.num_generators, num_domains=proto_lg.shape[0],
-                       num_classes=num_classes, prior=f.prior, prior_scale=spec.prior_scale, rngs=nnx.Rngs(seed))
+                       num_classes=num_classes, prior=f.prior, prior_scale=spec.prior_scale, rngs=nnx.Rngs(seed),
+                       dec_prior=dec_prior)
     opt = nnx.Optimizer(head, _head_tx(float(acfg.lr), int(acfg.epochs)), wrt=nnx.Param)
     z, V, skip = _rows(f, train)
     y = jnp.asarray(labels[train] if train_labels is None else train_labels)
-    prior = jnp.asarray(f.prior * spec.prior_scale)
+    prior = (jnp.asarray(f.prior * spec.prior_scale), jnp.asarray(dec_prior * spec.prior_scale))
     lg = jnp.asarray([f.lg_mu, f.lg_sd], jnp.float32)
     zv, Vv, sv = _rows(f, valid)
     yv = labels[valid]
@@ -581,6 +641,8 @@ def restrict(f: TargetFeatures, spec: AdapterSpec) -> TargetFeatures:
         f = f._replace(skip=np.zeros((f.z.shape[0], 1), np.float32), prior=np.zeros((1, f.prior.shape[1]), np.float32))
     elif not spec.prompt_prior:
         f = f._replace(prior=np.zeros_like(f.prior))
+    if not (spec.backbone and spec.decoder_prior and spec.prompt_prior):
+        f = f._replace(dec=None, dec_prior=None)
     return f
 
 

@@ -156,3 +156,45 @@ def test_embed_frozen_shapes_and_determinism():
     assert f.skip.shape[0] == dom.num_nodes and not f.prior.any()  # structural inputs: no prompt prior
     np.testing.assert_allclose(np.linalg.norm(f.skip, axis=1), 1.0, atol=1e-5)
     assert 1.0 <= adapt.effective_rank(f.z) <= 8.0
+    assert f.dec is None and f.dec_prior is None  # no texts: no decoder prior
+
+
+def test_decoder_features_map_prompts_like_the_node_inputs():
+    """dec = unit rows of S^hops (z D) with D the model's decoder; the prompts go through the
+    same column z-score (target text statistics) and fixed projection as the node texts."""
+    rng = np.random.default_rng(0)
+    model = _glue()
+    raw = rng.normal(2.0, 3.0, size=(10, 6)).astype(np.float32)
+    prompts = rng.normal(size=(3, 6)).astype(np.float32)
+    proj = np.linalg.qr(rng.normal(size=(6, 6)))[0].astype(np.float32)
+    z = rng.normal(size=(10, 8)).astype(np.float32)
+    adj = sp.eye(10, format="csr", dtype=np.float32) * 0.5
+    dec, prior = adapt.decoder_features(model, z, (raw, prompts), proj, adj, hops=2)
+    d = z @ np.asarray(model.decoder.kernel[...])
+    np.testing.assert_allclose(dec, d / np.linalg.norm(d, axis=1, keepdims=True), atol=1e-5)  # S = I/2: direction kept
+    want = ((prompts - raw.mean(0)) / raw.std(0)) @ proj
+    np.testing.assert_allclose(prior, (want / np.linalg.norm(want, axis=1, keepdims=True)).T, atol=1e-5)
+    assert prior.shape == (6, 3)
+
+
+def test_decoder_prior_is_a_zero_shot_classifier_on_the_backbone_side():
+    """Text skip off, 0 epochs: with the decoder prior the backbone-only head classifies from the
+    decoded features alone; restrict() drops the decoder part unless the spec asks for it."""
+    feats, labels, centres = _two_blobs()
+    rng = np.random.default_rng(5)
+    dec = centres[labels] + rng.normal(size=(labels.size, centres.shape[1])).astype(np.float32)
+    dec /= np.linalg.norm(dec, axis=1, keepdims=True)
+    prior = (centres / np.linalg.norm(centres, axis=1, keepdims=True)).T
+    f = feats._replace(dec=dec, dec_prior=prior)
+    spec = adapt.AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2,),
+                             decoder_prior=True)
+    acfg = dataclasses.replace(ACFG, epochs=0)
+    split = adapt.kshot_splits(labels, 1, splits=1, val_fraction=0.2, seed=0)[0]
+    off = dataclasses.replace(spec, decoder_prior=False)
+    with_prior = adapt.adapt_split(_glue(), adapt.restrict(f, spec), labels, split, acfg, spec, seed=0)
+    without = adapt.adapt_split(_glue(), adapt.restrict(f, off), labels, split, acfg, off, seed=0)
+    assert with_prior["test_acc"] > 0.9 and without["test_acc"] < 0.75, (with_prior, without)
+    assert adapt.restrict(f, spec).dec is dec
+    for off in (dataclasses.replace(spec, decoder_prior=False), dataclasses.replace(spec, prompt_prior=False),
+                adapt.AdapterSpec(backbone=False, decoder_prior=True)):
+        assert adapt.restrict(f, off).dec is None and adapt.restrict(f, off).dec_prior is None
