@@ -18,6 +18,7 @@ gyro-midpoint aggregation) are shared with the node-graph CAT block:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -27,10 +28,10 @@ from flax import nnx
 from geofm.kg.models import KGModel, register_model
 from geofm.kg.scoring import sqchord_tangent_rows, sqchord_tangent_shared, sqdist_to_tangent_rows, sqdist_to_tangent_shared
 from geofm.nn.cat import branch_attention
-from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
+from geofm.nn.curvature import curvature_to_raw, inverse_softplus, raw_to_curvature
 from manifolds import stereographic as st
 
-__all__ = ["route", "mix_tangent", "CATKG", "BRANCHES"]
+__all__ = ["route", "mix_tangent", "default_curvature", "default_score_scale", "CATKG", "BRANCHES"]
 
 BRANCHES = ("E", "H", "S")
 
@@ -45,6 +46,26 @@ def mix_tangent(outs: Sequence[jax.Array], weights: jax.Array) -> jax.Array:
     return sum(weights[..., i : i + 1] * o for i, o in enumerate(outs))
 
 
+def default_curvature(width: int) -> tuple[float, float]:
+    """Initial (k_H < 0, k_S > 0) = (-1/width, +1/width) for vectors of `width` coordinates.
+
+    Tokens leave LayerNorm + a linear map with norm ~sqrt(width); at |k| = 1/width
+    they sit at geodesic radius ~2 from the origin. At |k| = 1 they would sit
+    at ~2 sqrt(width): on the ball, at the boundary where tanh saturates and
+    gradients vanish; on the sphere, wrapped around it several times (the map
+    from tangent vectors to sphere points is periodic), which destroys the token.
+    """
+    return (-1.0 / width, 1.0 / width)
+
+
+def default_score_scale(branch: str, dim: int) -> float:
+    """Initial multiplier of a branch's entity score: 1 for E (<q, e>), 1/sqrt(dim) for
+    H (-d^2) and 1/(4 sqrt(dim)) for S (-chord^2), so that at init no geometry's
+    logits saturate the softmax over candidates (chosen on WN18RR validation MRR after
+    5 epochs from {0.01, 0.03, 0.125, 0.5} at dim 64: bench/results/kg_cat_wn18rr_cpu.json, part pilot)."""
+    return {"E": 1.0, "H": 1.0 / math.sqrt(dim), "S": 0.25 / math.sqrt(dim)}[branch]
+
+
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     if key is None or rate <= 0.0:
         return x
@@ -56,7 +77,8 @@ class CATBlock(nnx.Module):
     """Pre-LN transformer block with E/H/S attention branches and a per-token router."""
 
     def __init__(self, dim: int, heads: int, branches: Sequence[str], *, rngs: nnx.Rngs, dtype: Any,
-                 temperature: float = 1.0, ffn_mult: int = 2, curvature: Sequence[float] = (-1.0, 1.0)):
+                 temperature: float = 1.0, ffn_mult: int = 2, curvature: Sequence[float] | None = None,
+                 beta: float | None = None):
         if dim % heads:
             raise ValueError(f"CAT dim {dim} must be divisible by heads {heads}")
         self.heads, self.branches, self.temperature = heads, tuple(branches), temperature
@@ -68,12 +90,14 @@ class CATBlock(nnx.Module):
         self.ff1, self.ff2 = lin(dim, ffn_mult * dim), lin(ffn_mult * dim, dim)
         if len(self.branches) > 1:
             self.router1, self.router2 = lin(dim, max(dim // 4, 4)), lin(max(dim // 4, 4), len(self.branches))
+        curvature = default_curvature(dim // heads) if curvature is None else curvature
+        beta0 = inverse_softplus(1.0 / (8.0 * math.sqrt(dim // heads)) if beta is None else beta)
         if "H" in self.branches:
             self.k_h = nnx.Param(jnp.full((heads,), curvature_to_raw(curvature[0], geometry="hyperbolic"), dtype))
-            self.beta_h = nnx.Param(jnp.zeros((heads,), dtype))
+            self.beta_h = nnx.Param(jnp.full((heads,), beta0, dtype))
         if "S" in self.branches:
             self.k_s = nnx.Param(jnp.full((heads,), curvature_to_raw(curvature[1], geometry="spherical"), dtype))
-            self.beta_s = nnx.Param(jnp.zeros((heads,), dtype))
+            self.beta_s = nnx.Param(jnp.full((heads,), beta0, dtype))
 
     def router(self, xn: jax.Array) -> jax.Array:
         """Per-token branch weights [B, T, n_branches] (ones for a single branch)."""
@@ -93,11 +117,11 @@ class CATBlock(nnx.Module):
                 o = branch_attention(q, k, v, None, branch="euclidean")
             elif name == "H":
                 curv = raw_to_curvature(self.k_h[...], geometry="hyperbolic")[:, None, None]
-                beta = (jax.nn.softplus(self.beta_h[...]) + 0.5)[:, None, None]
+                beta = jax.nn.softplus(self.beta_h[...])[:, None, None]
                 o = branch_attention(q, k, v, None, branch="hyperbolic", k=curv, beta=beta)
             else:
                 curv = raw_to_curvature(self.k_s[...], geometry="spherical")[:, None, None]
-                beta = (jax.nn.softplus(self.beta_s[...]) + 0.5)[:, None, None]
+                beta = jax.nn.softplus(self.beta_s[...])[:, None, None]
                 o = branch_attention(q, k, v, None, branch="spherical", k=curv, beta=beta)
             outs.append(o.transpose(0, 2, 1, 3).reshape(b, t, d))
         k1, k2 = jax.random.split(key) if key is not None else (None, None)
@@ -115,18 +139,23 @@ class CATKG(KGModel):
     <q, e> for E, -d_k(exp0 q, exp0 e)^2 for H (k<0) and the squared chordal
     distance (2/k)(1 - cos θ) for S (k>0; same ranking as -d_k^2, smooth on the
     whole sphere: geofm.kg.scoring.sqchord_tangent_shared), each times a
-    learnable scale; the final score mixes them with the [MASK] token's last
-    router weights, plus an entity bias. score_curvature / attn_curvature: initial
-    (k_H, k_S) of the H / S scoring geometries and of every block's attention
-    heads (all learnable).
+    learnable scale (init `default_score_scale`); the final score mixes them with the
+    [MASK] token's last router weights, plus an entity bias. score_curvature /
+    attn_curvature: initial (k_H, k_S) of the H / S scoring geometries and of every
+    block's attention heads (all learnable; default `default_curvature` of the
+    width: ±1/dim and ±1/d_head). Curved attention scores start at attn_beta
+    (default 1/(8 sqrt(d_head))), the temperature of dot-product attention (as in
+    geofm.nn.cat.CATBlock): at beta ~ 1 the softmax is one-hot on the nearest key
+    and the [MASK] token never reads the head and relation.
     """
 
     entity_rows_only = True
 
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=64, blocks=2, heads=4,
                  branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
-                 entropy_weight=0.0, init_size=1e-1, score_curvature: Sequence[float] = (-1.0, 1.0),
-                 attn_curvature: Sequence[float] = (-1.0, 1.0)):
+                 entropy_weight=0.0, init_size=1e-1, score_curvature: Sequence[float] | None = None,
+                 attn_curvature: Sequence[float] | None = None, attn_beta: float | None = None,
+                 score_scale: Sequence[float] | None = None):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         branches = tuple(branches)
         if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) != len(branches):
@@ -137,12 +166,16 @@ class CATKG(KGModel):
         self.mask_tok = nnx.Param(init_size * jax.random.normal(rngs.params(), (dim,), dtype))
         self.pos = nnx.Param(init_size * jax.random.normal(rngs.params(), (3, dim), dtype))
         self.blocks = nnx.List([CATBlock(dim, heads, branches, rngs=rngs, dtype=dtype, temperature=temperature,
-                                              curvature=attn_curvature) for _ in range(blocks)])
+                                              curvature=attn_curvature, beta=attn_beta) for _ in range(blocks)])
         self.ln_out = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
         self.proj = nnx.Linear(dim, dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
-        self.score_scale = nnx.Param(jnp.zeros((len(branches),), dtype))
+        scale0 = [default_score_scale(b, dim) for b in branches] if score_scale is None else [float(v) for v in score_scale]
+        if len(scale0) != len(branches) or min(scale0) <= 0:
+            raise ValueError(f"CAT score_scale needs one positive value per branch {branches}, got {score_scale}")
+        self.log_score_scale = nnx.Param(jnp.log(jnp.asarray(scale0, dtype)))
+        score_curvature = default_curvature(dim) if score_curvature is None else score_curvature
         k_h0, k_s0 = score_curvature
-        for name, (kh, ks) in (("score_curvature", score_curvature), ("attn_curvature", attn_curvature)):
+        for name, (kh, ks) in (("score_curvature", score_curvature), ("attn_curvature", attn_curvature or (-1.0, 1.0))):
             if not kh < 0 < ks:
                 raise ValueError(f"CAT {name} must be [k_H < 0, k_S > 0], got {[kh, ks]}")
         self.k_out = nnx.Param(jnp.array([curvature_to_raw(k_h0, geometry="hyperbolic"), curvature_to_raw(k_s0, geometry="spherical")], dtype))
@@ -169,8 +202,7 @@ class CATKG(KGModel):
         k_s = raw_to_curvature(self.k_out[...][1], geometry="spherical")
         out = []
         for i, name in enumerate(self.branches):
-            scale = jax.nn.softplus(self.score_scale[...][i]) / jnp.log(2.0)  # 1 at init
-            out.append(scale * e_fn(name, q, k_h, k_s))
+            out.append(jnp.exp(self.log_score_scale[...][i]) * e_fn(name, q, k_h, k_s))
         return out
 
     def score_shared(self, q, cand):

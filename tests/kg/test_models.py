@@ -125,3 +125,44 @@ def test_murp_ball_params_with_riemannian_adam_stay_on_ball() -> None:
     norms = jnp.linalg.norm(p2["entity"][...], axis=-1)
     assert float(norms.max()) < 1.0  # k = -1: the unit ball
     assert float(jnp.abs(p2["entity"][...] - params["entity"][...]).max()) > 1e-3  # it moved
+
+
+@pytest.mark.parametrize("branch", ["H", "S"])
+def test_cat_default_curved_attention_reads_its_tokens(branch) -> None:
+    """At the default init (|k| = 1/d_head, beta = 1/(8 sqrt(d_head))) query tokens sit at
+    geodesic radius 2 sqrt|k| |q| ~ 2 and curved attention is spread over keys. The session-3
+    init (|k| = 1, beta ~ 1.19) put them at radius ~8: on the ball attention was one-hot on the
+    nearest key; on the sphere (radius > pi) tokens wrapped around it. Either way the [MASK]
+    token never read the head and relation (S-only valid MRR 0.01 after 10 epochs)."""
+    from geofm.kg.cat import CATBlock, default_curvature
+    from geofm.nn.cat import hyperbolic_scores, spherical_scores
+    from geofm.nn.curvature import raw_to_curvature
+
+    geom = "hyperbolic" if branch == "H" else "spherical"
+
+    def stats(blk) -> tuple[float, float]:
+        x = jax.random.normal(jax.random.key(0), (64, 3, 64))
+        qkv = blk.qkv(blk.ln1(x)).reshape(64, 3, 12, 16).transpose(0, 2, 1, 3)
+        q, k, _ = jnp.split(qkv, 3, axis=1)
+        raw, beta_raw = (blk.k_h[...], blk.beta_h[...]) if branch == "H" else (blk.k_s[...], blk.beta_s[...])
+        kk = raw_to_curvature(raw, geometry=geom)[:, None, None]
+        fn = hyperbolic_scores if branch == "H" else spherical_scores
+        s = fn(q, k, k=kk, beta=jax.nn.softplus(beta_raw)[:, None, None])
+        radius = 2.0 * jnp.sqrt(jnp.abs(kk[..., 0])) * jnp.linalg.norm(q, axis=-1)
+        return float(jnp.mean(jnp.max(jax.nn.softmax(s, -1), -1))), float(jnp.median(radius))
+
+    assert default_curvature(16) == (-1 / 16, 1 / 16)
+    top, radius = stats(CATBlock(64, 4, [branch], rngs=nnx.Rngs(0), dtype=jnp.float32))
+    assert top < 0.8 and radius < 2.5
+    top, radius = stats(CATBlock(64, 4, [branch], rngs=nnx.Rngs(0), dtype=jnp.float32, curvature=(-1.0, 1.0), beta=1.19))
+    assert (top > 0.9) if branch == "H" else (radius > np.pi)
+
+
+def test_cat_score_scale_defaults_and_errors() -> None:
+    from geofm.kg.cat import default_score_scale
+
+    m = build_model("cat", N, R, dim=16, heads=2, blocks=1)
+    np.testing.assert_allclose(np.exp(m.log_score_scale[...]), [1.0, 0.25, 0.0625], rtol=1e-6)
+    assert default_score_scale("H", 64) == 0.125
+    with pytest.raises(ValueError, match="score_scale needs one positive value per branch"):
+        build_model("cat", N, R, dim=16, heads=2, blocks=1, score_scale=[1.0, 2.0])
