@@ -197,41 +197,32 @@ class CATKG(KGModel):
         q, w = self.encode(h, r, key=key)
         return {"q": q, "w": w[:, -1, 2], "router": w}
 
-    def _geom_scores(self, q: jax.Array, e_fn) -> list[jax.Array]:
+    def _mixed_scores(self, q: Any, e: jax.Array, *, rows: bool) -> jax.Array:
+        """Router-mixed scores of queries q["q"] [B, d] against tangent entity vectors e:
+        [N, d] shared by all queries (rows=False) or [B, K, d] per query (rows=True)."""
+        qv = q["q"]
         k_h = raw_to_curvature(self.k_out[...][0], geometry="hyperbolic")
         k_s = raw_to_curvature(self.k_out[...][1], geometry="spherical")
+        dot = (lambda a, b: jnp.einsum("bd,bkd->bk", a, b)) if rows else (lambda a, b: a @ b.T)
+        chord = sqchord_tangent_rows if rows else sqchord_tangent_shared
+        dist = sqdist_to_tangent_rows if rows else sqdist_to_tangent_shared
         out = []
         for i, name in enumerate(self.branches):
-            out.append(jnp.exp(self.log_score_scale[...][i]) * e_fn(name, q, k_h, k_s))
-        return out
+            if name == "E":
+                s = dot(qv, e)
+            elif name == "S":
+                s = -chord(qv, e, k=k_s)
+            else:
+                kb = jnp.broadcast_to(k_h, (qv.shape[0], 1))
+                s = -dist(st.expmap0(qv, k=k_h), e, k=kb, hyperbolic=True)
+            out.append(jnp.exp(self.log_score_scale[...][i]) * s)
+        return mix_tangent(out, q["w"])
 
     def score_shared(self, q, cand):
-        e = self.entity_rows(cand)
-
-        def fn(name, qv, k_h, k_s):
-            if name == "E":
-                return qv @ e.T
-            if name == "S":
-                return -sqchord_tangent_shared(qv, e, k=k_s)
-            kb = jnp.broadcast_to(k_h, (qv.shape[0], 1))
-            return -sqdist_to_tangent_shared(st.expmap0(qv, k=k_h), e, k=kb, hyperbolic=True)
-
-        s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
-        return s + self.bt[...][cand][None, :]
+        return self._mixed_scores(q, self.entity_rows(cand), rows=False) + self.bt[...][cand][None, :]
 
     def score_rows(self, q, t):
-        e = self.entity_rows(t)
-
-        def fn(name, qv, k_h, k_s):
-            if name == "E":
-                return jnp.einsum("bd,bkd->bk", qv, e)
-            if name == "S":
-                return -sqchord_tangent_rows(qv, e, k=k_s)
-            kb = jnp.broadcast_to(k_h, (qv.shape[0], 1))
-            return -sqdist_to_tangent_rows(st.expmap0(qv, k=k_h), e, k=kb, hyperbolic=True)
-
-        s = mix_tangent(self._geom_scores(q["q"], fn), q["w"])
-        return s + self.bt[...][t]
+        return self._mixed_scores(q, self.entity_rows(t), rows=True) + self.bt[...][t]
 
     def aux_loss(self, q: Any) -> jax.Array:
         """-entropy_weight * H(mean router weights): discourages collapse onto one branch."""
