@@ -280,6 +280,11 @@ def add_variants(args: argparse.Namespace) -> None:
     out_path = Path(args.out)
     res = json.loads(out_path.read_text())
     names = args.only or [n for n, e in res["experiments"].items() if "random_init" in e]
+    t0 = time.perf_counter()
+    log = {"variants": list(args.variants), "experiments": names, "machine": machine_info(note="variants-only run"),
+           "note": "these variants were run on the existing pretrained / random-init models and merged in; the "
+                   "other variants' numbers come from the earlier full run (their code path is unchanged)"}
+    res.setdefault("variant_runs", []).append(log)
     for name in names:
         exp = res["experiments"][name]
         model, cfg, dnames = load_pretrained(_run_dir(name, Path(args.runs)))
@@ -295,6 +300,7 @@ def add_variants(args: argparse.Namespace) -> None:
             res["summary"] = summarize(res)
             res["specs"] = {k: dataclasses.asdict(v) for k, v in SPECS.items()}
             res["variants"].update({k: v for k, v in VARIANT_NOTES.items() if k in args.variants})
+            log["seconds"] = round(time.perf_counter() - t0, 1)
             out_path.write_text(json.dumps(res, indent=1))
     print(f"wrote {out_path}")
 
