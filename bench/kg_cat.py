@@ -17,6 +17,7 @@ Epoch budgets rather than wall-clock budgets: the 2-core machine is shared, so
 seconds are noisy; epochs are not. Seconds per epoch are recorded beside them.
 
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot
+    nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot --variants h --scales 1,2 --no-old-attention  # widen
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part compare --epochs 30
 Writes bench/results/kg_cat_<dataset>_cpu.json (rewritten after every arm; parts merge).
 """
@@ -53,8 +54,9 @@ def pilot(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     common = [f"data.data_dir={args.data_dir}", f"train.epochs={args.pilot_epochs}", "train.resume=false",
               f"train.valid_every={args.pilot_epochs}"]
     rows = result.setdefault("pilot", {"epochs": args.pilot_epochs, "rows": []})["rows"]
-    arms = [(b, f"score_scale={s}", [f"model.kwargs.score_scale=[{s}]"]) for b in ("h", "s") for s in args.scales]
-    arms += [(b, "attention init |k|=1, beta=1.19 (session 3)", OLD_ATTN) for b in ("h", "s")]
+    arms = [(b, f"score_scale={s}", [f"model.kwargs.score_scale=[{s}]"]) for b in args.variants for s in args.scales]
+    if not args.no_old_attention:
+        arms += [(b, "attention init |k|=1, beta=1.19 (session 3)", OLD_ATTN) for b in args.variants]
     for branch, label, extra in arms:
         res, secs = run_arm(REPO / f"configs/kg/cat_{branch}_{slug}.yaml", ds, common + extra)
         rows.append({"variant": branch.upper(), "setting": label, "overrides": extra,
@@ -100,6 +102,8 @@ def main() -> int:
     ap.add_argument("--part", choices=("pilot", "compare"), required=True)
     ap.add_argument("--pilot-epochs", type=int, default=5)
     ap.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.03, 0.125, 0.5])
+    ap.add_argument("--variants", type=lambda s: s.lower().split(","), default=["h", "s"], help="pilot variants")
+    ap.add_argument("--no-old-attention", action="store_true", help="pilot: skip the session-3 attention arms")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--arms", type=lambda s: s.split(","), default=["CAT", "E", "H", "S"])
     ap.add_argument("--out", default=None)

@@ -162,7 +162,7 @@ def test_cat_score_scale_defaults_and_errors() -> None:
     from geofm.kg.cat import default_score_scale
 
     m = build_model("cat", N, R, dim=16, heads=2, blocks=1)
-    np.testing.assert_allclose(np.exp(m.log_score_scale[...]), [1.0, 0.25, 0.0625], rtol=1e-6)
-    assert default_score_scale("H", 64) == 0.125
+    np.testing.assert_allclose(np.exp(m.log_score_scale[...]), [1.0, 1.0, 0.0625], rtol=1e-6)
+    assert default_score_scale("S", 64) == 0.03125
     with pytest.raises(ValueError, match="score_scale needs one positive value per branch"):
         build_model("cat", N, R, dim=16, heads=2, blocks=1, score_scale=[1.0, 2.0])
