@@ -7,8 +7,8 @@ each block has three attention branches sharing the Q/K/V/O projections,
   S: kappa-attention with learnable k_S = +softplus(a) > 0 per head (stereographic sphere),
 and a per-token router w = softmax(MLP(x) / T) in R^3 that mixes the branch
 outputs in the tangent space at the origin. The [MASK] token's output is the
-query; it scores all entities in each geometry (dot product, -d_kH^2, -d_kS^2),
-mixed with the last block's router weights of that token. Fixed-geometry
+query; it scores all entities in each geometry (dot product, -d_kH^2, and the
+squared chordal distance on the sphere, which ranks like -d_kS^2), mixed with the last block's router weights of that token. Fixed-geometry
 variants ("E", "H", "S") keep one branch and no router.
 
 The branch kernels (dot-product / Poincaré-ball / sphere attention with
@@ -27,11 +27,11 @@ from flax import nnx
 
 from geofm.kg.models import KGModel, register_model
 from geofm.kg.scoring import sqchord_tangent_rows, sqchord_tangent_shared, sqdist_to_tangent_rows, sqdist_to_tangent_shared
-from geofm.nn.cat import branch_attention
+from geofm.nn.cat import branch_attention, default_beta, default_curvature
 from geofm.nn.curvature import curvature_to_raw, inverse_softplus, raw_to_curvature
 from manifolds import stereographic as st
 
-__all__ = ["route", "mix_tangent", "default_curvature", "default_score_scale", "CATKG", "BRANCHES"]
+__all__ = ["route", "mix_tangent", "default_score_scale", "CATKG", "BRANCHES"]
 
 BRANCHES = ("E", "H", "S")
 
@@ -46,24 +46,13 @@ def mix_tangent(outs: Sequence[jax.Array], weights: jax.Array) -> jax.Array:
     return sum(weights[..., i : i + 1] * o for i, o in enumerate(outs))
 
 
-def default_curvature(width: int) -> tuple[float, float]:
-    """Initial (k_H < 0, k_S > 0) = (-1/width, +1/width) for vectors of `width` coordinates.
-
-    Tokens leave LayerNorm + a linear map with norm ~sqrt(width); at |k| = 1/width
-    they sit at geodesic radius ~2 from the origin. At |k| = 1 they would sit
-    at ~2 sqrt(width): on the ball, at the boundary where tanh saturates and
-    gradients vanish; on the sphere, wrapped around it several times (the map
-    from tangent vectors to sphere points is periodic), which destroys the token.
-    """
-    return (-1.0 / width, 1.0 / width)
-
-
 def default_score_scale(branch: str, dim: int) -> float:
-    """Initial multiplier of a branch's entity score: 1 for E (<q, e>) and H (-d^2), and
-    1/(4 sqrt(dim)) for S (-chord^2; 0.031 at dim 64). Chosen on WN18RR validation MRR
-    after 5 epochs of the H-only / S-only variants at dim 64, grid {0.01, 0.03, 0.125,
-    0.5, 1, 2} (bench/results/kg_cat_wn18rr_cpu.json, part pilot): H peaked at 1
-    (0.193), S at 0.03 (0.228; 0.028 at 0.5: a large S scale saturates the softmax)."""
+    """Initial multiplier of a branch's entity score: 1 for E (<q, e>, not piloted) and
+    H (-d^2), and 1/(4 sqrt(dim)) for S (-chord^2; 0.031 at dim 64). Chosen on WN18RR
+    validation MRR after 5 epochs at dim 64 (bench/results/kg_cat_wn18rr_cpu.json, part
+    pilot): H-only over {0.01, 0.03, 0.125, 0.5, 1, 2} peaked at 1 (0.193); S-only over
+    {0.01, 0.03, 0.125, 0.5} at 0.03 (0.228; 0.028 at 0.5, where the S logits saturate
+    the softmax). The 1/sqrt(dim) dependence of S is an assumption (only dim 64 was run)."""
     return {"E": 1.0, "H": 1.0, "S": 0.25 / math.sqrt(dim)}[branch]
 
 
@@ -92,7 +81,7 @@ class CATBlock(nnx.Module):
         if len(self.branches) > 1:
             self.router1, self.router2 = lin(dim, max(dim // 4, 4)), lin(max(dim // 4, 4), len(self.branches))
         curvature = default_curvature(dim // heads) if curvature is None else curvature
-        beta0 = inverse_softplus(1.0 / (8.0 * math.sqrt(dim // heads)) if beta is None else beta)
+        beta0 = inverse_softplus(default_beta(dim // heads) if beta is None else beta)
         if "H" in self.branches:
             self.k_h = nnx.Param(jnp.full((heads,), curvature_to_raw(curvature[0], geometry="hyperbolic"), dtype))
             self.beta_h = nnx.Param(jnp.full((heads,), beta0, dtype))
@@ -143,11 +132,12 @@ class CATKG(KGModel):
     learnable scale (init `default_score_scale`); the final score mixes them with the
     [MASK] token's last router weights, plus an entity bias. score_curvature /
     attn_curvature: initial (k_H, k_S) of the H / S scoring geometries and of every
-    block's attention heads (all learnable; default `default_curvature` of the
-    width: ±1/dim and ±1/d_head). Curved attention scores start at attn_beta
-    (default 1/(8 sqrt(d_head))), the temperature of dot-product attention (as in
-    geofm.nn.cat.CATBlock): at beta ~ 1 the softmax is one-hot on the nearest key
-    and the [MASK] token never reads the head and relation.
+    block's attention heads (all learnable; default `geofm.nn.cat.default_curvature`
+    of the width: ±1/dim and ±1/d_head). Curved attention scores start at attn_beta
+    (default `geofm.nn.cat.default_beta`, the temperature of dot-product attention).
+    The session-3 init (|k| = 1, beta ~ 1.19) sent sphere tokens past the antipode,
+    where they wrap around (S-only valid MRR 0.023 vs 0.228 after 5 WN18RR epochs);
+    on the ball it made attention nearly one-hot, which cost H-only nothing measurable.
     """
 
     entity_rows_only = True
@@ -161,6 +151,12 @@ class CATKG(KGModel):
         branches = tuple(branches)
         if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) != len(branches):
             raise ValueError(f"CAT branches must be distinct names from {BRANCHES}, got {branches}")
+        score_curvature = default_curvature(dim) if score_curvature is None else tuple(score_curvature)
+        for name, pair in (("score_curvature", score_curvature), ("attn_curvature", attn_curvature)):
+            if pair is not None and not (len(pair) == 2 and pair[0] < 0 < pair[1]):
+                raise ValueError(f"CAT {name} must be [k_H < 0, k_S > 0], got {list(pair)}")
+        if attn_beta is not None and not attn_beta > 0:
+            raise ValueError(f"CAT attn_beta must be > 0 (or null for 1/(8 sqrt(d_head))), got {attn_beta}")
         self.branches, self.dropout, self.input_dropout, self.entropy_weight = branches, dropout, input_dropout, entropy_weight
         self.entity = nnx.Param(init_size * jax.random.normal(rngs.params(), (num_entities, dim), dtype))
         self.rel = nnx.Param(init_size * jax.random.normal(rngs.params(), (2 * num_relations, dim), dtype))
@@ -174,11 +170,7 @@ class CATKG(KGModel):
         if len(scale0) != len(branches) or min(scale0) <= 0:
             raise ValueError(f"CAT score_scale needs one positive value per branch {branches}, got {score_scale}")
         self.log_score_scale = nnx.Param(jnp.log(jnp.asarray(scale0, dtype)))
-        score_curvature = default_curvature(dim) if score_curvature is None else score_curvature
         k_h0, k_s0 = score_curvature
-        for name, (kh, ks) in (("score_curvature", score_curvature), ("attn_curvature", attn_curvature or (-1.0, 1.0))):
-            if not kh < 0 < ks:
-                raise ValueError(f"CAT {name} must be [k_H < 0, k_S > 0], got {[kh, ks]}")
         self.k_out = nnx.Param(jnp.array([curvature_to_raw(k_h0, geometry="hyperbolic"), curvature_to_raw(k_s0, geometry="spherical")], dtype))
         self.bt = nnx.Param(jnp.zeros((num_entities,), dtype))
 

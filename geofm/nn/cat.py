@@ -46,6 +46,28 @@ BRANCH_GEOMETRY: dict[str, str] = {
 # ----------------------------------------------------------------------------- kernels
 
 
+def default_curvature(width: int) -> tuple[float, float]:
+    """Initial (k_H < 0, k_S > 0) = (-1/width, +1/width) for vectors of `width` coordinates.
+
+    Tokens leaving LayerNorm + a linear map have norm ~sqrt(width); at |k| = 1/width
+    they sit at geodesic radius 2 sqrt|k| |v| ~ 2. At |k| = 1 they would sit at
+    ~2 sqrt(width): on the ball near the boundary (distances blow up, attention
+    turns one-hot); on the sphere past the antipode (the map from tangent vectors
+    to sphere points is periodic, so tokens wrap around and collide).
+    """
+    return (-1.0 / width, 1.0 / width)
+
+
+def default_beta(head_dim: int) -> float:
+    """Initial scale beta of curved attention scores -beta d^2: 1/(8 sqrt(d_h)).
+
+    Near the origin d^2 ~ 4 |q - k|^2 (conformal factor 2), so -beta d^2 equals
+    q.k / sqrt(d_h) up to per-row constants: the temperature of dot-product attention.
+    """
+    return 1.0 / (8.0 * math.sqrt(head_dim))
+
+
+
 def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Softmax over the last axis of scores [..., T, S] restricted to mask (bool,
     broadcastable to scores; True = attend). Fully masked rows give all zeros."""
@@ -209,8 +231,9 @@ class CATBlock(nnx.Module):
         unknown = set(curvature) - {"hyperbolic", "spherical"}
         if unknown:
             raise ValueError(f"curvature: unknown branch keys {sorted(unknown)}")
-        default = {"hyperbolic": -1.0 / self.head_dim, "spherical": 1.0 / self.head_dim}
-        beta0 = inverse_softplus(1.0 / (8.0 * math.sqrt(self.head_dim)))
+        k_h0, k_s0 = default_curvature(self.head_dim)
+        default = {"hyperbolic": k_h0, "spherical": k_s0}
+        beta0 = inverse_softplus(default_beta(self.head_dim))
         curved = [b for b in branches if b != "euclidean"]
         self.curvatures = nnx.Dict(
             {b: Curvature(b, k=curvature.get(b, default[b]), learnable=learn_curvature) for b in curved}

@@ -128,34 +128,52 @@ def test_murp_ball_params_with_riemannian_adam_stay_on_ball() -> None:
 
 
 @pytest.mark.parametrize("branch", ["H", "S"])
-def test_cat_default_curved_attention_reads_its_tokens(branch) -> None:
-    """At the default init (|k| = 1/d_head, beta = 1/(8 sqrt(d_head))) query tokens sit at
-    geodesic radius 2 sqrt|k| |q| ~ 2 and curved attention is spread over keys. The session-3
-    init (|k| = 1, beta ~ 1.19) put them at radius ~8: on the ball attention was one-hot on the
-    nearest key; on the sphere (radius > pi) tokens wrapped around it. Either way the [MASK]
-    token never read the head and relation (S-only valid MRR 0.01 after 10 epochs)."""
-    from geofm.kg.cat import CATBlock, default_curvature
-    from geofm.nn.cat import hyperbolic_scores, spherical_scores
+def test_cat_default_curved_attention_reads_its_tokens(branch, monkeypatch) -> None:
+    """The k and beta a CAT-KG block hands to its curved attention at the default init
+    (|k| = 1/d_head, beta = 1/(8 sqrt(d_head))) put query tokens at geodesic radius ~2 with
+    attention spread over keys. The session-3 init (|k| = 1, beta ~ 1.19) put them at ~8:
+    past the antipode on the sphere (tokens wrap around; S-only valid MRR 0.02), nearly
+    one-hot attention on the ball."""
+    import geofm.kg.cat as kgcat
+    from geofm.nn.cat import branch_attention, hyperbolic_scores, spherical_scores
+
+    seen: dict = {}
+
+    def spy(q, key, v, mask, **kw):
+        seen.update(q=q, key=key, **kw)
+        return branch_attention(q, key, v, mask, **kw)
+
+    monkeypatch.setattr(kgcat, "branch_attention", spy)
+    x = jax.random.normal(jax.random.key(0), (64, 3, 64))
+
+    def stats(**kw) -> tuple[float, float]:
+        kgcat.CATBlock(64, 4, [branch], rngs=nnx.Rngs(0), dtype=jnp.float32, **kw)(x)
+        q, k, kk, beta = seen["q"], seen["key"], seen["k"], seen["beta"]
+        fn = hyperbolic_scores if branch == "H" else spherical_scores
+        top = jnp.max(jax.nn.softmax(fn(q, k, k=kk, beta=beta), -1), -1)
+        radius = 2.0 * jnp.sqrt(jnp.abs(kk[..., 0])) * jnp.linalg.norm(q, axis=-1)
+        return float(jnp.mean(top)), float(jnp.median(radius))
+
+    top, radius = stats()
+    np.testing.assert_allclose(np.abs(np.asarray(seen["k"])).ravel(), 1 / 16, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(seen["beta"]).ravel(), 1 / 32, rtol=1e-5)
+    assert top < 0.8 and radius < 2.5
+    top, radius = stats(curvature=(-1.0, 1.0), beta=1.19)
+    assert (top > 0.9) if branch == "H" else (radius > np.pi)
+
+
+def test_cat_model_hands_init_to_blocks_and_checks_it() -> None:
     from geofm.nn.curvature import raw_to_curvature
 
-    geom = "hyperbolic" if branch == "H" else "spherical"
-
-    def stats(blk) -> tuple[float, float]:
-        x = jax.random.normal(jax.random.key(0), (64, 3, 64))
-        qkv = blk.qkv(blk.ln1(x)).reshape(64, 3, 12, 16).transpose(0, 2, 1, 3)
-        q, k, _ = jnp.split(qkv, 3, axis=1)
-        raw, beta_raw = (blk.k_h[...], blk.beta_h[...]) if branch == "H" else (blk.k_s[...], blk.beta_s[...])
-        kk = raw_to_curvature(raw, geometry=geom)[:, None, None]
-        fn = hyperbolic_scores if branch == "H" else spherical_scores
-        s = fn(q, k, k=kk, beta=jax.nn.softplus(beta_raw)[:, None, None])
-        radius = 2.0 * jnp.sqrt(jnp.abs(kk[..., 0])) * jnp.linalg.norm(q, axis=-1)
-        return float(jnp.mean(jnp.max(jax.nn.softmax(s, -1), -1))), float(jnp.median(radius))
-
-    assert default_curvature(16) == (-1 / 16, 1 / 16)
-    top, radius = stats(CATBlock(64, 4, [branch], rngs=nnx.Rngs(0), dtype=jnp.float32))
-    assert top < 0.8 and radius < 2.5
-    top, radius = stats(CATBlock(64, 4, [branch], rngs=nnx.Rngs(0), dtype=jnp.float32, curvature=(-1.0, 1.0), beta=1.19))
-    assert (top > 0.9) if branch == "H" else (radius > np.pi)
+    m = build_model("cat", N, R, dim=16, heads=2, blocks=2, attn_beta=0.3, attn_curvature=[-0.5, 0.25])
+    for blk in m.blocks:
+        np.testing.assert_allclose(jax.nn.softplus(blk.beta_h[...]), 0.3, rtol=1e-5)
+        np.testing.assert_allclose(raw_to_curvature(blk.k_s[...], geometry="spherical"), 0.25, rtol=1e-5)
+    np.testing.assert_allclose(raw_to_curvature(m.k_out[...][0], geometry="hyperbolic"), -1 / 16, rtol=1e-5)
+    for bad, msg in ((dict(attn_curvature=[0.5, 1.0]), "attn_curvature must be"), (dict(attn_curvature=[]), "attn_curvature must be"),
+                     (dict(score_curvature=[-1.0, -1.0]), "score_curvature must be"), (dict(attn_beta=0.0), "attn_beta must be > 0")):
+        with pytest.raises(ValueError, match=msg):
+            build_model("cat", N, R, dim=16, heads=2, blocks=1, **bad)
 
 
 def test_cat_score_scale_defaults_and_errors() -> None:
