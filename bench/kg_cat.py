@@ -3,15 +3,19 @@
 Two parts, each run with the configs in configs/kg/ (`cat_<dataset>.yaml` and
 `cat_{e,h,s}_<dataset>.yaml`), same seed, optimiser and epochs:
 
-  --part pilot    the initial score scale of the curved scorers and the attention
-                  initialisation, chosen on VALIDATION MRR after `--pilot-epochs`
-                  epochs of the H-only and S-only variants: score_scale in a grid,
-                  and the session-3 attention init (|k| = 1, beta ~ 1.19) against the
-                  current one (|k| = 1/d_head, beta = 1/(8 sqrt(d_head))).
+  --part pilot    the initial score scale of the curved scorers, chosen on VALIDATION
+                  MRR after `--pilot-epochs` epochs of the H-only and S-only variants
+                  (a grid of score_scale), plus one arm per variant with the session-3
+                  attention init (|k| = 1, beta ~ 1.19) at the default score scale of the
+                  commit it ran at (each row records its commit and resolved model
+                  kwargs): compare it with the grid row at the same score_scale.
   --part compare  CAT (E+H+S) and the E-only / H-only / S-only variants for `--epochs`
                   epochs each; validation every 5 epochs, the best-validation checkpoint
-                  is tested. Reports relative MRR of CAT over its best variant and the
-                  router's parameter overhead.
+                  is tested. The best fixed variant is the one with the best VALIDATION
+                  MRR; reports CAT's relative test MRR over it and CAT's parameter overhead
+                  over it (router + the other branches' per-head curvatures and attention
+                  scales + their score scales).
+  --part summary  recompute that comparison from the JSON.
 
 Epoch budgets rather than wall-clock budgets: the 2-core machine is shared, so
 seconds are noisy; epochs are not. Seconds per epoch are recorded beside them.
@@ -19,7 +23,8 @@ seconds are noisy; epochs are not. Seconds per epoch are recorded beside them.
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot --variants h --scales 1,2 --no-old-attention  # widen
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part compare --epochs 30
-Writes bench/results/kg_cat_<dataset>_cpu.json (rewritten after every arm; parts merge).
+Writes bench/results/kg_cat_<dataset>_cpu.json (rewritten after every arm; parts merge) and
+the CAT arm's router weights per relation to bench/results/kg_cat_router_<dataset>.png.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from kg_text_init import run_arm, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from geofm.kg.plots import plot_router_weights  # noqa: E402
 from geofm.kg.train import load_kg_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,13 +66,15 @@ def pilot(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     for branch, label, extra in arms:
         res, secs = run_arm(REPO / f"configs/kg/cat_{branch}_{slug}.yaml", ds, common + extra)
         rows.append({"variant": branch.upper(), "setting": label, "overrides": extra,
+                     "model_kwargs": res["config"]["model"]["kwargs"], "git_commit": res["git_commit"],
                      "valid_mrr": res["valid"]["mrr"], "seconds": secs})
         print(rows[-1], flush=True)
         _save(out, result)
     best = {}
-    for b in ("H", "S"):
+    for b in sorted({r["variant"] for r in rows}):
         cands = [r for r in rows if r["variant"] == b and r["setting"].startswith("score_scale")]
-        best[b] = max(cands, key=lambda r: r["valid_mrr"])["setting"]
+        if cands:
+            best[b] = max(cands, key=lambda r: r["valid_mrr"])["setting"]
     result["pilot"]["selected_by_valid_mrr"] = best
     _save(out, result)
 
@@ -83,23 +91,38 @@ def compare(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
             continue
         res, secs = run_arm(REPO / f"configs/kg/{cfg}.yaml", ds, common)
         arms["arms"][name] = summary(res) | {"config": f"configs/kg/{cfg}.yaml", "seconds": secs}
+        if "router_by_relation" in res:
+            arms["arms"][name]["router_by_relation"] = res["router_by_relation"]
+            png = out.parent / f"kg_cat_router_{slug}.png"
+            plot_router_weights(res["router_by_relation"], png, title=f"CAT-KG router weights per relation, {args.dataset} "
+                                f"(valid triples, CPU {args.epochs} epochs)")
         print(name, {k: arms["arms"][name][k] for k in ("test", "best_epoch", "epoch_seconds_mean")}, flush=True)
         _save(out, result)
-    a = arms["arms"]
-    fixed = {k: v["test"]["mrr"] for k, v in a.items() if k != "CAT"}
+    summarize(result)
+    _save(out, result)
+
+
+def summarize(result: dict) -> None:
+    """Best fixed variant by validation MRR; CAT's relative test MRR and parameter overhead over it."""
+    cmp = result.get("compare", {})
+    a = cmp.get("arms", {})
+    fixed = {k: v["valid"]["mrr"] for k, v in a.items() if k != "CAT"}
+    for stale in ("router_param_overhead",):
+        cmp.pop(stale, None)
     if "CAT" in a and fixed:
         best = max(fixed, key=fixed.get)
-        arms["best_variant"] = best
-        arms["cat_vs_best_relative"] = a["CAT"]["test"]["mrr"] / fixed[best] - 1.0
-        arms["router_param_overhead"] = a["CAT"]["num_params"] / a[best]["num_params"] - 1.0
-    _save(out, result)
+        cmp["best_variant"] = best
+        cmp["best_variant_selected_on"] = "validation MRR"
+        cmp["cat_vs_best_relative"] = a["CAT"]["test"]["mrr"] / a[best]["test"]["mrr"] - 1.0
+        cmp["cat_vs_best_relative_valid"] = a["CAT"]["valid"]["mrr"] / a[best]["valid"]["mrr"] - 1.0
+        cmp["param_overhead_vs_best_variant"] = a["CAT"]["num_params"] / a[best]["num_params"] - 1.0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="WN18RR", choices=sorted(SLUG))
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--part", choices=("pilot", "compare"), required=True)
+    ap.add_argument("--part", choices=("pilot", "compare", "summary"), required=True)
     ap.add_argument("--pilot-epochs", type=int, default=5)
     ap.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.03, 0.125, 0.5])
     ap.add_argument("--variants", type=lambda s: s.lower().split(","), default=["h", "s"], help="pilot variants")
@@ -110,6 +133,10 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out or REPO / f"bench/results/kg_cat_{SLUG[args.dataset]}_cpu.json")
     result = json.loads(out.read_text()) if out.exists() else {}
+    if args.part == "summary":
+        summarize(result)
+        _save(out, result)
+        return 0
     result["machine"] = machine_info()
     result["dataset"] = args.dataset
     result["protocol"] = __doc__
