@@ -93,19 +93,20 @@ def compare(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
         arms["arms"][name] = summary(res) | {"config": f"configs/kg/{cfg}.yaml", "seconds": secs}
         if "router_by_relation" in res:
             arms["arms"][name]["router_by_relation"] = res["router_by_relation"]
-            png = out.parent / f"kg_cat_router_{slug}.png"
-            plot_router_weights(res["router_by_relation"], png, title=f"CAT-KG router weights per relation, {args.dataset} "
-                                f"(valid triples, CPU {args.epochs} epochs)")
         print(name, {k: arms["arms"][name][k] for k in ("test", "best_epoch", "epoch_seconds_mean")}, flush=True)
         _save(out, result)
-    summarize(result)
+    summarize(result, out.parent)
     _save(out, result)
 
 
-def summarize(result: dict) -> None:
-    """Best fixed variant by validation MRR; CAT's relative test MRR and parameter overhead over it."""
+def summarize(result: dict, png_dir: Path) -> None:
+    """Best fixed variant by validation MRR; CAT's relative test MRR and parameter overhead over it;
+    the CAT arm's router weights per relation to png_dir/kg_cat_router_<dataset>.png."""
     cmp = result.get("compare", {})
     a = cmp.get("arms", {})
+    if "router_by_relation" in a.get("CAT", {}):
+        plot_router_weights(a["CAT"]["router_by_relation"], png_dir / f"kg_cat_router_{SLUG[result['dataset']]}.png",
+                            title=f"CAT-KG router, {result['dataset']} ({cmp['epochs']} epochs, valid)")
     fixed = {k: v["valid"]["mrr"] for k, v in a.items() if k != "CAT"}
     for stale in ("router_param_overhead",):
         cmp.pop(stale, None)
@@ -134,7 +135,7 @@ def main() -> int:
     out = Path(args.out or REPO / f"bench/results/kg_cat_{SLUG[args.dataset]}_cpu.json")
     result = json.loads(out.read_text()) if out.exists() else {}
     if args.part == "summary":
-        summarize(result)
+        summarize(result, out.parent)
         _save(out, result)
         return 0
     result["machine"] = machine_info()
