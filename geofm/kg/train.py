@@ -198,15 +198,24 @@ def _git_commit() -> str | None:
         return None
 
 
+def _leaf_names(tree: Any) -> list[str]:
+    """Readable path names of the leaves, in flatten order ("params_entity_value", ...)."""
+    names = [re.sub(r"[^A-Za-z0-9]+", "_", jax.tree_util.keystr(p)).strip("_")
+             for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    if len(set(names)) != len(names):
+        raise ValueError("two state leaves map to the same checkpoint name")
+    return names
+
+
 def _flat(tree: Any) -> dict[str, Any]:
-    """Pytree -> {"0000_path": leaf} (a plain dict orbax can store)."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {f"{i:04d}_{re.sub(r'[^A-Za-z0-9]+', '_', jax.tree_util.keystr(p)).strip('_')}": v for i, (p, v) in enumerate(leaves)}
+    """Pytree -> {path name: leaf} (a plain dict orbax can store; a model change shows up by name
+    in the checkpoint mismatch error, not as a shift of every later leaf)."""
+    return dict(zip(_leaf_names(tree), jax.tree_util.tree_leaves(tree)))
 
 
 def _unflat(template: Any, flat: dict[str, Any]) -> Any:
     treedef = jax.tree_util.tree_structure(template)
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[k]) for k in sorted(flat)])
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[k]) for k in _leaf_names(template)])
 
 
 @contextlib.contextmanager

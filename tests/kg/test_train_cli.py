@@ -142,3 +142,11 @@ def test_time_budget_stops_validates_and_resumes(tiny: Path, tmp_path: Path, cap
     assert not res["stopped_by_time"] and res["epochs_run"] == res["config"]["train"]["epochs"]
     code, _, err = _run(capsys, *base, "--set", "train.max_seconds=0")
     assert code != 0 and "max_seconds" in err
+
+
+def test_resume_with_another_model_names_the_changed_parameters(tiny: Path, tmp_path: Path, capsys) -> None:
+    base = ["--config", TINY, "--dataset", str(tiny), "--quiet", "--out", str(tmp_path / "run"), "--set", "train.epochs=1"]
+    _run(capsys, *base, "--set", "model.name=transe", "--set", "model.kwargs={dim: 8, p: 2, init_size: 0.1}")
+    code, _, err = _run(capsys, *base, "--set", "train.epochs=2", "--set", "model.name=rotate", "--set", "model.kwargs={dim: 8}")
+    assert code != 0 and "different config?" in err
+    assert "\n  params_phase_value: checkpoint missing vs target float32[6, 4]" in err  # by name, not a shifted index
