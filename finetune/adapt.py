@@ -3,11 +3,15 @@
 k-shot node classification with a pretrained GraphGlue run (frozen foundation model; see
 `geofm.adapt`). Prints the transferability score first, then a results table; with
 --baseline the same protocol also runs on a randomly initialised model. --variant picks
-the adapter: full (backbone head + class-prompt text prior + label propagation +
-self-training), graphglue_head (the frozen backbone's features only), text_only,
-backbone_prompt (graphglue_head + the decoder prior: the backbone's outputs decoded into
-the text space, read through a map initialised at the class prompts) or backbone_full
-(backbone_prompt + label propagation + self-training: no raw-text skip).
+the adapter from `geofm.adapt.VARIANTS`, the table bench/pretrain_kshot.py reports (the
+README's k-shot columns): full (the default: backbone head + class-prompt text prior, joint
+or late fusion, + label propagation + self-training), graphglue_head (the frozen backbone's
+features only), text_only, backbone_prompt (graphglue_head + the decoder prior: the
+backbone's outputs decoded into the model's input space, i.e. the projected, column-z-scored
+in_dim space (the text space itself only when in_dim = 384 with the identity projection),
+read through a map initialised at the class prompts mapped into that space) or
+backbone_full (backbone_prompt + label propagation + self-training: no raw-text skip).
+The decoder-prior variants need a text-attributed target (exit 2 otherwise).
 """
 
 from __future__ import annotations
@@ -19,18 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _variants() -> dict:
-    from geofm.adapt import AdapterSpec
-
-    return {"full": AdapterSpec(),
-            "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0),
-            "text_only": AdapterSpec(backbone=False),
-            "backbone_prompt": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, decoder_prior=True),
-            "backbone_full": AdapterSpec(text_skip=False, decoder_prior=True)}
-
-
-VARIANTS = ("full", "graphglue_head", "text_only", "backbone_prompt", "backbone_full")
+from geofm.adapt import VARIANTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, help="random splits (default: config)")
     p.add_argument("--epochs", type=int, help="adaptation epochs (default: config)")
     p.add_argument("--max-test", type=int, help="cap on test nodes per split (default: config)")
-    p.add_argument("--variant", choices=sorted(VARIANTS), default="full", help="adapter variant (default: full)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="full",
+                   help="adapter variant from geofm.adapt.VARIANTS (default: full)")
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
     p.add_argument("--json", help="write the results to this JSON file")
     args = p.parse_args(argv)
@@ -59,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "epochs": args.epochs, "max_test": args.max_test}.items() if v is not None}
     acfg = dataclasses.replace(cfg.adapt, **changes)
     try:
-        spec = _variants()[args.variant]
+        spec = VARIANTS[args.variant]
         results = [adapt_kshot(args.run_dir, acfg, spec=spec)]
         if args.baseline:
             results.append(adapt_kshot(args.run_dir, acfg, random_init=True, spec=spec))

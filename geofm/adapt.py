@@ -18,13 +18,16 @@ Head (`AdapterHead`, papers.md §1.7 with our fixes and additions), logits [B, C
       class-prompt embeddings of the target's class names/descriptions through the text
       encoder (the zero-shot prior), L2-regularised TOWARD that prior, so few-shot
       training refines it rather than replacing it;
-  decoder prior (optional, ``AdapterSpec.decoder_prior``): the backbone part also reads the
-      frozen model's outputs decoded back into its input space by the text-alignment decoder
-      (propagated like the skip), through a map initialised at the class prompts mapped into
-      that space: zero-shot-initialised prototypes that only a pretrained decoder makes
-      meaningful (`decoder_features`);
-Loss = CE + weight_decay ||head||^2 + text_decay ||text - prior||^2 + glue_weight * (holonomy +
-curvature) on 2-paths of the training batch's kNN graph (the adaptation gluing loss).
+  decoder prior (optional, ``AdapterSpec.decoder_prior``; text domains only): the backbone
+      part also reads the frozen model's outputs decoded back into its INPUT space (the
+      column-z-scored, fixed-projected ``in_dim`` space of `geofm.features.project_features`;
+      the text space itself only when in_dim = 384 and the projection is the identity) by the
+      text-alignment decoder, propagated like the skip, through a map initialised at the class
+      prompts mapped into that same space: zero-shot-initialised prototypes that only a
+      pretrained decoder makes meaningful (`decoder_features`);
+Loss = CE + weight_decay ||head||^2 + text_decay (||text - prior||^2 + ||dec - dec_prior||^2)
++ glue_weight * (holonomy + curvature) on 2-paths of the training batch's kNN graph (the
+adaptation gluing loss).
 After training, optional label propagation of the predicted class probabilities over the
 target graph (train nodes clamped to their labels): Y <- (1-a) Y0 + a S Y.
 
@@ -59,7 +62,7 @@ import scipy.sparse as sp
 from scipy.special import softmax
 from flax import nnx
 
-from geofm.align import normalized_adjacency, unit_rows
+from geofm.align import normalized_adjacency, propagate_text, unit_rows
 from geofm.glue import GlueBatch, GlueModel, GlueOutput, build_glue_batch, frames, glue_loss, knn_paths
 
 log = logging.getLogger("geofm.adapt")
@@ -67,7 +70,7 @@ log = logging.getLogger("geofm.adapt")
 __all__ = [
     "AdapterSpec", "TargetFeatures", "AdapterHead", "kshot_splits", "embed_frozen", "target_features",
     "label_propagation", "pseudo_labels", "fit_head", "adapt_split", "run_kshot", "restrict", "effective_rank",
-    "adapt_kshot", "transferability_score", "format_table", "decoder_features",
+    "adapt_kshot", "transferability_score", "format_table", "decoder_features", "VARIANTS",
 ]
 
 
@@ -78,7 +81,8 @@ class AdapterSpec:
     backbone: head on the frozen GraphGlue features [z', log g', mixed prototype metric];
     text_skip: head on the propagated target inputs (``hops`` propagation steps);
     prompt_prior: initialise (and regularise) the text part at the class-prompt embeddings
-    (text domains only); text_decay: L2 pull of the text part toward its initialisation;
+    (text domains only); text_decay: L2 pull of the text part (``AdapterHead.text``) AND of
+    the decoder-prior map (``AdapterHead.dec``) toward their prompt initialisations;
     weight_decays (L2 on the backbone head) / label_prop (alphas, 0 = off): candidates
     chosen per split on the validation nodes; self_train: pseudo-labels per class for one
     round of self-training (0 = off; kept only when it raises validation accuracy);
@@ -89,10 +93,14 @@ class AdapterSpec:
     (1 - beta) p_text + beta p_backbone (empty = off; beta 0 is the text-only head, so the
     split falls back to it when the backbone does not help on validation);
     decoder_prior: the backbone part also reads the frozen model's DECODED outputs (its
-    text-alignment decoder maps z back into the text space; propagated like the skip, unit
-    rows), through a map initialised at (and L2-pulled toward) the class-prompt embeddings:
-    zero-shot-initialised class prototypes on the backbone side. Only a model whose decoder
-    was trained (text-alignment term) makes that prior meaningful; a random one decodes noise.
+    text-alignment decoder maps z back into the model's input space: the projected, column
+    z-scored ``in_dim`` space, which equals the text space only when in_dim = 384 with the
+    identity projection; propagated like the skip, unit rows), through a map initialised at
+    (and L2-pulled toward) the class-prompt embeddings mapped into that same space:
+    zero-shot-initialised class prototypes on the backbone side. Needs ``backbone`` and
+    ``prompt_prior`` on and a text domain with class names (`target_features` raises
+    otherwise). Only a model whose decoder was trained (text-alignment term) makes that prior
+    meaningful; a random one decodes noise.
     """
 
     backbone: bool = True
@@ -117,6 +125,27 @@ class AdapterSpec:
             raise ValueError(f"AdapterSpec.label_prop alphas must be in [0, 1), got {self.label_prop}")
         if any(not 0.0 <= b <= 1.0 for b in self.fusion):
             raise ValueError(f"AdapterSpec.fusion betas must be in [0, 1], got {self.fusion}")
+        if self.decoder_prior and not (self.backbone and self.prompt_prior):
+            raise ValueError("AdapterSpec.decoder_prior needs backbone=True and prompt_prior=True (it is a "
+                             "class-prompt-initialised map on the backbone's decoded outputs)")
+
+
+# The adapter variants of `python -m finetune.adapt --variant` and bench/pretrain_kshot.py (ONE
+# table: the README's k-shot columns come from the bench, the CLI reproduces them).
+VARIANTS: dict[str, AdapterSpec] = {
+    # head: linear head on the frozen backbone's features only
+    "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0)),
+    # full (the default): + propagated-text skip at the class prompts (joint or late fusion)
+    # + label propagation + one self-training round
+    "full": AdapterSpec(weight_decays=(1e-1, 1.0), fusion=(0.0, 0.25, 0.5, 0.75)),
+    # text_only: no backbone at all (text encoder + prompts + graph smoothing)
+    "text_only": AdapterSpec(backbone=False),
+    # prompt: graphglue_head + the decoder prior, no raw-text skip
+    "backbone_prompt": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0),
+                                   decoder_prior=True),
+    # prompt+LP: backbone_prompt + label propagation + self-training
+    "backbone_full": AdapterSpec(text_skip=False, weight_decays=(1e-2, 1e-1, 1.0), decoder_prior=True),
+}
 
 
 class TargetFeatures(NamedTuple):
@@ -125,9 +154,10 @@ class TargetFeatures(NamedTuple):
     z [N, d] standardised frozen sample points; V [N, M, d] frozen tangent vectors (scaled
     by the same per-column std as z); lg_mu, lg_sd: scalars standardising log-metrics;
     skip [N, F] unit rows (propagated inputs; F = 1 zeros when off); prior [F, C] text
-    prior (zeros when off); adj: [N, N] propagation matrix S (scipy CSR); dec [N, F'] unit
-    rows of the propagated decoded backbone outputs in the text space and dec_prior [F', C]
-    the class-prompt prior for them (None = off: no decoder prior).
+    prior (zeros when off); adj: [N, N] propagation matrix S (scipy CSR); dec [N, in_dim]
+    unit rows of the propagated decoded backbone outputs in the model's input space and
+    dec_prior [in_dim, C] the class prompts mapped into that space (None = off: no decoder
+    prior).
     """
 
     z: np.ndarray
@@ -149,7 +179,11 @@ def _dec_parts(f: TargetFeatures) -> tuple[np.ndarray, np.ndarray]:
 
 
 class AdapterHead(nnx.Module):
-    """Trainable adaptation parameters: W, prototype router, backbone head, text head."""
+    """Trainable adaptation parameters: W [d, d] (orthogonal init), prototype router
+    (router1, router2), backbone head ``head`` (zero init), text head ``text`` [F, C] +
+    ``text_bias`` [C] (init prior_scale * prior), and ``dec`` [F', C], the decoder-prior map on
+    the decoded backbone outputs (init prior_scale * dec_prior; a [1, C] zero map, unused,
+    when there is no decoder prior)."""
 
     def __init__(self, *, dim: int, num_generators: int, num_domains: int, num_classes: int, prior: np.ndarray,
                  prior_scale: float, rngs: nnx.Rngs, dec_prior: np.ndarray | None = None):
@@ -263,29 +297,33 @@ def _propagation_matrix(edge_index: np.ndarray, n: int) -> sp.csr_matrix:
     return normalized_adjacency(np.asarray(edge_index), n, norm="sym").astype(np.float32)
 
 
-def _text_inputs(name: str, data_dir: str | None, num_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(raw node text embeddings [N, D], class-prompt embeddings [C, D] unit rows) for a
+def _text_inputs(name: str, data_dir: str | None,
+                 num_classes: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """((raw node text embeddings [N, D], class-prompt embeddings [C, D] unit rows), "") for a
     text-attributed dataset with class names, via the foundation model's text encoder
-    (embedding cache); None when the dataset has no texts or the encoder is missing."""
+    (embedding cache); (None, why not) when the dataset has no texts or class names, or the
+    text encoder is missing."""
     from geofm.align import PromptConfig, class_texts, encode_classes, encode_texts, templates_for
     from geofm.data import load_dataset
 
     try:
         ds = load_dataset(name, data_dir)
-    except (ValueError, FileNotFoundError, KeyError):
-        return None
-    if not getattr(ds, "texts", None) or not any(ds.texts) or len(ds.class_names) != num_classes:
-        return None
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        return None, f"dataset {name!r} could not be loaded ({err})"
+    if not getattr(ds, "texts", None) or not any(ds.texts):
+        return None, f"dataset {name!r} has no node texts"
+    if len(ds.class_names) != num_classes:
+        return None, f"dataset {name!r} has {len(ds.class_names)} class names for {num_classes} label classes"
     try:
         from geofm.text import TextEncoder
 
         enc = TextEncoder.load()
-    except Exception:  # noqa: BLE001 - no packaged text model: no text prior
-        return None
+    except Exception as err:  # noqa: BLE001 - no packaged text model: no text prior
+        return None, f"no text encoder ({type(err).__name__}: {err})"
     temps = templates_for(PromptConfig(), name=ds.name, domain=ds.domain)
     rows, _ = class_texts(ds.class_names, ds.class_descriptions, temps)
     text, _, _ = encode_texts(enc, ds.texts)
-    return text, encode_classes(enc, rows)
+    return (text, encode_classes(enc, rows)), ""
 
 
 def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_dir: str | None = None,
@@ -294,7 +332,11 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
 
     Standardisation constants come from all target nodes WITHOUT labels (transductive,
     unsupervised). Text domains use the raw text embeddings for the skip path (same space
-    as the class prompts); others the domain's own inputs and no prompt prior.
+    as the class prompts); others the domain's own inputs and no prompt prior. The decoder
+    prior (dec, dec_prior) is built whenever the backbone is on and the node texts are
+    loaded (text domain, and spec.text_skip or spec.decoder_prior), so several specs can
+    share one call (`restrict`). Raises ValueError when spec.decoder_prior is set but the
+    target cannot have one (structural inputs, no texts / class names, no text encoder).
     """
     n = domain.num_nodes
     num_classes = int(domain.labels.max()) + 1
@@ -309,42 +351,51 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
         lg_mu, lg_sd = float(lg.mean()), float(lg.std() + 1e-6)
     else:
         z, V, lg_mu, lg_sd = np.zeros((n, model.cfg.dim), np.float32), np.zeros((n, m, model.cfg.dim), np.float32), 0.0, 1.0
-    adj = _propagation_matrix(domain.edge_index, n)
-    texts = _text_inputs(domain.name, data_dir, num_classes) if (spec.text_skip and domain.inputs == "text") else None
+    texts, why = None, f"its inputs are {domain.inputs!r}, not text"
+    if (spec.text_skip or spec.decoder_prior) and domain.inputs == "text":
+        texts, why = _text_inputs(domain.name, data_dir, num_classes)
+    if spec.decoder_prior and texts is None:
+        raise ValueError(f"AdapterSpec.decoder_prior: no decoder prior is possible for target {domain.name!r}: "
+                         f"{why} (it needs node texts, class names and the text encoder)")
     if spec.text_skip:
-        x = texts[0] if texts is not None else np.asarray(domain.x, np.float32)
-        for _ in range(spec.hops):
-            x = adj @ x
-        skip = unit_rows(np.asarray(x))
+        skip = propagate_text(texts[0] if texts is not None else domain.x, domain.edge_index, hops=spec.hops)
         prior = texts[1].T if (texts is not None and spec.prompt_prior) else np.zeros((skip.shape[1], num_classes))
     else:
         skip, prior = np.zeros((n, 1), np.float32), np.zeros((1, num_classes))
     dec = dec_prior = None
     if z_raw is not None and texts is not None:
-        dec, dec_prior = decoder_features(model, z_raw, texts, domain.projection, adj, hops=spec.hops)
+        dec, dec_prior = decoder_features(model, z_raw, texts, domain.projection, domain.edge_index, hops=spec.hops)
     return TargetFeatures(z=z.astype(np.float32), V=V.astype(np.float32), lg_mu=lg_mu, lg_sd=lg_sd, skip=skip,
-                          prior=np.asarray(prior, np.float32), adj=adj, dec=dec, dec_prior=dec_prior)
+                          prior=np.asarray(prior, np.float32), adj=_propagation_matrix(domain.edge_index, n),
+                          dec=dec, dec_prior=dec_prior)
+
+
+def _like_inputs(x: np.ndarray, raw: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Rows x [R, F] mapped into the model's input space the way `geofm.features.project_features`
+    maps the target's raw inputs raw [N, F]: column z-score with raw's statistics (std < 1e-8
+    -> 1, as there), then the dataset's fixed projection [F, in_dim] -> [R, in_dim].
+    (project_features fits the statistics on the rows it maps, so it cannot map other rows.)"""
+    mu, sd = raw.mean(0), raw.std(0)
+    return ((x - mu) / np.where(sd > 1e-8, sd, 1.0)) @ projection
 
 
 def decoder_features(model: GlueModel, z_raw: np.ndarray, texts: tuple[np.ndarray, np.ndarray],
-                     projection: np.ndarray, adj: Any, *, hops: int) -> tuple[np.ndarray, np.ndarray]:
-    """The frozen model's outputs decoded back into its input space, and the class prompts
-    mapped into that space the way the node texts were (column z-score with the target's
-    text statistics, then the dataset's fixed projection).
+                     projection: np.ndarray, edge_index: np.ndarray, *, hops: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen model's outputs decoded back into its input space (the projected, column
+    z-scored in_dim space; the text space itself only when in_dim = F with the identity
+    projection), and the class prompts mapped into that space the way the node texts were.
 
     z_raw [N, d] unstandardised frozen embeddings; texts = (raw node text embeddings [N, F],
-    class-prompt embeddings [C, F]); projection [F, in_dim]; adj: S [N, N].
-    Returns (dec [N, in_dim] unit rows of S^hops (z_raw D), prior [in_dim, C] unit columns),
-    D = the text-alignment decoder (``model.decoder``, trained to make decoded z pick out
-    its own node's input; random for an untrained model).
+    class-prompt embeddings [C, F]); projection [F, in_dim]; edge_index [2, E] of the target.
+    Returns (dec [N, in_dim] = `geofm.align.propagate_text` of model.decoder(z_raw), i.e.
+    unit rows of S^hops (z_raw D); prior [in_dim, C] unit columns), D = the text-alignment
+    decoder (trained to make decoded z pick out its own node's input; random for an
+    untrained model).
     """
     raw, prompts = texts
-    mu, sd = raw.mean(0), raw.std(0)
-    p = ((prompts - mu) / np.where(sd > 1e-8, sd, 1.0)) @ projection
-    x = np.asarray(z_raw, np.float32) @ np.asarray(model.decoder.kernel[...], np.float32)
-    for _ in range(hops):
-        x = adj @ x
-    return unit_rows(np.asarray(x)).astype(np.float32), unit_rows(np.asarray(p, np.float32)).T.copy()
+    decoded = np.asarray(model.decoder(jnp.asarray(z_raw, jnp.float32)))
+    prior = unit_rows(np.asarray(_like_inputs(prompts, raw, projection), np.float32)).T.copy()
+    return propagate_text(decoded, edge_index, hops=hops), prior
 
 
 # ----------------------------------------------------------------------------- head training
@@ -521,7 +572,7 @@ def _candidate_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, tra
     (1 - beta) p_text + beta p_backbone (late fusion). part(name, weight_decay): the
     part-head probabilities (default `_part_probs`; a caller may pass a per-split cache)."""
     if "fusion" not in cand:
-        sp_ = spec if cand["backbone"] else dataclasses.replace(spec, backbone=False)
+        sp_ = spec if cand["backbone"] else _text_part(spec)
         logits, _, ep = fit_head(glue, f, labels, train, valid, acfg, sp_, weight_decay=cand["weight_decay"],
                                  seed=seed, train_labels=train_labels)
         return softmax(logits, axis=1), ep
@@ -534,11 +585,16 @@ def _candidate_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, tra
     return (1.0 - beta) * p_text + beta * p_bb, max(e1, e2)
 
 
+def _text_part(spec: AdapterSpec) -> AdapterSpec:
+    """The spec's text-only head: backbone off (and with it the decoder prior, a backbone part)."""
+    return dataclasses.replace(spec, backbone=False, decoder_prior=False)
+
+
 def _part_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray, valid: np.ndarray,
                 acfg: Any, spec: AdapterSpec, part: str, weight_decay: float, *, seed: int,
                 train_labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Probabilities [N, C] of a head on one part only ("text" or "backbone"), epochs run."""
-    sp_ = dataclasses.replace(spec, backbone=False) if part == "text" else dataclasses.replace(spec, text_skip=False)
+    sp_ = _text_part(spec) if part == "text" else dataclasses.replace(spec, text_skip=False)
     logits, _, ep = fit_head(glue, restrict(f, sp_), labels, train, valid, acfg, sp_, weight_decay=weight_decay,
                              seed=seed, train_labels=train_labels)
     return softmax(logits, axis=1), ep
@@ -667,8 +723,10 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
     """k-shot node classification on ``acfg.target`` with the model of a pretraining run.
 
     random_init=True runs the same protocol with a freshly initialised model of the same
-    config (the baseline); spec: the adapter variant (default: all parts); model: use
-    this GlueModel instead of loading (e.g. a variant built by the caller).
+    config (the baseline); spec: the adapter variant (default ``AdapterSpec()``: all parts;
+    the named variants of the CLI and the bench are `VARIANTS`); model: use this GlueModel
+    instead of loading (e.g. a variant built by the caller). Raises ValueError when the spec
+    asks for a decoder prior the target cannot have (`target_features`).
     Returns {"target", "transferability", "spec", "shots": {k: {"accs", "mean", "std", "splits"}}}.
     """
     from geofm.pretrain import load_domain, load_pretrained, make_model
@@ -689,6 +747,7 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
     res: dict[str, Any] = {"target": dom.name, "random_init": random_init, "transferability": gtm,
                            "spec": dataclasses.asdict(spec), "max_test": acfg.max_test,
                            "prompt_prior_used": bool(np.any(feats.prior)),
+                           "decoder_prior_used": restrict(feats, spec).dec is not None,
                            "embedding_effective_rank": effective_rank(feats.z) if spec.backbone else None}
     res["shots"] = run_kshot(model, feats, dom.labels, acfg, spec, seed=seed)
     res["seconds"] = time.perf_counter() - t0

