@@ -18,9 +18,11 @@ the same config, with these adapter variants (`geofm.adapt.AdapterSpec`):
   text_only       full without the backbone (text encoder + prompts + graph smoothing
                   only): the reference that needs no graph pretraining at all;
   backbone_prompt graphglue_head + the decoder prior: the frozen model's outputs decoded
-                  back into the text space (its text-alignment decoder) through a map
-                  initialised at the class-prompt embeddings (zero-shot-initialised
-                  prototypes on the backbone side; AdapterSpec.decoder_prior);
+                  back into its input space (its text-alignment decoder; the projected,
+                  column-z-scored in_dim space, = the MiniLM space here: in_dim 384,
+                  identity projection) through a map initialised at the class-prompt
+                  embeddings mapped into that space (zero-shot-initialised prototypes on
+                  the backbone side; AdapterSpec.decoder_prior);
   backbone_full   full without the raw-text skip: backbone_prompt + label propagation +
                   self-training, i.e. everything the adapter reads passes through the
                   foundation model (a random model's decoder maps to noise).
@@ -31,7 +33,11 @@ Ablations: plain GCN vs gated mixed-geometry experts; full-frame holonomy term o
 (train.holonomy_weight 0); the input-preservation (text-alignment) term on vs off
 (train.align_weight 0); the session-2 design (per-domain input maps, plain GCN, no
 alignment term); pretraining budget (1380 vs 460 steps); text-free structural inputs
-(GraphGlue's own setting; no class prompts, so no decoder prior).
+(GraphGlue's own setting; no class prompts, so no decoder prior: backbone_prompt /
+backbone_full are recorded as skipped there).
+
+The variants are `geofm.adapt.VARIANTS`, the same table `python -m finetune.adapt --variant`
+uses, so the CLI reproduces every column of this file.
 
 Hyper-parameters of the adapter (weight decay, label-propagation strength, self-training
 on/off) are chosen per split on that split's validation nodes only; test labels are read
@@ -57,20 +63,15 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from geofm.adapt import (AdapterSpec, _Batcher, effective_rank, run_kshot, target_features,  # noqa: E402
+from geofm.adapt import (VARIANTS, AdapterSpec, _Batcher, effective_rank, run_kshot, target_features,  # noqa: E402
                          transferability_score)
 from geofm.config import load_config  # noqa: E402
 from geofm.pretrain import PretrainConfig, load_domain, load_pretrained, make_model, pretrain  # noqa: E402
 
-SPECS = {
-    "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0)),
-    "full": AdapterSpec(weight_decays=(1e-1, 1.0), fusion=(0.0, 0.25, 0.5, 0.75)),
-    "text_only": AdapterSpec(backbone=False),
-    "backbone_prompt": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0),
-                                   decoder_prior=True),
-    "backbone_full": AdapterSpec(text_skip=False, weight_decays=(1e-2, 1e-1, 1.0), decoder_prior=True),
-}
-VARIANTS = ["graphglue_head", "full", "backbone_prompt", "backbone_full"]  # run on pretrained AND random init
+COMPARED = ["graphglue_head", "full", "backbone_prompt", "backbone_full"]  # run on pretrained AND random init
+DECODER_SKIP = ("skipped: no decoder prior is possible on this target ({why}). Without it backbone_prompt would "
+                "equal graphglue_head exactly and backbone_full would be graphglue_head + label propagation + "
+                "self-training, so neither is a decoder-prior variant here")
 FULL_GAP_NOTE = (
     "Why the full adapter's pretrained-vs-random gap stays within split noise (session 4): the adapter reads the "
     "2-hop propagated MiniLM text directly, and no frozen backbone space holds more label information than it: "
@@ -80,10 +81,13 @@ FULL_GAP_NOTE = (
     "could add. The decoder prior shows the pretrained model does carry the text semantics (backbone-only "
     "adapters far above random init, and the gap vanishes for the session-2 design whose decoder was never "
     "trained), but that is information the full adapter already has from the text skip, so fusing it adds "
-    "nothing a random backbone's smoothing does not. Text-free inputs (cora_structural) do not rescue it: "
-    "there the pretrained model is below random init on every variant (-3 to -5 points, within the larger "
-    "split noise) and its z holds no more label information (kNN agreement 0.570 vs 0.573), so at this budget "
-    "the pretraining adds no transferable class structure of its own; what pays is keeping the text meaning.")
+    "nothing a random backbone's smoothing does not. Text-free inputs (cora_structural; no decoder prior "
+    "possible there, so backbone_prompt, which would equal graphglue_head exactly, is not a separate variant) do "
+    "not rescue it: the pretrained model is below random init on every adapter, paired 5-shot gaps -3.0 "
+    "(graphglue_head), -2.9 (full) and -3.6 (graphglue_head + label propagation + self-training, the earlier "
+    "prior-less backbone_full run), 1-shot -5.2 / -4.8 / -5.0, all within the split noise, and its z holds no more "
+    "label information (kNN agreement 0.570 vs 0.573), so at this budget the pretraining adds no transferable "
+    "class structure of its own; what pays is keeping the text meaning.")
 VARIANT_NOTES = {
     "backbone_prompt": "graphglue_head + decoder prior: the frozen model's decoded outputs (text-alignment decoder, "
                        "2-hop propagated, unit rows) through a map initialised at / L2-pulled toward the "
@@ -135,7 +139,12 @@ def evaluate_model(model, cfg, dom, specs: list[str], acfg, *, seed: int) -> dic
            "embed_seconds": time.perf_counter() - t0, "variants": {}}
     for s in specs:
         t1 = time.perf_counter()
-        shots = run_kshot(model, feats, dom.labels, acfg, SPECS[s], seed=seed)
+        if VARIANTS[s].decoder_prior and feats.dec is None:  # structural inputs: record the skip, run nothing
+            why = f"{dom.inputs} inputs: no node texts or class prompts"
+            out["variants"][s] = {"skipped": DECODER_SKIP.format(why=why)}
+            print(f"  {s:15s} skipped ({why})", flush=True)
+            continue
+        shots = run_kshot(model, feats, dom.labels, acfg, VARIANTS[s], seed=seed)
         out["variants"][s] = {k: {"mean": v["mean"], "std": v["std"], "accs": v["accs"],
                                   "selected": [{kk: r[kk] for kk in r if kk != "test_acc"} for r in v["splits"]]}
                               for k, v in shots.items()}
@@ -193,7 +202,7 @@ def summarize(result: dict) -> dict:
         if "random_init" not in exp:
             continue
         gaps, clear = {}, {}
-        for v in VARIANTS:
+        for v in COMPARED:
             for k in ("1", "5"):
                 a, b = _cell(exp, "pretrained", v, k), _cell(exp, "random_init", v, k)
                 if a is not None and b is not None:
@@ -206,7 +215,7 @@ def summarize(result: dict) -> dict:
     base = ex.get("cora_gcn")
     for name, exp in ex.items():
         if "random_init" in exp:
-            paired = {f"{v} {k}-shot": _paired(exp, v, k) for v in VARIANTS for k in ("1", "5")
+            paired = {f"{v} {k}-shot": _paired(exp, v, k) for v in COMPARED for k in ("1", "5")
                       if _cell(exp, "random_init", v, k) is not None}
             out[f"{name}: paired per-split gap pretrained minus random (mean ± std, points)"] = paired
             out[f"{name}: paired gap clear (mean > std of the paired differences)"] = {
@@ -252,8 +261,8 @@ def feature_diagnostics(name: str, runs: Path) -> dict:
     for init, m in (("pretrained", model), ("random_init", make_model(cfg, len(names)))):
         f = target_features(m, dom, AdapterSpec(), data_dir=cfg.data.data_dir, seed=cfg.seed,
                             batch_size=cfg.adapt.eval_batch_size)
-        if "propagated_text" not in out:
-            out["propagated_text"] = round(knn_label_agreement(f.skip, dom.labels), 4)
+        if f"propagated_{dom.inputs}" not in out:  # what the skip reads: text, or the structural features
+            out[f"propagated_{dom.inputs}"] = round(knn_label_agreement(f.skip, dom.labels), 4)
         out[f"{init} z"] = round(knn_label_agreement(f.z, dom.labels), 4)
         if f.dec is not None:
             out[f"{init} decoded"] = round(knn_label_agreement(f.dec, dom.labels), 4)
@@ -314,7 +323,7 @@ def add_variants(args: argparse.Namespace) -> None:
             new = evaluate_model(m, cfg, dom, args.variants, acfg, seed=cfg.seed)
             exp[init]["variants"].update(new["variants"])
             res["summary"] = summarize(res)
-            res["specs"] = {k: dataclasses.asdict(v) for k, v in SPECS.items()}
+            res["specs"] = {k: dataclasses.asdict(v) for k, v in VARIANTS.items()}
             res["variants"].update({k: v for k, v in VARIANT_NOTES.items() if k in args.variants})
             log["seconds"] = round(time.perf_counter() - t0, 1)
             res["full_adapter_gap_note"] = FULL_GAP_NOTE
@@ -329,7 +338,7 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "kshot"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pretrain_kshot.json"))
     p.add_argument("--summary-only", action="store_true", help="recompute the summary of an existing result file")
-    p.add_argument("--variants", nargs="+", choices=sorted(SPECS),
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                    help="only run these adapter variants on the experiments' existing pretrained / random-init "
                         "entries and merge them into the result file (the other variants are kept)")
     p.add_argument("--diagnostics-only", action="store_true",
@@ -375,7 +384,7 @@ def main() -> None:
                       "chosen by MEAN VALIDATION accuracy over the 5 Cora k-shot splits among the candidates in "
                       "bench/results/pretrain_design_selection.json; arxiv2023 uses the same design unselected. "
                       "tau 0.2 is an ablation next to the default 1.0, not selected."),
-        "specs": {k: dataclasses.asdict(v) for k, v in SPECS.items()},
+        "specs": {k: dataclasses.asdict(v) for k, v in VARIANTS.items()},
         "variants": {
             "graphglue_head": "linear head on the frozen backbone's [z W, log g', prototype-mixed log-metric] only",
             "full": "graphglue_head + 2-hop propagated MiniLM text skip initialised at the class-prompt embeddings "
@@ -412,13 +421,13 @@ def main() -> None:
                "holonomy_weight": cfg.train.holonomy_weight, "pretraining_steps": steps,
                "pretraining_batch_size": cfg.train.batch_size, "pretraining_seconds": seconds,
                "adapt": dataclasses.asdict(acfg)}
-        specs = VARIANTS + (["text_only"] if dom.name not in text_only_done else [])
+        specs = COMPARED + (["text_only"] if dom.name not in text_only_done else [])
         print(f"== {name} pretrained ({what})", flush=True)
         exp["pretrained"] = evaluate_model(model, cfg, dom, specs, acfg, seed=cfg.seed)
         text_only_done.add(dom.name)
         if with_random:
             print(f"== {name} random init", flush=True)
-            exp["random_init"] = evaluate_model(make_model(cfg, len(names)), cfg, dom, VARIANTS, acfg, seed=cfg.seed)
+            exp["random_init"] = evaluate_model(make_model(cfg, len(names)), cfg, dom, COMPARED, acfg, seed=cfg.seed)
         if with_random:
             exp["feature_diagnostics"] = feature_diagnostics(name, runs)
         result["experiments"][name] = exp
