@@ -135,7 +135,9 @@ class AdapterSpec:
 VARIANTS: dict[str, AdapterSpec] = {
     # head: linear head on the frozen backbone's features only
     "graphglue_head": AdapterSpec(text_skip=False, label_prop=(0.0,), self_train=0, weight_decays=(1e-2, 1e-1, 1.0)),
-    # full (the default): + propagated-text skip at the class prompts (joint or late fusion)
+    # full (the README's k-shot column; AdapterSpec() -- what `geofm demo`, `pretrain --adapt` and
+    # bench/scaling_law.py use -- is the same adapter with weight decay 1e-2 added to the validation grid):
+    # + propagated-text skip at the class prompts (joint or late fusion)
     # + label propagation + one self-training round
     "full": AdapterSpec(weight_decays=(1e-1, 1.0), fusion=(0.0, 0.25, 0.5, 0.75)),
     # text_only: no backbone at all (text encoder + prompts + graph smoothing)
