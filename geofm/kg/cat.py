@@ -8,8 +8,9 @@ each block has three attention branches sharing the Q/K/V/O projections,
 and a per-token router w = softmax(MLP(x) / T) in R^3 that mixes the branch
 outputs in the tangent space at the origin. The [MASK] token's output is the
 query; it scores all entities in each geometry (dot product, -d_kH^2, and the
-squared chordal distance on the sphere, which ranks like -d_kS^2), mixed with the last block's router weights of that token. Fixed-geometry
-variants ("E", "H", "S") keep one branch and no router.
+squared chordal distance on the sphere, which ranks like -d_kS^2), mixed with
+the last block's router weights of that token. Fixed-geometry variants ("E",
+"H", "S") keep one branch and no router.
 
 The branch kernels (dot-product / Poincaré-ball / sphere attention with
 gyro-midpoint aggregation) are shared with the node-graph CAT block:
