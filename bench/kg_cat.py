@@ -1,6 +1,6 @@
 """CAT-KG vs its fixed-geometry variants at an equal epoch budget on CPU, plus the init pilot.
 
-Two parts, each run with the configs in configs/kg/ (`cat_<dataset>.yaml` and
+Each part runs the configs in configs/kg/ (`cat_<dataset>.yaml` and
 `cat_{e,h,s}_<dataset>.yaml`), same seed, optimiser and epochs:
 
   --part pilot    the initial score scale of the curved scorers, chosen on VALIDATION
@@ -23,8 +23,9 @@ seconds are noisy; epochs are not. Seconds per epoch are recorded beside them.
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part pilot --variants h --scales 1,2 --no-old-attention  # widen
     nice -n 5 python bench/kg_cat.py --dataset WN18RR --part compare --epochs 30
-Writes bench/results/kg_cat_<dataset>_cpu.json (rewritten after every arm; parts merge) and
-the CAT arm's router weights per relation to bench/results/kg_cat_router_<dataset>.png.
+Writes bench/results/kg_cat_<dataset>_cpu.json or --out FILE (rewritten after every arm;
+parts merge) and the CAT arm's router weights per relation to
+bench/results/kg_cat_router_<dataset>.png (beside --out).
 """
 
 from __future__ import annotations
