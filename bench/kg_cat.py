@@ -124,7 +124,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="WN18RR", choices=sorted(SLUG))
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--part", choices=("pilot", "compare", "summary"), required=True)
+    ap.add_argument("--part", choices=("pilot", "compare", "summary"), default="compare")
     ap.add_argument("--pilot-epochs", type=int, default=5)
     ap.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.03, 0.125, 0.5])
     ap.add_argument("--variants", type=lambda s: s.lower().split(","), default=["h", "s"], help="pilot variants")
