@@ -10,11 +10,24 @@ import numpy as np
 COLORS = {"E": "#4c72b0", "H": "#dd8452", "S": "#55a868"}
 
 
-def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "CAT router weights per relation") -> Path:
+def most_distinctive(rows: list[tuple[str, dict[str, float]]], max_rows: int) -> list[tuple[str, dict[str, float]]]:
+    """The `max_rows` (name, {branch: weight}) rows farthest (L1) from the mean weights, in their
+    original order; all rows when there are at most `max_rows`."""
+    if len(rows) <= max_rows:
+        return rows
+    w = np.array([[m[b] for b in rows[0][1]] for _, m in rows])
+    dev = np.abs(w - w.mean(0)).sum(1)
+    keep = np.sort(np.argsort(-dev, kind="stable")[:max_rows])
+    return [rows[i] for i in keep]
+
+
+def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "CAT router weights per relation",
+                        max_rows: int = 40) -> Path:
     """Stacked bars of mean [MASK]-token router weights per (relation, direction).
 
     router: `results["router_by_relation"]` ({relation: {"tail"|"head": {"mean": {branch: w}}}}).
-    Writes a PNG to `path` and returns it.
+    With more than `max_rows` (relation, direction) pairs (FB15k-237 has hundreds) only the
+    `most_distinctive` ones are drawn and the title says so. Writes a PNG to `path` and returns it.
     """
     import matplotlib
 
@@ -24,6 +37,9 @@ def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "
     rows = [(f"{rel} ({d})", v["mean"]) for rel, dirs in router.items() for d, v in sorted(dirs.items(), reverse=True)]
     if not rows:
         raise ValueError("plot_router_weights: no router weights to plot")
+    if len(rows) > max_rows:
+        title = f"{title}\n{max_rows} of {len(rows)} pairs, farthest from the mean"
+        rows = most_distinctive(rows, max_rows)
     branches = list(rows[0][1])
     fig, ax = plt.subplots(figsize=(7, 0.28 * len(rows) + 1.2))
     left = np.zeros(len(rows))

@@ -184,3 +184,16 @@ def test_cat_score_scale_defaults_and_errors() -> None:
     assert default_score_scale("S", 64) == 0.03125
     with pytest.raises(ValueError, match="score_scale needs one positive value per branch"):
         build_model("cat", N, R, dim=16, heads=2, blocks=1, score_scale=[1.0, 2.0])
+
+
+def test_router_plot_keeps_the_most_distinctive_rows(tmp_path) -> None:
+    from geofm.kg.plots import most_distinctive, plot_router_weights
+
+    rows = [(f"r{i}", {"E": 1 / 3, "H": 1 / 3, "S": 1 / 3}) for i in range(50)]
+    rows[7] = ("odd", {"E": 0.9, "H": 0.05, "S": 0.05})
+    rows[30] = ("odder", {"E": 0.0, "H": 0.0, "S": 1.0})
+    kept = most_distinctive(rows, 5)
+    assert len(kept) == 5 and [n for n, _ in kept].index("odd") < [n for n, _ in kept].index("odder")
+    assert most_distinctive(rows[:4], 5) == rows[:4]
+    router = {name: {"tail": {"mean": m}} for name, m in rows}
+    assert plot_router_weights(router, tmp_path / "r.png", max_rows=5).stat().st_size > 1000
