@@ -109,8 +109,6 @@ def summarize(result: dict, png_dir: Path) -> None:
         plot_router_weights(a["CAT"]["router_by_relation"], png_dir / f"kg_cat_router_{SLUG[result['dataset']]}.png",
                             title=f"CAT-KG router, {result['dataset']} ({cmp['epochs']} epochs, valid)")
     fixed = {k: v["valid"]["mrr"] for k, v in a.items() if k != "CAT"}
-    for stale in ("router_param_overhead",):
-        cmp.pop(stale, None)
     if "CAT" in a and fixed:
         best = max(fixed, key=fixed.get)
         cmp["best_variant"] = best

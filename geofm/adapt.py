@@ -62,7 +62,8 @@ import scipy.sparse as sp
 from scipy.special import softmax
 from flax import nnx
 
-from geofm.align import normalized_adjacency, propagate_text, unit_rows
+from geofm.align import normalized_adjacency, propagate_with, unit_rows
+from geofm.features import zscore_columns
 from geofm.glue import GlueBatch, GlueModel, GlueOutput, build_glue_batch, frames, glue_loss, knn_paths
 
 log = logging.getLogger("geofm.adapt")
@@ -359,37 +360,36 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
     if spec.decoder_prior and texts is None:
         raise ValueError(f"AdapterSpec.decoder_prior: no decoder prior is possible for target {domain.name!r}: "
                          f"{why} (it needs node texts, class names and the text encoder)")
+    adj = _propagation_matrix(domain.edge_index, n)
     if spec.text_skip:
-        skip = propagate_text(texts[0] if texts is not None else domain.x, domain.edge_index, hops=spec.hops)
+        skip = propagate_with(adj, texts[0] if texts is not None else domain.x, hops=spec.hops)
         prior = texts[1].T if (texts is not None and spec.prompt_prior) else np.zeros((skip.shape[1], num_classes))
     else:
         skip, prior = np.zeros((n, 1), np.float32), np.zeros((1, num_classes))
     dec = dec_prior = None
     if z_raw is not None and texts is not None:
-        dec, dec_prior = decoder_features(model, z_raw, texts, domain.projection, domain.edge_index, hops=spec.hops)
+        dec, dec_prior = decoder_features(model, z_raw, texts, domain.projection, adj, hops=spec.hops)
     return TargetFeatures(z=z.astype(np.float32), V=V.astype(np.float32), lg_mu=lg_mu, lg_sd=lg_sd, skip=skip,
-                          prior=np.asarray(prior, np.float32), adj=_propagation_matrix(domain.edge_index, n),
-                          dec=dec, dec_prior=dec_prior)
+                          prior=np.asarray(prior, np.float32), adj=adj, dec=dec, dec_prior=dec_prior)
 
 
 def _like_inputs(x: np.ndarray, raw: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """Rows x [R, F] mapped into the model's input space the way `geofm.features.project_features`
-    maps the target's raw inputs raw [N, F]: column z-score with raw's statistics (std < 1e-8
-    -> 1, as there), then the dataset's fixed projection [F, in_dim] -> [R, in_dim].
-    (project_features fits the statistics on the rows it maps, so it cannot map other rows.)"""
-    mu, sd = raw.mean(0), raw.std(0)
-    return ((x - mu) / np.where(sd > 1e-8, sd, 1.0)) @ projection
+    maps the target's raw inputs raw [N, F]: `zscore_columns` with raw's statistics, then the
+    dataset's fixed projection [F, in_dim] -> [R, in_dim]."""
+    return zscore_columns(x, raw) @ projection
 
 
 def decoder_features(model: GlueModel, z_raw: np.ndarray, texts: tuple[np.ndarray, np.ndarray],
-                     projection: np.ndarray, edge_index: np.ndarray, *, hops: int) -> tuple[np.ndarray, np.ndarray]:
+                     projection: np.ndarray, adj: Any, *, hops: int) -> tuple[np.ndarray, np.ndarray]:
     """The frozen model's outputs decoded back into its input space (the projected, column
     z-scored in_dim space; the text space itself only when in_dim = F with the identity
     projection), and the class prompts mapped into that space the way the node texts were.
 
     z_raw [N, d] unstandardised frozen embeddings; texts = (raw node text embeddings [N, F],
-    class-prompt embeddings [C, F]); projection [F, in_dim]; edge_index [2, E] of the target.
-    Returns (dec [N, in_dim] = `geofm.align.propagate_text` of model.decoder(z_raw), i.e.
+    class-prompt embeddings [C, F]); projection [F, in_dim]; adj [N, N] the target's
+    propagation matrix S (`TargetFeatures.adj`). Returns (dec [N, in_dim] =
+    `geofm.align.propagate_with` of model.decoder(z_raw), i.e.
     unit rows of S^hops (z_raw D); prior [in_dim, C] unit columns), D = the text-alignment
     decoder (trained to make decoded z pick out its own node's input; random for an
     untrained model).
@@ -397,7 +397,7 @@ def decoder_features(model: GlueModel, z_raw: np.ndarray, texts: tuple[np.ndarra
     raw, prompts = texts
     decoded = np.asarray(model.decoder(jnp.asarray(z_raw, jnp.float32)))
     prior = unit_rows(np.asarray(_like_inputs(prompts, raw, projection), np.float32)).T.copy()
-    return propagate_text(decoded, edge_index, hops=hops), prior
+    return propagate_with(adj, decoded, hops=hops), prior
 
 
 # ----------------------------------------------------------------------------- head training

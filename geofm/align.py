@@ -86,6 +86,7 @@ __all__ = [
     "templates_for",
     "class_texts",
     "propagate_text",
+    "propagate_with",
     "propagation_depths",
     "label_overlap",
     "prepare_domain",
@@ -286,10 +287,16 @@ def normalized_adjacency(edge_index: np.ndarray, num_nodes: int, *, norm: str = 
 def propagate_text(x: np.ndarray, edge_index: np.ndarray, *, hops: int, norm: str = "sym") -> np.ndarray:
     """Parameter-free k-hop propagation S^hops x of node embeddings x [N, D] (S from
     `normalized_adjacency`), re-normalised to unit rows. hops=0 returns x normalised."""
+    x = np.asarray(x, np.float32)
+    return propagate_with(normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32), x, hops=hops)
+
+
+def propagate_with(s: Any, x: np.ndarray, *, hops: int) -> np.ndarray:
+    """Unit rows of S^hops x for a prebuilt propagation matrix s [N, N] (sparse or dense) and
+    x [N, D]: `propagate_text` without rebuilding S, for callers that propagate several inputs."""
     if hops < 0:
         raise ValueError(f"hops must be >= 0, got {hops}")
     x = np.asarray(x, np.float32)
-    s = normalized_adjacency(edge_index, x.shape[0], norm=norm).astype(np.float32)
     for _ in range(hops):
         x = s @ x
     return unit_rows(np.asarray(x))

@@ -124,6 +124,16 @@ def fixed_projection(in_dim: int, out_dim: int, *, seed: int) -> np.ndarray:
     return (g / np.sqrt(in_dim)).astype(np.float32)
 
 
+def zscore_columns(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """Column z-score of x [R, F] with the mean / std of ref [N, F] (default x itself; a
+    std below 1e-8 counts as 1), float64: how `project_features` standardises its inputs,
+    reusable for other rows that must land in the same space (e.g. class prompts)."""
+    x = np.asarray(x, np.float64)
+    ref = x if ref is None else np.asarray(ref, np.float64)
+    mu, sd = ref.mean(axis=0), ref.std(axis=0)
+    return (x - mu) / np.where(sd > 1e-8, sd, 1.0)
+
+
 def project_features(x: np.ndarray, out_dim: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Column z-score then the fixed projection: (x' [N, out_dim] float32, matrix [F, out_dim]).
 
@@ -135,8 +145,7 @@ def project_features(x: np.ndarray, out_dim: int, *, seed: int) -> tuple[np.ndar
         raise ValueError(f"features must be a non-empty [N, F] array, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain NaN or inf")
-    mu, sd = x.mean(axis=0), x.std(axis=0)
-    x = (x - mu) / np.where(sd > 1e-8, sd, 1.0)
+    x = zscore_columns(x)
     if x.shape[1] == out_dim:
         mat = np.eye(out_dim, dtype=np.float32)
     else:

@@ -183,7 +183,7 @@ def test_decoder_features_map_prompts_like_the_node_inputs():
     np.testing.assert_allclose(adapt._like_inputs(raw, raw, proj), x, atol=1e-5)  # the node inputs' map
     z = rng.normal(size=(n, 8)).astype(np.float32)
     path = np.stack([np.arange(n - 1), np.arange(1, n)])
-    dec, prior = adapt.decoder_features(model, z, (raw, prompts), proj, path, hops=2)
+    dec, prior = adapt.decoder_features(model, z, (raw, prompts), proj, adapt._propagation_matrix(path, n), hops=2)
     d = z @ np.asarray(model.decoder.kernel[...])
 
     def unit(v):
