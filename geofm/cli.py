@@ -18,13 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("geofm.commands.pretrain", "multi-domain GraphGlue pretraining"),
     "zero-shot": ("geofm.commands.zero_shot", "zero-shot node classification"),
     "kg": ("geofm.commands.kg", "knowledge-graph completion fine-tuning"),
+    "kg-ensemble": ("geofm.commands.kg_ensemble", "fuse trained KG runs (weights chosen on validation)"),
     "plot": ("geofm.commands.plot", "plots from a run folder"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: geofm COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`geofm COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

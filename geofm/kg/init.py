@@ -257,6 +257,8 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         raise ValueError("init.kind: text needs entity texts, but the dataset has no entity2text.txt")
     if len(texts) != model.num_entities:
         raise ValueError(f"{len(texts)} entity texts for a model with {model.num_entities} entities")
+    if hasattr(model, "set_text"):  # a model that reads frozen entity embeddings (kg.models.TextKG)
+        return _install_text(model, texts, cfg, encoder, progress, triples, name)
     if not isinstance(getattr(model, "entity", None), nnx.Param):
         raise ValueError(f"model {type(model).__name__} has no `entity` parameter table to initialise")
     ball = bool(getattr(model, "ball_params", False))
@@ -267,17 +269,7 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         if ball:
             raise ValueError("init.projection: learned needs tangent-space entities; MuRP with ball_params=True "
                              "keeps them on the ball (use pca)")
-    if cfg.embeddings is not None:
-        emb, has_text = load_entity_embeddings(cfg.embeddings, texts)
-    else:
-        if encoder is None:
-            from geofm.text import TextEncoder
-
-            encoder = TextEncoder.load(cfg.encoder)
-        emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
-    text_dim = int(emb.shape[1])
-    if cfg.kind == "graph":
-        emb = graph_entity_embeddings(cfg.checkpoint, triples, emb, name=name)
+    emb, has_text, text_dim = _entity_inputs(texts, cfg, encoder, progress, triples, name)
     random_table = np.asarray(model.entity[...], np.float64)
     if ball:  # ball points -> tangent vectors at 0, so the fallback rows stay as they were
         random_table = np.asarray(st.logmap0(jnp.asarray(random_table), k=model.k_fixed), np.float64)
@@ -291,16 +283,51 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         model.entity = ProjectedEntityTable(jnp.asarray(tp.text, dtype), jnp.asarray(tp.proj, dtype),
                                             jnp.asarray(residual, dtype))
     return {
-        "kind": cfg.kind,
-        "checkpoint": cfg.checkpoint if cfg.kind == "graph" else None,
-        "graph_dim": int(emb.shape[1]) if cfg.kind == "graph" else None,
+        **_inputs_summary(cfg, emb, has_text, text_dim),
         "projection": cfg.projection,
-        "encoder": (f"precomputed: {cfg.embeddings}" if cfg.embeddings is not None
-                    else cfg.encoder or "all-MiniLM-L6-v2 (packaged)"),
-        "text_dim": text_dim,
-        "num_with_text": int(has_text.sum()),
         "num_random_fallback": int((~has_text).sum()),
         "num_components": tp.num_components,
         "explained_variance": float(tp.explained_variance.sum()),
         "scale": tp.scale,
     }
+
+
+def _entity_inputs(texts: Sequence[str | None], cfg: EntityInitConfig, encoder: TextEmbedder | None,
+                   progress: bool | None, triples: np.ndarray | None, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(emb [N, D'] float32, has_text [N], text width D): the entity texts embedded by the
+    encoder (or read from `cfg.embeddings`), then, for kind "graph", passed through the
+    pretrained backbone (D' = its width)."""
+    if cfg.embeddings is not None:
+        emb, has_text = load_entity_embeddings(cfg.embeddings, texts)
+    else:
+        if encoder is None:
+            from geofm.text import TextEncoder
+
+            encoder = TextEncoder.load(cfg.encoder)
+        emb, has_text = encode_entity_texts(texts, encoder, batch_size=cfg.batch_size, progress=progress)
+    text_dim = int(emb.shape[1])
+    if cfg.kind == "graph":
+        emb = graph_entity_embeddings(cfg.checkpoint, triples, emb, name=name)
+    return emb, has_text, text_dim
+
+
+def _inputs_summary(cfg: EntityInitConfig, emb: np.ndarray, has_text: np.ndarray, text_dim: int) -> dict[str, Any]:
+    return {
+        "kind": cfg.kind,
+        "checkpoint": cfg.checkpoint if cfg.kind == "graph" else None,
+        "graph_dim": int(emb.shape[1]) if cfg.kind == "graph" else None,
+        "encoder": (f"precomputed: {cfg.embeddings}" if cfg.embeddings is not None
+                    else cfg.encoder or "all-MiniLM-L6-v2 (packaged)"),
+        "text_dim": text_dim,
+        "num_with_text": int(has_text.sum()),
+    }
+
+
+def _install_text(model: Any, texts: Sequence[str | None], cfg: EntityInitConfig, encoder: TextEmbedder | None,
+                  progress: bool | None, triples: np.ndarray | None, name: str) -> dict[str, Any]:
+    """Frozen-embedding models: the (text or graph) entity embeddings become the model's
+    fixed input table as they are (no projection; entities without text get zero rows)."""
+    emb, has_text, text_dim = _entity_inputs(texts, cfg, encoder, progress, triples, name)
+    model.set_text(emb)
+    return {**_inputs_summary(cfg, emb, has_text, text_dim), "projection": "none (frozen model input)",
+            "num_without_text": int((~has_text).sum())}

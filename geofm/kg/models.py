@@ -1,4 +1,4 @@
-"""KG embedding models chosen by name: TransE, RotatE, ComplEx, MuRP, AttH/RotH/RefH.
+"""KG embedding models chosen by name: TransE, RotatE, ComplEx, MuRP, AttH/RotH/RefH, text bi-encoder.
 
 Every model follows one protocol (Flax NNX):
   query(h, r, *, key=None) -> Q         h, r: int32 [B]; r in [0, 2R) (reciprocal
@@ -33,7 +33,7 @@ from geofm.kg.scoring import (
 from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
 from manifolds import stereographic as st
 
-__all__ = ["KGModel", "MODELS", "register_model", "build_model", "TransE", "RotatE", "ComplEx", "MuRP", "AttH", "RotH", "RefH"]
+__all__ = ["KGModel", "MODELS", "register_model", "build_model", "TransE", "RotatE", "ComplEx", "MuRP", "AttH", "RotH", "RefH", "TextKG"]
 
 MODELS: dict[str, type["KGModel"]] = {}
 
@@ -395,3 +395,76 @@ class AttH(_HypBase):
         att_q, _ = self.attention(h, r)
         lhs = st.expmap0(att_q, k=k)
         return self._finish(st.mobius_add(lhs, st.expmap0(self.rel[...][r], k=k), k=k), k, h)
+
+
+# ----------------------------------------------------------------- text ----
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit L2 norm; zero rows stay zero (no NaN)."""
+    n2 = jnp.sum(x * x, -1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.where(n2 > 0, n2, 1.0)) * (n2 > 0)
+
+
+@register_model("text")
+class TextKG(KGModel):
+    """Bi-encoder over frozen entity-text embeddings (Euclidean; no curvature).
+
+    text [N, D] is a fixed `nnx.Variable` filled by `init.kind: text` (or
+    `graph`) through `set_text`; it starts at zero and the training loop refuses
+    to run without it. With c_t = unit(text_t Wc + res_t) and
+    x = text_h Wq + res_h (res only when residual=True, starting at 0):
+
+      q = unit(x + MLP([x; rel_r]))      score(h, r, t) = <q, c_t> / temperature
+
+    init_size: std of the relation embeddings. An entity unseen in training is scored from its text alone, which is what a
+    structure-only model cannot do; pair it with one through `geofm kg-ensemble`.
+    """
+
+    needs_text = True
+
+    def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=256, text_dim=384, hidden=512,
+                 temperature=0.05, residual=False, init_size=0.1):
+        super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
+        if not temperature > 0:
+            raise ValueError(f"text model temperature must be > 0, got {temperature}")
+        if text_dim < 1 or hidden < 1:
+            raise ValueError(f"text_dim and hidden must be >= 1, got {text_dim}, {hidden}")
+        self.temperature, self.text_dim = float(temperature), int(text_dim)
+        self.text = nnx.Variable(jnp.zeros((num_entities, text_dim), dtype))
+        self.w_cand = _normal(rngs, (text_dim, dim), text_dim**-0.5, dtype)
+        self.w_query = _normal(rngs, (text_dim, dim), text_dim**-0.5, dtype)
+        self.rel = _normal(rngs, (2 * num_relations, dim), init_size, dtype)  # relation embeddings
+        self.w1 = _normal(rngs, (2 * dim, hidden), (2 * dim) ** -0.5, dtype)
+        self.b1 = nnx.Param(jnp.zeros((hidden,), dtype))
+        self.w2 = _normal(rngs, (hidden, dim), hidden**-0.5, dtype)
+        self.res_cand = nnx.Param(jnp.zeros((num_entities, dim), dtype)) if residual else None
+        self.res_query = nnx.Param(jnp.zeros((num_entities, dim), dtype)) if residual else None
+
+    def set_text(self, emb: Any) -> None:
+        """Install the frozen entity-text table emb [N, text_dim] (rows without text: zeros)."""
+        emb = jnp.asarray(emb, self.dtype)
+        if emb.shape != (self.num_entities, self.text_dim):
+            raise ValueError(f"text model: entity embeddings have shape {tuple(emb.shape)}; expected "
+                             f"[{self.num_entities}, {self.text_dim}] (set model.kwargs.text_dim to the encoder's width)")
+        self.text = nnx.Variable(emb)
+
+    def candidates(self, idx: jax.Array) -> jax.Array:
+        """Unit candidate vectors [..., dim] of entities `idx` [...]."""
+        c = self.text[...][idx] @ self.w_cand[...]
+        if self.res_cand is not None:
+            c = c + self.res_cand[...][idx]
+        return _unit(c)
+
+    def query(self, h, r, *, key=None):
+        x = self.text[...][h] @ self.w_query[...]
+        if self.res_query is not None:
+            x = x + self.res_query[...][h]
+        z = jnp.concatenate([x, self.rel[...][r]], -1)
+        return _unit(x + jax.nn.gelu(z @ self.w1[...] + self.b1[...]) @ self.w2[...]) / self.temperature
+
+    def score_shared(self, q, cand):
+        return q @ self.candidates(cand).T
+
+    def score_rows(self, q, t):
+        return jnp.einsum("bd,bkd->bk", q, self.candidates(t))

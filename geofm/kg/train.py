@@ -42,7 +42,7 @@ from geofm.kg.models import KGModel, build_model
 
 log = logging.getLogger("geofm.kg")
 
-__all__ = ["train_kg", "make_optimizer", "make_loss_fn", "reciprocal_triples", "load_kg_dataset", "router_by_relation"]
+__all__ = ["train_kg", "build_run_model", "restore_state", "make_optimizer", "make_loss_fn", "reciprocal_triples", "load_kg_dataset", "router_by_relation"]
 
 
 # ----------------------------------------------------------------- pieces ---
@@ -275,16 +275,44 @@ def train_kg(
         return _train(cfg, ds, run, dtype, progress, on_epoch, text_encoder)
 
 
-def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch,
-           text_encoder: Any = None) -> dict[str, Any]:
-    n_ent, n_rel = ds.num_entities, ds.num_relations
-    model = build_model(cfg.model.name, n_ent, n_rel, seed=cfg.seed, dtype=dtype, **cfg.model.kwargs)
+def build_run_model(cfg: KGConfig, ds: KGDataset, dtype: Any, *, text_encoder: Any = None,
+                    progress: bool | None = False) -> tuple[KGModel, dict[str, Any]]:
+    """The model of a run before training: built by name with the config's seed, entity
+    init applied; returns (model, init summary). Call inside the run's precision context."""
+    model = build_model(cfg.model.name, ds.num_entities, ds.num_relations, seed=cfg.seed, dtype=dtype, **cfg.model.kwargs)
     init_info: dict[str, Any] = {"kind": "random"}
     if cfg.init.kind != "random":
         from geofm.kg.init import apply_entity_init
 
         init_info = apply_entity_init(model, ds.entity_text, cfg.init, encoder=text_encoder, progress=progress,
                                       triples=ds.train, name=ds.name)
+    elif getattr(model, "needs_text", False):
+        raise ValueError(f"model {cfg.model.name!r} scores entities by their text embeddings: set init.kind: text "
+                         "(entity2text.txt through the text encoder, or init.embeddings: FILE.npy) or init.kind: graph")
+    return model, init_info
+
+
+def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest") -> tuple[Any, dict[str, Any]]:
+    """Restore {"params", "opt_state"} (structure of `template`) from a run's checkpoints.
+
+    Checkpoints written before leaves were keyed by path name (leaf names carried
+    a 4-digit flatten-index prefix, "0015_params_entity_value") are read too.
+    """
+    flat = _flat(template)
+    step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
+    saved = ckpt.read_meta(step).get("fingerprint", {}) if step is not None else {}
+    if saved and all(re.match(r"\d{4}_", k) for k in saved):
+        legacy = {f"{i:04d}_{k}": v for i, (k, v) in enumerate(flat.items())}
+        state, info = ckpt.restore(legacy, which=which)
+        return _unflat(template, {k[5:]: v for k, v in state.items()}), info
+    state, info = ckpt.restore(flat, which=which)
+    return _unflat(template, state), info
+
+
+def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch,
+           text_encoder: Any = None) -> dict[str, Any]:
+    n_ent, n_rel = ds.num_entities, ds.num_relations
+    model, init_info = build_run_model(cfg, ds, dtype, text_encoder=text_encoder, progress=progress)
     n_params = count_params(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(cfg.optim, model)
@@ -307,8 +335,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     start_epoch, best, bad, history = 1, -math.inf, 0, []
     template = {"params": params, "opt_state": opt_state}
     if ckpt is not None and cfg.train.resume and ckpt.latest_step() is not None:
-        state, info = ckpt.restore(_flat(template))
-        restored = _unflat(template, state)
+        restored, info = restore_state(ckpt, template)
         params, opt_state = restored["params"], restored["opt_state"]
         extra = info.get("extra", {})
         start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
@@ -367,9 +394,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         bar.close()
 
     if ckpt is not None and ckpt.best_step() is not None:
-        state, info = ckpt.restore(_flat({"params": params, "opt_state": opt_state}), which="best")
-        params = _unflat({"params": params, "opt_state": opt_state}, state)["params"]
-        best_epoch = info["step"]
+        restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, which="best")
+        params, best_epoch = restored["params"], info["step"]
     else:
         params = best_params
     if ckpt is not None:

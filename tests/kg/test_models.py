@@ -30,6 +30,7 @@ KWARGS = {
     "roth": [{}],
     "refh": [{}],
     "cat": [{"heads": 2, "blocks": 1}, {"heads": 2, "blocks": 1, "branches": ["S"]}],
+    "text": [{"text_dim": 6}, {"text_dim": 6, "residual": True}],
 }
 
 
@@ -47,6 +48,8 @@ def test_registry_complete_and_errors() -> None:
 )
 def test_shared_and_rows_scores_agree_and_grads_finite(name, kw) -> None:
     m = build_model(name, N, R, seed=1, dim=8, init_size=0.3, **kw)
+    if hasattr(m, "set_text"):  # frozen-embedding models get their entity texts from init.kind: text
+        m.set_text(jax.random.normal(jax.random.key(4), (N, kw["text_dim"])))
     h, r = jnp.array([0, 5, 7, 29]), jnp.array([0, 1, 4, 5])
 
     def loss(model):

@@ -1,0 +1,283 @@
+"""Late fusion of trained KG runs (e.g. a structure model and the text bi-encoder).
+
+score(h, r, t) = sum_i w_i * s_i(h, r, t) / sigma_i, with w on the simplex. sigma_i is
+the std of member i's scores over (validation query, random entity) pairs, so the
+weights compare like with like; w is the point of a simplex grid (spacing `step`)
+with the best filtered validation MRR. Test triples are never looked at for the
+choice. Members keep their own geometry and precision; each is restored from its
+run folder's best checkpoint (`geofm kg` runs, resumable, any registered model).
+
+    ens = load_ensemble(["runs/kg/roth_wn18rr", "runs/kg/text_wn18rr"])
+    results = fit_ensemble(ens, step=0.05)          # results["weights"], ["valid"], ["test"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from geofm.checkpoint import Checkpointer
+from geofm.config import load_config, to_dict
+from geofm.data.types import KGDataset
+from geofm.kg.config import DataConfig, KGConfig
+from geofm.kg.evaluate import RankingEvaluator
+
+log = logging.getLogger("geofm.kg")
+
+__all__ = ["MemberConfig", "EnsembleConfig", "Member", "Ensemble", "simplex_grid", "load_member", "load_ensemble",
+           "member_scale", "fit_ensemble", "run_ensemble_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberConfig:
+    """One member: its `geofm kg` config (path relative to the ensemble file), the run folder
+    it is trained in (trained or resumed there when run/results.json is missing), and
+    `--set`-style overrides for its config."""
+
+    config: str
+    run: str
+    set: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing, run folder, and an
+    optional dataset override (data.name / data.data_dir) applied to every member."""
+
+    members: tuple[MemberConfig, ...] = ()
+    step: float = 0.05
+    out: str | None = None
+    data: DataConfig | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Member:
+    """A trained run: its folder, resolved config, model (best checkpoint) and its score scale."""
+
+    run: Path
+    cfg: KGConfig
+    model: Any
+    scale: float = 1.0
+
+
+@dataclasses.dataclass
+class Ensemble:
+    members: list[Member]
+    dataset: KGDataset
+    x64: bool
+
+
+@contextlib.contextmanager
+def _maybe_x64(on: bool):
+    if on:
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def simplex_grid(num: int, step: float) -> np.ndarray:
+    """All weight vectors [G, num] with entries in {0, step, 2 step, ...} summing to 1.
+
+    1/step must be an integer; raises ValueError when the grid would exceed 2,000 points.
+    """
+    if num < 1:
+        raise ValueError("an ensemble needs at least one member")
+    parts = round(1.0 / step) if step > 0 else 0
+    if step <= 0 or step > 1 or abs(parts * step - 1.0) > 1e-9:
+        raise ValueError(f"step must be 1/n for an integer n >= 1, got {step}")
+    from math import comb
+
+    if comb(parts + num - 1, num - 1) > 2000:
+        raise ValueError(f"a weight grid of step {step} over {num} members has {comb(parts + num - 1, num - 1)} points "
+                         "(> 2000); use a larger step")
+    rows = [c for c in itertools.product(range(parts + 1), repeat=num) if sum(c) == parts]
+    return np.asarray(rows, np.float64) / parts
+
+
+def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = None) -> Member:
+    """Rebuild a `geofm kg` run's model from run_dir/config.yaml and restore its best checkpoint."""
+    from geofm.kg.train import _precision, build_run_model, make_optimizer, restore_state
+
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run}: not a `geofm kg` run folder (no config.yaml)")
+    cfg = load_config(cfg_path, KGConfig)
+    ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr")
+    try:
+        if ckpt.best_step() is None:
+            raise FileNotFoundError(f"{run}: no checkpoint to restore (train it with `geofm kg --out {run}`)")
+        with _precision(cfg.train.dtype) as dtype:
+            model, _ = build_run_model(cfg, dataset, dtype, text_encoder=text_encoder)
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            template = {"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)}
+            params = restore_state(ckpt, template, which="best")[0]["params"]
+    finally:
+        ckpt.close()
+    return Member(run, cfg, nnx.merge(graphdef, params, rest))
+
+
+def _check_same_data(members: Sequence[Member], dataset: KGDataset) -> None:
+    for m in members:
+        n_ent, n_rel = m.model.num_entities, m.model.num_relations
+        if (n_ent, n_rel) != (dataset.num_entities, dataset.num_relations):
+            raise ValueError(f"{m.run}: model has {n_ent} entities / {n_rel} relations but dataset {dataset.name} has "
+                             f"{dataset.num_entities} / {dataset.num_relations}; members must share one dataset")
+
+
+def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None = None, data: DataConfig | None = None,
+                  text_encoder: Any = None) -> Ensemble:
+    """Load every member run; the dataset is the first member's (or `data`/`dataset` when given)."""
+    from geofm.kg.train import load_kg_dataset
+
+    if not run_dirs:
+        raise ValueError("an ensemble needs at least one run folder")
+    if dataset is None:
+        if data is None:
+            first = Path(run_dirs[0]) / "config.yaml"
+            if not first.is_file():
+                raise FileNotFoundError(f"{run_dirs[0]}: not a `geofm kg` run folder (no config.yaml)")
+            data = load_config(first, KGConfig).data
+        dataset = load_kg_dataset(data.name, data.data_dir)
+    members = [load_member(r, dataset, text_encoder=text_encoder) for r in run_dirs]
+    _check_same_data(members, dataset)
+    return Ensemble(members, dataset, any(m.cfg.train.dtype == "float64" for m in members))
+
+
+def member_scale(model: Any, triples: np.ndarray, num_relations: int, *, seed: int = 0, queries: int = 256,
+                 entities: int = 4096) -> float:
+    """Std of a model's scores over `queries` triples' tail and head queries x `entities` random entities."""
+    from geofm.kg.evaluate import make_queries
+
+    rng = np.random.default_rng(seed)
+    sample = np.asarray(triples)[rng.choice(len(triples), min(queries, len(triples)), replace=False)]
+    h, r, _, _ = make_queries(sample, num_relations)
+    cand = rng.choice(model.num_entities, min(entities, model.num_entities), replace=False)
+    s = np.asarray(model.score_candidates(jnp.asarray(h, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(cand, jnp.int32)), np.float64)
+    if not np.isfinite(s).all():
+        raise FloatingPointError(f"model {type(model).__name__} gives non-finite scores")
+    std = float(s.std())
+    return std if std > 0 else 1.0
+
+
+def _score_fn(graphdefs: Sequence[Any]) -> Callable:
+    """score(params, h, r, cand) with params = (weights / scales [M], member states)."""
+
+    def score(params, h, r, cand):
+        coef, states = params
+        total = None
+        for i, (gd, st) in enumerate(zip(graphdefs, states)):
+            s = coef[i] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(jnp.float32)
+            total = s if total is None else total + s
+        return total
+
+    return score
+
+
+def fit_ensemble(ens: Ensemble, *, step: float = 0.05, seed: int = 0, query_chunk: int = 512,
+                 entity_chunk: int = 8192, progress: Callable[[np.ndarray, float], None] | None = None) -> dict[str, Any]:
+    """Choose the weights on validation MRR over `simplex_grid(M, step)`; evaluate valid and test.
+
+    Returns a JSON-able dict: weights, scales, every grid point's validation MRR, each
+    member alone on valid/test, and the ensemble's valid/test metrics (tie-aware, filtered).
+    """
+    ds, members = ens.dataset, ens.members
+    grid = simplex_grid(len(members), step)
+    ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
+                          query_chunk=query_chunk, entity_chunk=entity_chunk, policy=members[0].cfg.eval.tie_policy)
+    with _maybe_x64(ens.x64):
+        for m in members:
+            m.scale = member_scale(m.model, ds.valid, ds.num_relations, seed=seed)
+        splits = [nnx.split(m.model) for m in members]
+        graphdefs = [s[0] for s in splits]
+        states = [tuple(s[1:]) for s in splits]
+        fn = _score_fn(graphdefs)
+        scales = np.array([m.scale for m in members])
+
+        def evaluate(w: np.ndarray, triples: np.ndarray):
+            return ev.evaluate(fn, (jnp.asarray(w / scales, jnp.float32), states), triples)
+
+        scores = []
+        for w in grid:
+            mrr = evaluate(w, ds.valid).metrics(breakdown=False)["mrr"]
+            scores.append(mrr)
+            if progress is not None:
+                progress(w, mrr)
+        best = grid[int(np.argmax(scores))]
+        res_valid = evaluate(best, ds.valid)
+        res_test = evaluate(best, ds.test)
+        alone = []
+        for i, m in enumerate(members):
+            w = np.eye(len(members))[i]
+            alone.append({
+                "run": str(m.run),
+                "model": m.cfg.model.name,
+                "config": to_dict(m.cfg),
+                "scale": m.scale,
+                "valid_mrr": float(scores[_grid_index(grid, w)]),
+                "test": evaluate(w, ds.test).metrics(ds.relations),
+                "results_json": _read_results_summary(m.run),
+            })
+    return {
+        "dataset": {"name": ds.name, "num_entities": ds.num_entities, "num_relations": ds.num_relations,
+                    "checksums": ds.meta.get("checksums")},
+        "step": step,
+        "weights": best.tolist(),
+        "scales": scales.tolist(),
+        "grid": [{"weights": w.tolist(), "valid_mrr": float(s)} for w, s in zip(grid, scores)],
+        "members": alone,
+        "valid": res_valid.metrics(ds.relations),
+        "test": res_test.metrics(ds.relations),
+    }
+
+
+def _grid_index(grid: np.ndarray, w: np.ndarray) -> int:
+    return int(np.argmin(np.abs(grid - w).sum(1)))
+
+
+def _read_results_summary(run: Path) -> dict[str, Any] | None:
+    path = run / "results.json"
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    keep = ("git_commit", "best_epoch", "epochs_run", "num_params", "entity_init")
+    return {k: res.get(k) for k in keep}
+
+
+def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, progress: bool = False,
+                        text_encoder: Any = None) -> tuple[EnsembleConfig, Ensemble]:
+    """Train (or resume) every member of an ensemble config whose run has no results.json, then load them."""
+    from geofm.kg.train import train_kg
+
+    path = Path(path)
+    ecfg = load_config(path, EnsembleConfig, list(overrides))
+    if not ecfg.members:
+        raise ValueError(f"{path}: `members` is empty")
+    runs = []
+    for i, mc in enumerate(ecfg.members):
+        member_overrides = list(mc.set)
+        if ecfg.data is not None:
+            member_overrides += [f"data.name={json.dumps(ecfg.data.name)}"]
+            if ecfg.data.data_dir is not None:
+                member_overrides += [f"data.data_dir={json.dumps(ecfg.data.data_dir)}"]
+        cfg_file = (path.parent / mc.config) if not Path(mc.config).is_absolute() else Path(mc.config)
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{path}: members[{i}].config: no file {cfg_file}")
+        run = Path(mc.run)
+        if not (run / "results.json").is_file():
+            log.info("training ensemble member %d (%s) in %s", i, cfg_file, run)
+            train_kg(load_config(cfg_file, KGConfig, member_overrides), run, progress=progress, text_encoder=text_encoder)
+        runs.append(run)
+    return ecfg, load_ensemble(runs, data=ecfg.data, text_encoder=text_encoder)

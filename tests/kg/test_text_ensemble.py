@@ -1,0 +1,192 @@
+"""The text bi-encoder KG model (kg.models.TextKG) and late fusion of runs (geofm.kg.ensemble)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from geofm.config import load_config
+from geofm.data.kg import load_kg
+from geofm.kg.config import EntityInitConfig, KGConfig
+from geofm.kg.ensemble import fit_ensemble, load_ensemble, simplex_grid
+from geofm.kg.evaluate import RankingEvaluator
+from geofm.kg.init import apply_entity_init
+from geofm.kg.models import build_model
+from geofm.kg.train import train_kg
+from .test_entity_init import CLUSTERS, TEXT_DIM, FakeEncoder, write_text_kg
+
+REPO = Path(__file__).resolve().parents[2]
+TEXT_MODEL = f"model={{name: text, kwargs: {{dim: 8, hidden: 16, text_dim: {TEXT_DIM}, temperature: 0.1}}}}"
+
+
+@pytest.fixture(scope="module")
+def text_kg(tmp_path_factory: pytest.TempPathFactory):
+    return load_kg(write_text_kg(tmp_path_factory.mktemp("kg") / "text_kg"))
+
+
+def _cfg(*overrides: str) -> KGConfig:
+    return load_config(REPO / "configs/kg/tiny.yaml", KGConfig, ["train.valid_every=4", *overrides])
+
+
+def _text_cfg(epochs: int = 12) -> KGConfig:
+    return _cfg(TEXT_MODEL, "init={kind: text}", "loss={name: 1n_ce, label_smoothing: 0.1}", f"train.epochs={epochs}")
+
+
+def _struct_cfg(epochs: int = 12) -> KGConfig:
+    return _cfg("model={name: transe, kwargs: {dim: 8, p: 2, init_size: 0.1}}", f"train.epochs={epochs}",
+                "loss={name: neg_sampling, num_negatives: 8, double_neg: false}")
+
+
+# ------------------------------------------------------------- TextKG ---
+
+
+def test_text_model_scores_are_consistent_and_need_the_text_table() -> None:
+    m = build_model("text", 12, 2, dim=8, hidden=16, text_dim=TEXT_DIM, residual=True)
+    texts = [f"member {i} of cluster {i % 3}" for i in range(12)]
+    info = apply_entity_init(m, texts, EntityInitConfig(kind="text"), encoder=FakeEncoder())
+    assert info["projection"].startswith("none") and info["num_with_text"] == 12
+    h, r = jnp.array([0, 5, 7]), jnp.array([0, 3, 1])
+    q = m.query(h, r)
+    shared = m.score_shared(q, jnp.arange(12))
+    rows = m.score_rows(q, jnp.tile(jnp.arange(12), (3, 1)))
+    assert shared.shape == (3, 12) and np.allclose(shared, rows, atol=1e-6)
+    assert np.all(np.abs(shared) <= 1 / 0.05 + 1e-4)  # cosine / temperature
+    with pytest.raises(ValueError, match=r"expected \[12, 384\]"):
+        build_model("text", 12, 2).set_text(np.zeros((12, TEXT_DIM)))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        build_model("text", 12, 2, temperature=0.0)
+
+
+def test_text_model_refuses_to_train_without_entity_texts(text_kg) -> None:
+    with pytest.raises(ValueError, match="scores entities by their text embeddings: set init.kind"):
+        train_kg(_cfg(TEXT_MODEL), dataset=text_kg, progress=False)
+
+
+def test_text_model_ranks_entities_unseen_in_training(text_kg) -> None:
+    """Members 8, 9 of each cluster never occur in train; only their text says which hub they belong to."""
+    res = train_kg(_text_cfg(), dataset=text_kg, progress=False, text_encoder=FakeEncoder())
+    rnd = train_kg(_struct_cfg(), dataset=text_kg, progress=False)
+    assert res["test"]["num_queries_with_unseen_entity"] == 4 * CLUSTERS
+    assert res["test"]["unseen"]["mrr"] > rnd["test"]["unseen"]["mrr"] + 0.2, (res["test"]["unseen"], rnd["test"]["unseen"])
+
+
+# ----------------------------------------------------------- ensemble ---
+
+
+def test_simplex_grid() -> None:
+    g = simplex_grid(3, 0.25)
+    assert g.shape == (15, 3) and np.allclose(g.sum(1), 1) and {tuple(r) for r in g} >= {(1, 0, 0), (0, 0, 1)}
+    assert simplex_grid(1, 0.5).tolist() == [[1.0]]
+    with pytest.raises(ValueError, match="1/n"):
+        simplex_grid(2, 0.3)
+    with pytest.raises(ValueError, match="> 2000"):
+        simplex_grid(6, 0.02)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("runs")
+    folder = write_text_kg(root / "text_kg")
+    data = [f"data.name={json.dumps(str(folder))}"]
+    struct = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [*data, "train.valid_every=4", "train.epochs=12",
+                         "model={name: transe, kwargs: {dim: 8, p: 2, init_size: 0.1}}",
+                         "loss={name: neg_sampling, num_negatives: 8, double_neg: false}"])
+    text = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [*data, "train.valid_every=4", "train.epochs=12", TEXT_MODEL,
+                       "init={kind: text}", "loss={name: 1n_ce, label_smoothing: 0.1}"])
+    a = train_kg(struct, root / "struct", progress=False)
+    b = train_kg(text, root / "text", progress=False, text_encoder=FakeEncoder())
+    return root, folder, a, b
+
+
+def test_ensemble_corners_reproduce_each_member_and_fusion_is_the_weighted_sum(two_runs) -> None:
+    root, folder, a, b = two_runs
+    ens = load_ensemble([root / "struct", root / "text"], text_encoder=FakeEncoder())
+    res = fit_ensemble(ens, step=0.25, query_chunk=16, entity_chunk=32)
+    # a weight corner is the member alone: its valid/test metrics are the run's own (best checkpoint)
+    for member, own in zip(res["members"], (a, b)):
+        assert member["valid_mrr"] == pytest.approx(own["valid"]["mrr"], abs=1e-6)
+        assert member["test"]["mrr"] == pytest.approx(own["test"]["mrr"], abs=1e-6)
+    valid = [g["valid_mrr"] for g in res["grid"]]
+    assert len(valid) == 5 and res["valid"]["mrr"] == pytest.approx(max(valid), abs=1e-9)
+    assert res["grid"][int(np.argmax(valid))]["weights"] == res["weights"]
+    # the fused scorer is sum_i w_i s_i / sigma_i, checked against a direct computation
+    ds, (m1, m2) = ens.dataset, ens.members
+    w = np.array(res["weights"])
+    ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
+                          query_chunk=16, entity_chunk=32)
+
+    def direct(params, h, r, cand):
+        return (w[0] / m1.scale) * m1.model.score_candidates(h, r, cand) + (w[1] / m2.scale) * m2.model.score_candidates(h, r, cand)
+
+    assert ev.evaluate(direct, None, ds.test).metrics(breakdown=False)["mrr"] == pytest.approx(res["test"]["mrr"], abs=1e-5)
+
+
+def test_kg_ensemble_cli_config_trains_missing_members_and_reports(two_runs, tmp_path: Path, capsys, monkeypatch) -> None:
+    from geofm.commands.kg_ensemble import main
+
+    root, folder, _, _ = two_runs
+    shutil.copytree(root / "struct", tmp_path / "struct")
+    (tmp_path / "tiny.yaml").write_text((REPO / "configs/kg/tiny.yaml").read_text().replace("base: base.yaml", f"base: {REPO}/configs/kg/base.yaml"))
+    emb = tmp_path / "ent.npy"
+    ds = load_kg(folder)
+    np.save(emb, FakeEncoder().encode([t or "" for t in ds.entity_text]))
+    (tmp_path / "ens.yaml").write_text(
+        "members:\n"
+        f"  - {{config: tiny.yaml, run: {tmp_path / 'struct'}}}\n"
+        f"  - {{config: tiny.yaml, run: {tmp_path / 'text'}, set: ['{TEXT_MODEL}', 'init={{kind: text, embeddings: {emb}}}',"
+        " 'loss={name: 1n_ce}', 'train.epochs=4']}\n"
+        "step: 0.5\n"
+        f"data: {{name: {folder}}}\n"
+    )
+    code = main(["--config", str(tmp_path / "ens.yaml"), "--out", str(tmp_path / "out"), "--json", "--quiet"])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert code == 0 and set(json.loads(lines[-1])) == {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
+    assert (tmp_path / "text" / "results.json").is_file()  # the missing member was trained
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(res["grid"]) == 3 and [m["model"] for m in res["members"]] == ["transe", "text"]
+    assert res["test"]["num_queries_with_unseen_entity"] == 4 * CLUSTERS
+
+
+def test_kg_ensemble_bad_input(two_runs, tmp_path: Path, capsys) -> None:
+    from geofm.commands.kg_ensemble import main
+
+    root, *_ = two_runs
+    assert main([str(tmp_path)]) == 2 and "no config.yaml" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    shutil.copy(root / "struct" / "config.yaml", tmp_path / "empty" / "config.yaml")
+    assert main([str(root / "struct"), str(tmp_path / "empty")]) == 2 and "no checkpoint" in capsys.readouterr().err
+    assert main([]) == 2 and "one of the two" in capsys.readouterr().err
+    assert main([str(root / "struct"), "--step", "0.3"]) == 2 and "1/n" in capsys.readouterr().err
+
+
+def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path: Path) -> None:
+    """Checkpoints written before leaves were keyed by path name ("0015_params_entity_value") restore."""
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from geofm.checkpoint import Checkpointer
+    from geofm.kg.ensemble import load_member
+    from geofm.kg.train import _leaf_names, build_run_model, make_optimizer
+
+    root, folder, *_ = two_runs
+    src, dst = root / "struct", tmp_path / "legacy"
+    dst.mkdir()
+    shutil.copy(src / "config.yaml", dst / "config.yaml")
+    ds = load_kg(folder)
+    cfg = load_config(src / "config.yaml", KGConfig)
+    model, _ = build_run_model(cfg, ds, jnp.float32)
+    params = nnx.state(model, nnx.Param)
+    names = _leaf_names({"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)})
+    with Checkpointer(src / "checkpoints", metric="valid_mrr") as ck:
+        step = ck.best_step()
+    state = ocp.StandardCheckpointer().restore((src / "checkpoints" / str(step) / "state").resolve())
+    with Checkpointer(dst / "checkpoints", metric="valid_mrr") as ck:
+        ck.save(step, {f"{i:04d}_{k}": np.asarray(state[k]) for i, k in enumerate(names)}, metrics={"valid_mrr": 0.5})
+    new, old = load_member(src, ds), load_member(dst, ds)
+    h, r, c = jnp.arange(4), jnp.array([0, 1, 0, 1]), jnp.arange(ds.num_entities)
+    assert np.array_equal(new.model.score_candidates(h, r, c), old.model.score_candidates(h, r, c))
