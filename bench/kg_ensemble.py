@@ -52,7 +52,7 @@ def main() -> None:
     for size in range(len(ens.members), 1, -1):
         for subset in itertools.combinations(range(len(ens.members)), size):
             sub = Ensemble([ens.members[i] for i in subset], ens.dataset, ens.x64)
-            res = fit_ensemble(sub, step=ecfg.step, seed=ecfg.seed)
+            res = fit_ensemble(sub, step=ecfg.step, refine=ecfg.refine, seed=ecfg.seed)
             key = " + ".join(names[i] for i in subset)
             fits[key] = {"weights": res["weights"], "valid_mrr": res["valid"]["mrr"], "test": brief(res["test"])}
             if size == len(ens.members):
@@ -69,6 +69,7 @@ def main() -> None:
         "rerun": f"geofm kg-ensemble --config {rel} --json",
         "dataset": full["dataset"],
         "step": ecfg.step,
+        "refine": ecfg.refine,
         "members": alone,
         "ensemble": {"members": names, "weights": full["weights"], "scales": full["scales"],
                      "valid": brief(full["valid"]), "test": brief(full["test"])},

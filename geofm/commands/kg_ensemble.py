@@ -1,6 +1,6 @@
 """`geofm kg-ensemble`: late fusion of trained KG runs, weights chosen on validation MRR.
 
-    geofm kg-ensemble RUN [RUN ...] [--step 0.05] [--dataset NAME] [--data-dir DIR] [--out DIR] [--json]
+    geofm kg-ensemble RUN [RUN ...] [--step 0.05] [--refine 2] [--dataset NAME] [--data-dir DIR] [--out DIR] [--json]
     geofm kg-ensemble --config configs/kg/ensemble_wn18rr.yaml [--set key=value ...] [--json]
 
 RUNs are `geofm kg` run folders (their best checkpoints are used). With --config, the
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an ensemble config key, e.g. --set step=0.1; repeatable")
     p.add_argument("--step", type=float, help="weight-grid spacing (1/n; default 0.05)")
+    p.add_argument("--refine", type=int, help="rounds of halved weight moves around the best grid point (default 2)")
     p.add_argument("--dataset", help="dataset name or folder (default: the first run's)")
     p.add_argument("--data-dir", help="folder holding datasets")
     p.add_argument("--out", help="output folder for results.json")
@@ -53,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.name={json.dumps(args.dataset)}")
     if args.data_dir:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
-    step, out, seed = args.step, args.out, 0
+    step, refine, out, seed = args.step, args.refine, args.out, 0
     try:
         if args.config:
             ecfg, ens = run_ensemble_config(args.config, overrides, progress=not args.quiet and sys.stderr.isatty())
             step, out, seed = step or ecfg.step, out or ecfg.out, ecfg.seed
+            refine = ecfg.refine if refine is None else refine
         else:
             data = None
             if args.dataset or args.data_dir:
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         def report(w, mrr):
             log.info("weights %s  valid MRR %.4f", " ".join(f"{x:.2f}" for x in w), mrr)
 
-        results = fit_ensemble(ens, step=step, seed=seed, progress=None if args.quiet else report)
+        results = fit_ensemble(ens, step=step, refine=2 if refine is None else refine, seed=seed,
+                               progress=None if args.quiet else report)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"geofm kg-ensemble: {err}", file=sys.stderr)
         return 2

@@ -2,8 +2,8 @@
 
 score(h, r, t) = sum_i w_i * s_i(h, r, t) / sigma_i, with w on the simplex. sigma_i is
 the std of member i's scores over (validation query, random entity) pairs, so the
-weights compare like with like; w is the point of a simplex grid (spacing `step`)
-with the best filtered validation MRR. Test triples are never looked at for the
+weights compare like with like; w is the point of a simplex grid (spacing `step`,
+then a few rounds of finer moves around the best) with the best filtered validation MRR. Test triples are never looked at for the
 choice. Members keep their own geometry and precision; each is restored from its
 run folder's best checkpoint (`geofm kg` runs, resumable, any registered model).
 
@@ -51,11 +51,12 @@ class MemberConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing, run folder, and an
+    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, run folder, and an
     optional dataset override (data.name / data.data_dir) applied to every member."""
 
     members: tuple[MemberConfig, ...] = ()
     step: float = 0.05
+    refine: int = 2
     out: str | None = None
     data: DataConfig | None = None
     seed: int = 0
@@ -186,14 +187,17 @@ def _score_fn(graphdefs: Sequence[Any]) -> Callable:
     return score
 
 
-def fit_ensemble(ens: Ensemble, *, step: float = 0.05, seed: int = 0, query_chunk: int = 512,
+def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: int = 0, query_chunk: int = 512,
                  entity_chunk: int = 8192, progress: Callable[[np.ndarray, float], None] | None = None) -> dict[str, Any]:
-    """Choose the weights on validation MRR over `simplex_grid(M, step)`; evaluate valid and test.
+    """Choose the weights on validation MRR over `simplex_grid(M, step)`, then `refine` rounds of
+    moving step/2, step/4, ... between two members from the best point; evaluate valid and test.
 
     Returns a JSON-able dict: weights, scales, every grid point's validation MRR, each
     member alone on valid/test, and the ensemble's valid/test metrics (tie-aware, filtered).
     """
     ds, members = ens.dataset, ens.members
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
     grid = simplex_grid(len(members), step)
     ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
                           query_chunk=query_chunk, entity_chunk=entity_chunk, policy=members[0].cfg.eval.tie_policy)
@@ -209,13 +213,23 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, seed: int = 0, query_chun
         def evaluate(w: np.ndarray, triples: np.ndarray):
             return ev.evaluate(fn, (jnp.asarray(w / scales, jnp.float32), states), triples)
 
-        scores = []
-        for w in grid:
+        tried: list[tuple[np.ndarray, float, int]] = []
+
+        def valid_mrr(w: np.ndarray, level: int) -> float:
             mrr = evaluate(w, ds.valid).metrics(breakdown=False)["mrr"]
-            scores.append(mrr)
+            tried.append((w, mrr, level))
             if progress is not None:
                 progress(w, mrr)
-        best = grid[int(np.argmax(scores))]
+            return mrr
+
+        scores = [valid_mrr(w, 0) for w in grid]
+        best, best_mrr, delta = grid[int(np.argmax(scores))], max(scores), step
+        for level in range(1, refine + 1):  # move weight between two members in halved steps
+            delta /= 2
+            for w in _neighbours(best, delta):
+                mrr = valid_mrr(w, level)
+                if mrr > best_mrr:
+                    best, best_mrr = w, mrr
         res_valid = evaluate(best, ds.valid)
         res_test = evaluate(best, ds.test)
         alone = []
@@ -236,11 +250,24 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, seed: int = 0, query_chun
         "step": step,
         "weights": best.tolist(),
         "scales": scales.tolist(),
-        "grid": [{"weights": w.tolist(), "valid_mrr": float(s)} for w, s in zip(grid, scores)],
+        "refine": refine,
+        "grid": [{"weights": w.tolist(), "valid_mrr": float(m), "refinement": lv} for w, m, lv in tried],
         "members": alone,
         "valid": res_valid.metrics(ds.relations),
         "test": res_test.metrics(ds.relations),
     }
+
+
+def _neighbours(w: np.ndarray, delta: float) -> list[np.ndarray]:
+    """Weight vectors that move `delta` from member i to member j (i != j), staying on the simplex."""
+    out = []
+    for i, j in itertools.permutations(range(len(w)), 2):
+        if w[i] >= delta - 1e-12:
+            v = w.copy()
+            v[i] -= delta
+            v[j] += delta
+            out.append(np.clip(v, 0.0, 1.0))
+    return out
 
 
 def _grid_index(grid: np.ndarray, w: np.ndarray) -> int:

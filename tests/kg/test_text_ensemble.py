@@ -112,7 +112,11 @@ def test_ensemble_corners_reproduce_each_member_and_fusion_is_the_weighted_sum(t
         assert member["valid_mrr"] == pytest.approx(own["valid"]["mrr"], abs=1e-6)
         assert member["test"]["mrr"] == pytest.approx(own["test"]["mrr"], abs=1e-6)
     valid = [g["valid_mrr"] for g in res["grid"]]
-    assert len(valid) == 5 and res["valid"]["mrr"] == pytest.approx(max(valid), abs=1e-9)
+    levels = [g["refinement"] for g in res["grid"]]
+    assert levels[:5] == [0] * 5 and set(levels[5:]) <= {1, 2} and res["refine"] == 2
+    assert res["valid"]["mrr"] == pytest.approx(max(valid), abs=1e-9)
+    for g in res["grid"]:
+        assert min(g["weights"]) >= 0 and sum(g["weights"]) == pytest.approx(1.0)
     assert res["grid"][int(np.argmax(valid))]["weights"] == res["weights"]
     # the fused scorer is sum_i w_i s_i / sigma_i, checked against a direct computation
     ds, (m1, m2) = ens.dataset, ens.members
@@ -148,7 +152,7 @@ def test_kg_ensemble_cli_config_trains_missing_members_and_reports(two_runs, tmp
     assert code == 0 and set(json.loads(lines[-1])) == {"mrr", "mr", "hits@1", "hits@3", "hits@10"}
     assert (tmp_path / "text" / "results.json").is_file()  # the missing member was trained
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(res["grid"]) == 3 and [m["model"] for m in res["members"]] == ["transe", "text"]
+    assert [g["refinement"] for g in res["grid"]][:3] == [0, 0, 0] and [m["model"] for m in res["members"]] == ["transe", "text"]
     assert res["test"]["num_queries_with_unseen_entity"] == 4 * CLUSTERS
 
 
@@ -162,6 +166,7 @@ def test_kg_ensemble_bad_input(two_runs, tmp_path: Path, capsys) -> None:
     assert main([str(root / "struct"), str(tmp_path / "empty")]) == 2 and "no checkpoint" in capsys.readouterr().err
     assert main([]) == 2 and "one of the two" in capsys.readouterr().err
     assert main([str(root / "struct"), "--step", "0.3"]) == 2 and "1/n" in capsys.readouterr().err
+    assert main([str(root / "struct"), "--refine", "-1"]) == 2 and "refine must be" in capsys.readouterr().err
 
 
 def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path: Path) -> None:
