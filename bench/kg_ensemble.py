@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs/kg/ensemble_wn18rr.yaml"))
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
-    overrides = [f"data={{name: WN18RR, data_dir: {json.dumps(args.data_dir)}}}"] if args.data_dir else []
+    overrides = [f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
     t0 = time.perf_counter()
     ecfg, ens = run_ensemble_config(args.config, overrides)
     names = [f"{m.cfg.model.name}:{m.run.name}" for m in ens.members]

@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-restore chatter
     log = logging.getLogger("geofm.kg")
-    from geofm.kg.config import DataConfig
     from geofm.kg.ensemble import fit_ensemble, load_ensemble, run_ensemble_config
 
     if bool(args.runs) == bool(args.config):
@@ -51,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = list(args.overrides)
     if args.dataset:
-        overrides.append(f"data.name={json.dumps(args.dataset)}")
+        overrides.append(f"dataset={json.dumps(args.dataset)}")
     if args.data_dir:
-        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+        overrides.append(f"data_dir={json.dumps(args.data_dir)}")
     step, refine, out, seed = args.step, args.refine, args.out, 0
     try:
         if args.config:
@@ -61,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             step, out, seed = step or ecfg.step, out or ecfg.out, ecfg.seed
             refine = ecfg.refine if refine is None else refine
         else:
-            data = None
-            if args.dataset or args.data_dir:
-                data = DataConfig(name=args.dataset or _first_dataset(args.runs[0]), data_dir=args.data_dir)
-            ens = load_ensemble(args.runs, data=data)
+            ens = load_ensemble(args.runs, name=args.dataset, data_dir=args.data_dir)
         step = step or 0.05
 
         def report(w, mrr):
@@ -89,13 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({k: test[k] for k in JSON_KEYS}))
     return 0
-
-
-def _first_dataset(run: str) -> str:
-    from geofm.config import load_config
-    from geofm.kg.config import KGConfig
-
-    return load_config(Path(run) / "config.yaml", KGConfig).data.name
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from flax import nnx
 from geofm.checkpoint import Checkpointer
 from geofm.config import load_config, to_dict
 from geofm.data.types import KGDataset
-from geofm.kg.config import DataConfig, KGConfig
+from geofm.kg.config import KGConfig
 from geofm.kg.evaluate import RankingEvaluator
 
 log = logging.getLogger("geofm.kg")
@@ -51,14 +51,15 @@ class MemberConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, run folder, and an
-    optional dataset override (data.name / data.data_dir) applied to every member."""
+    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, run folder,
+    and optional dataset / data_dir overrides applied to every member (their data.name / data.data_dir)."""
 
     members: tuple[MemberConfig, ...] = ()
     step: float = 0.05
     refine: int = 2
     out: str | None = None
-    data: DataConfig | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
     seed: int = 0
 
 
@@ -138,20 +139,20 @@ def _check_same_data(members: Sequence[Member], dataset: KGDataset) -> None:
                              f"{dataset.num_entities} / {dataset.num_relations}; members must share one dataset")
 
 
-def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None = None, data: DataConfig | None = None,
-                  text_encoder: Any = None) -> Ensemble:
-    """Load every member run; the dataset is the first member's (or `data`/`dataset` when given)."""
+def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None = None, name: str | None = None,
+                  data_dir: str | None = None, text_encoder: Any = None) -> Ensemble:
+    """Load every member run on one dataset: `dataset`, else the first member's data.name /
+    data.data_dir with `name` / `data_dir` overriding them when given."""
     from geofm.kg.train import load_kg_dataset
 
     if not run_dirs:
         raise ValueError("an ensemble needs at least one run folder")
     if dataset is None:
-        if data is None:
-            first = Path(run_dirs[0]) / "config.yaml"
-            if not first.is_file():
-                raise FileNotFoundError(f"{run_dirs[0]}: not a `geofm kg` run folder (no config.yaml)")
-            data = load_config(first, KGConfig).data
-        dataset = load_kg_dataset(data.name, data.data_dir)
+        first = Path(run_dirs[0]) / "config.yaml"
+        if not first.is_file():
+            raise FileNotFoundError(f"{run_dirs[0]}: not a `geofm kg` run folder (no config.yaml)")
+        data = load_config(first, KGConfig).data
+        dataset = load_kg_dataset(name or data.name, data_dir or data.data_dir)
     members = [load_member(r, dataset, text_encoder=text_encoder) for r in run_dirs]
     _check_same_data(members, dataset)
     return Ensemble(members, dataset, any(m.cfg.train.dtype == "float64" for m in members))
@@ -295,10 +296,10 @@ def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, prog
     runs = []
     for i, mc in enumerate(ecfg.members):
         member_overrides = list(mc.set)
-        if ecfg.data is not None:
-            member_overrides += [f"data.name={json.dumps(ecfg.data.name)}"]
-            if ecfg.data.data_dir is not None:
-                member_overrides += [f"data.data_dir={json.dumps(ecfg.data.data_dir)}"]
+        if ecfg.dataset is not None:
+            member_overrides.append(f"data.name={json.dumps(ecfg.dataset)}")
+        if ecfg.data_dir is not None:
+            member_overrides.append(f"data.data_dir={json.dumps(ecfg.data_dir)}")
         cfg_file = (path.parent / mc.config) if not Path(mc.config).is_absolute() else Path(mc.config)
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{path}: members[{i}].config: no file {cfg_file}")
@@ -307,4 +308,4 @@ def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, prog
             log.info("training ensemble member %d (%s) in %s", i, cfg_file, run)
             train_kg(load_config(cfg_file, KGConfig, member_overrides), run, progress=progress, text_encoder=text_encoder)
         runs.append(run)
-    return ecfg, load_ensemble(runs, data=ecfg.data, text_encoder=text_encoder)
+    return ecfg, load_ensemble(runs, name=ecfg.dataset, data_dir=ecfg.data_dir, text_encoder=text_encoder)

@@ -145,7 +145,7 @@ def test_kg_ensemble_cli_config_trains_missing_members_and_reports(two_runs, tmp
         f"  - {{config: tiny.yaml, run: {tmp_path / 'text'}, set: ['{TEXT_MODEL}', 'init={{kind: text, embeddings: {emb}}}',"
         " 'loss={name: 1n_ce}', 'train.epochs=4']}\n"
         "step: 0.5\n"
-        f"data: {{name: {folder}}}\n"
+        f"dataset: {folder}\n"
     )
     code = main(["--config", str(tmp_path / "ens.yaml"), "--out", str(tmp_path / "out"), "--json", "--quiet"])
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
