@@ -47,6 +47,8 @@ def main() -> None:
     overrides = [f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
     t0 = time.perf_counter()
     ecfg, ens = run_ensemble_config(args.config, overrides)
+    if len(ens.members) < 2:
+        raise SystemExit(f"{args.config}: an ensemble benchmark needs at least two members")
     names = [f"{m.cfg.model.name}:{m.run.name}" for m in ens.members]
     fits = {}
     for size in range(len(ens.members), 1, -1):

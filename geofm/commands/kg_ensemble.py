@@ -23,16 +23,19 @@ from geofm.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geofm kg-ensemble", description="Late fusion of trained KG-completion runs.")
-    p.add_argument("runs", nargs="*", help="`geofm kg` run folders")
+    p = argparse.ArgumentParser(prog="geofm kg-ensemble", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("runs", nargs="*", help="`geofm kg` run folders (their best checkpoints)")
     p.add_argument("--config", help="ensemble YAML (members to train and fuse), e.g. configs/kg/ensemble_wn18rr.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an ensemble config key, e.g. --set step=0.1; repeatable")
-    p.add_argument("--step", type=float, help="weight-grid spacing (1/n; default 0.05)")
-    p.add_argument("--refine", type=int, help="rounds of halved weight moves around the best grid point (default 2)")
-    p.add_argument("--dataset", help="dataset name or folder (default: the first run's)")
+                   help="with --config: override an ensemble config key, e.g. --set step=0.1; repeatable")
+    p.add_argument("--step", type=float, help="weight-grid spacing, 1/n (default: the config's, else 0.05)")
+    p.add_argument("--refine", type=int, help="rounds of halved weight moves around the best grid point "
+                                              "(default: the config's, else 2)")
+    p.add_argument("--dataset", help="dataset name or folder (default: the config's, else the first run's)")
     p.add_argument("--data-dir", help="folder holding datasets")
-    p.add_argument("--out", help="output folder for results.json")
+    p.add_argument("--out", help="output folder for results.json (default: the config's `out`, else "
+                                 "runs/kg/ensemble_<dataset>_<time>)")
     p.add_argument("--json", action="store_true", help="print final test metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress output, warnings only")
     return p
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.runs) == bool(args.config):
         print("geofm kg-ensemble: give run folders or --config (one of the two)", file=sys.stderr)
         return 2
+    if args.overrides and not args.config:
+        print("geofm kg-ensemble: --set needs --config (with run folders, use --step / --refine / --dataset)", file=sys.stderr)
+        return 2
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"dataset={json.dumps(args.dataset)}")
@@ -57,18 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.config:
             ecfg, ens = run_ensemble_config(args.config, overrides, progress=not args.quiet and sys.stderr.isatty())
-            step, out, seed = step or ecfg.step, out or ecfg.out, ecfg.seed
+            step = ecfg.step if step is None else step
             refine = ecfg.refine if refine is None else refine
+            out, seed = out or ecfg.out, ecfg.seed
         else:
             ens = load_ensemble(args.runs, name=args.dataset, data_dir=args.data_dir)
-        step = step or 0.05
+        step = 0.05 if step is None else step
 
         def report(w, mrr):
             log.info("weights %s  valid MRR %.4f", " ".join(f"{x:.2f}" for x in w), mrr)
 
         results = fit_ensemble(ens, step=step, refine=2 if refine is None else refine, seed=seed,
                                progress=None if args.quiet else report)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"geofm kg-ensemble: {err}", file=sys.stderr)
         return 2
     out_dir = Path(out) if out else Path("runs") / "kg" / f"ensemble_{Path(ens.dataset.name).name}_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -76,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "geofm kg-ensemble " + " ".join(argv if argv is not None else sys.argv[1:])
     from geofm.kg.train import _json_default
 
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
-    tmp.replace(out_dir / "results.json")
+    from geofm.data.cache import atomic_write_bytes
+
+    text = json.dumps(results, indent=1, default=_json_default).encode()
+    atomic_write_bytes(out_dir / "results.json", lambda f: f.write(text))
     test = results["test"]
     log.info("ensemble weights %s -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", results["weights"],
              test["tie_policy"], test["mrr"], test["hits@1"], test["hits@10"], out_dir / "results.json")

@@ -4,7 +4,8 @@ score(h, r, t) = sum_i w_i * s_i(h, r, t) / sigma_i, with w on the simplex. sigm
 the std of member i's scores over (validation query, random entity) pairs, so the
 weights compare like with like; w is the point of a simplex grid (spacing `step`,
 then a few rounds of finer moves around the best) with the best filtered validation MRR. Test triples are never looked at for the
-choice. Members keep their own geometry and precision; each is restored from its
+choice. Members keep their own geometry and precision (the fusion runs in float64
+when any member trained in float64); each is restored from its
 run folder's best checkpoint (`geofm kg` runs, resumable, any registered model).
 
     ens = load_ensemble(["runs/kg/roth_wn18rr", "runs/kg/text_wn18rr"])
@@ -13,7 +14,6 @@ run folder's best checkpoint (`geofm kg` runs, resumable, any registered model).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -41,8 +41,9 @@ __all__ = ["MemberConfig", "EnsembleConfig", "Member", "Ensemble", "simplex_grid
 @dataclasses.dataclass(frozen=True)
 class MemberConfig:
     """One member: its `geofm kg` config (path relative to the ensemble file), the run folder
-    it is trained in (trained or resumed there when run/results.json is missing), and
-    `--set`-style overrides for its config."""
+    it is trained in (relative to the working directory, like `geofm kg --out`; trained or
+    resumed there when run/results.json is missing, and refused when it holds a run of
+    another config), and `--set`-style overrides for its config."""
 
     config: str
     run: str
@@ -52,7 +53,8 @@ class MemberConfig:
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
     """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, run folder,
-    and optional dataset / data_dir overrides applied to every member (their data.name / data.data_dir)."""
+    optional dataset / data_dir overrides applied to every member (their data.name / data.data_dir),
+    and the seed of the (validation query, entity) sample that sets each member's score scale."""
 
     members: tuple[MemberConfig, ...] = ()
     step: float = 0.05
@@ -75,18 +77,11 @@ class Member:
 
 @dataclasses.dataclass
 class Ensemble:
+    """Loaded members on one dataset; x64: some member trained in float64 (fusion then runs in float64)."""
+
     members: list[Member]
     dataset: KGDataset
     x64: bool
-
-
-@contextlib.contextmanager
-def _maybe_x64(on: bool):
-    if on:
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def simplex_grid(num: int, step: float) -> np.ndarray:
@@ -131,12 +126,16 @@ def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = 
     return Member(run, cfg, nnx.merge(graphdef, params, rest))
 
 
-def _check_same_data(members: Sequence[Member], dataset: KGDataset) -> None:
-    for m in members:
-        n_ent, n_rel = m.model.num_entities, m.model.num_relations
-        if (n_ent, n_rel) != (dataset.num_entities, dataset.num_relations):
-            raise ValueError(f"{m.run}: model has {n_ent} entities / {n_rel} relations but dataset {dataset.name} has "
-                             f"{dataset.num_entities} / {dataset.num_relations}; members must share one dataset")
+def _check_same_data(run: Path, dataset: KGDataset) -> None:
+    """Refuse a run trained on other data: its results.json dataset checksums must be the dataset's."""
+    path = run / "results.json"
+    if not path.is_file():
+        return  # an interrupted run: the model shapes are still checked on restore
+    saved = json.loads(path.read_text()).get("dataset", {})
+    mine = dataset.meta.get("checksums")
+    if saved.get("checksums") and mine and saved["checksums"] != mine:
+        raise ValueError(f"{run}: trained on {saved.get('name')!r} with other files (checksums differ from "
+                         f"{dataset.name!r}); ensemble members must share one dataset")
 
 
 def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None = None, name: str | None = None,
@@ -153,14 +152,20 @@ def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None =
             raise FileNotFoundError(f"{run_dirs[0]}: not a `geofm kg` run folder (no config.yaml)")
         data = load_config(first, KGConfig).data
         dataset = load_kg_dataset(name or data.name, data_dir or data.data_dir)
+    for r in run_dirs:
+        _check_same_data(Path(r), dataset)
     members = [load_member(r, dataset, text_encoder=text_encoder) for r in run_dirs]
-    _check_same_data(members, dataset)
+    policies = {m.cfg.eval.tie_policy for m in members}
+    if len(policies) > 1:
+        raise ValueError(f"members use different eval.tie_policy values {sorted(policies)}; rerun them with one")
     return Ensemble(members, dataset, any(m.cfg.train.dtype == "float64" for m in members))
 
 
 def member_scale(model: Any, triples: np.ndarray, num_relations: int, *, seed: int = 0, queries: int = 256,
                  entities: int = 4096) -> float:
-    """Std of a model's scores over `queries` triples' tail and head queries x `entities` random entities."""
+    """Spread of a model's scores within a query: the std, over `queries` triples' tail and head
+    queries x `entities` random entities, of each score minus its query's mean (per-query
+    offsets such as a head bias do not change rankings, so they are left out)."""
     from geofm.kg.evaluate import make_queries
 
     rng = np.random.default_rng(seed)
@@ -170,18 +175,18 @@ def member_scale(model: Any, triples: np.ndarray, num_relations: int, *, seed: i
     s = np.asarray(model.score_candidates(jnp.asarray(h, jnp.int32), jnp.asarray(r, jnp.int32), jnp.asarray(cand, jnp.int32)), np.float64)
     if not np.isfinite(s).all():
         raise FloatingPointError(f"model {type(model).__name__} gives non-finite scores")
-    std = float(s.std())
+    std = float((s - s.mean(1, keepdims=True)).std())
     return std if std > 0 else 1.0
 
 
-def _score_fn(graphdefs: Sequence[Any]) -> Callable:
-    """score(params, h, r, cand) with params = (weights / scales [M], member states)."""
+def _score_fn(graphdefs: Sequence[Any], dtype: Any) -> Callable:
+    """score(params, h, r, cand) -> [C, E] in `dtype`, params = (weights / scales [M], member states)."""
 
     def score(params, h, r, cand):
         coef, states = params
         total = None
         for i, (gd, st) in enumerate(zip(graphdefs, states)):
-            s = coef[i] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(jnp.float32)
+            s = coef[i] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(dtype)
             total = s if total is None else total + s
         return total
 
@@ -202,17 +207,19 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: in
     grid = simplex_grid(len(members), step)
     ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
                           query_chunk=query_chunk, entity_chunk=entity_chunk, policy=members[0].cfg.eval.tie_policy)
-    with _maybe_x64(ens.x64):
+    from geofm.kg.train import _precision
+
+    with _precision("float64" if ens.x64 else "float32") as dtype:
         for m in members:
             m.scale = member_scale(m.model, ds.valid, ds.num_relations, seed=seed)
         splits = [nnx.split(m.model) for m in members]
         graphdefs = [s[0] for s in splits]
         states = [tuple(s[1:]) for s in splits]
-        fn = _score_fn(graphdefs)
+        fn = _score_fn(graphdefs, dtype)
         scales = np.array([m.scale for m in members])
 
         def evaluate(w: np.ndarray, triples: np.ndarray):
-            return ev.evaluate(fn, (jnp.asarray(w / scales, jnp.float32), states), triples)
+            return ev.evaluate(fn, (jnp.asarray(w / scales, dtype), states), triples)
 
         tried: list[tuple[np.ndarray, float, int]] = []
 
@@ -245,7 +252,14 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: in
                 "test": evaluate(w, ds.test).metrics(ds.relations),
                 "results_json": _read_results_summary(m.run),
             })
+    import geofm
+    from geofm.kg.train import _git_commit
+
     return {
+        "geofm_version": geofm.__version__,
+        "git_commit": _git_commit(),
+        "jax_version": jax.__version__,
+        "seed": seed,
         "dataset": {"name": ds.name, "num_entities": ds.num_entities, "num_relations": ds.num_relations,
                     "checksums": ds.meta.get("checksums")},
         "step": step,
@@ -284,6 +298,26 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
     return {k: res.get(k) for k in keep}
 
 
+def _flat_dict(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat_dict(v, f"{prefix}{k}."))
+    return out
+
+
+def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
+    """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
+    have, want = _flat_dict(to_dict(load_config(run / "config.yaml", KGConfig))), _flat_dict(to_dict(cfg))
+    ignore = {"train.resume", "data.data_dir"}  # where the data lives is checked by its checksums instead
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in ignore)
+    if diff:
+        shown = ", ".join(f"{k}: run {have.get(k)!r} vs config {want.get(k)!r}" for k in diff[:4])
+        raise ValueError(f"{where}: run folder {run} was trained with another config ({shown}); "
+                         "point `run:` to a new folder to train this one")
+
+
 def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, progress: bool = False,
                         text_encoder: Any = None) -> tuple[EnsembleConfig, Ensemble]:
     """Train (or resume) every member of an ensemble config whose run has no results.json, then load them."""
@@ -304,8 +338,11 @@ def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, prog
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{path}: members[{i}].config: no file {cfg_file}")
         run = Path(mc.run)
+        cfg = load_config(cfg_file, KGConfig, member_overrides)
+        if (run / "config.yaml").is_file():
+            _check_same_config(run, cfg, f"{path}: members[{i}]")
         if not (run / "results.json").is_file():
             log.info("training ensemble member %d (%s) in %s", i, cfg_file, run)
-            train_kg(load_config(cfg_file, KGConfig, member_overrides), run, progress=progress, text_encoder=text_encoder)
+            train_kg(cfg, run, progress=progress, text_encoder=text_encoder)
         runs.append(run)
     return ecfg, load_ensemble(runs, name=ecfg.dataset, data_dir=ecfg.data_dir, text_encoder=text_encoder)

@@ -241,6 +241,9 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
                       triples: np.ndarray | None = None, name: str = "kg") -> dict[str, Any]:
     """Initialise `model`'s entity table in place as `cfg` says; returns a JSON-able summary.
 
+    Models with `set_text` (frozen-embedding models such as kg.models.TextKG) get the
+    text (or graph) embeddings themselves as their fixed input table; `projection` is unused.
+
     texts: per entity id (KGDataset.entity_text); encoder: None loads the
     TextEncoder named by cfg.encoder (packaged MiniLM by default, embeddings
     cached under ~/.cache/geofm). kind "random" leaves the model untouched.
@@ -326,7 +329,8 @@ def _inputs_summary(cfg: EntityInitConfig, emb: np.ndarray, has_text: np.ndarray
 def _install_text(model: Any, texts: Sequence[str | None], cfg: EntityInitConfig, encoder: TextEmbedder | None,
                   progress: bool | None, triples: np.ndarray | None, name: str) -> dict[str, Any]:
     """Frozen-embedding models: the (text or graph) entity embeddings become the model's
-    fixed input table as they are (no projection; entities without text get zero rows)."""
+    fixed input table as they are (no projection; for kind text, entities without text get
+    zero rows; for kind graph, they still get the backbone's output from their neighbours)."""
     emb, has_text, text_dim = _entity_inputs(texts, cfg, encoder, progress, triples, name)
     model.set_text(emb)
     return {**_inputs_summary(cfg, emb, has_text, text_dim), "projection": "none (frozen model input)",

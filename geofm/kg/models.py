@@ -421,8 +421,6 @@ class TextKG(KGModel):
     structure-only model cannot do; pair it with one through `geofm kg-ensemble`.
     """
 
-    needs_text = True
-
     def __init__(self, num_entities, num_relations, *, rngs, dtype=jnp.float32, dim=256, text_dim=384, hidden=512,
                  temperature=0.05, residual=False, init_size=0.1):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
@@ -446,7 +444,8 @@ class TextKG(KGModel):
         emb = jnp.asarray(emb, self.dtype)
         if emb.shape != (self.num_entities, self.text_dim):
             raise ValueError(f"text model: entity embeddings have shape {tuple(emb.shape)}; expected "
-                             f"[{self.num_entities}, {self.text_dim}] (set model.kwargs.text_dim to the encoder's width)")
+                             f"[{self.num_entities}, {self.text_dim}] (set model.kwargs.text_dim to the width of the "
+                             "text encoder, or of the pretrained backbone for init.kind: graph)")
         self.text = nnx.Variable(emb)
 
     def candidates(self, idx: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ import optax
 from flax import nnx
 
 import geofm
-from geofm.checkpoint import Checkpointer
+from geofm.checkpoint import CheckpointError, Checkpointer
 from geofm.config import dump_config, to_dict
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig, LossConfig, OptimConfig
@@ -286,7 +286,7 @@ def build_run_model(cfg: KGConfig, ds: KGDataset, dtype: Any, *, text_encoder: A
 
         init_info = apply_entity_init(model, ds.entity_text, cfg.init, encoder=text_encoder, progress=progress,
                                       triples=ds.train, name=ds.name)
-    elif getattr(model, "needs_text", False):
+    elif hasattr(model, "set_text"):  # frozen-embedding models (kg.models.TextKG)
         raise ValueError(f"model {cfg.model.name!r} scores entities by their text embeddings: set init.kind: text "
                          "(entity2text.txt through the text encoder, or init.embeddings: FILE.npy) or init.kind: graph")
     return model, init_info
@@ -301,9 +301,13 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest") -
     flat = _flat(template)
     step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
     saved = ckpt.read_meta(step).get("fingerprint", {}) if step is not None else {}
-    if saved and all(re.match(r"\d{4}_", k) for k in saved):
-        legacy = {f"{i:04d}_{k}": v for i, (k, v) in enumerate(flat.items())}
-        state, info = ckpt.restore(legacy, which=which)
+    if saved and all(re.match(r"\d{4}_", k) for k in saved):  # legacy: match each saved leaf by its name
+        by_name = {k[5:]: k for k in saved}
+        missing, extra = sorted(set(flat) - set(by_name)), sorted(set(by_name) - set(flat))
+        if missing or extra:
+            raise CheckpointError(f"checkpoint {ckpt.directory} step {step} does not match the model/optimizer being "
+                                  f"restored: missing {missing[:5]}, unexpected {extra[:5]}")
+        state, info = ckpt.restore({by_name[k]: v for k, v in flat.items()}, which=which)
         return _unflat(template, {k[5:]: v for k, v in state.items()}), info
     state, info = ckpt.restore(flat, which=which)
     return _unflat(template, state), info

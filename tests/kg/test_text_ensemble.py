@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,6 +22,10 @@ from geofm.kg.train import train_kg
 from .test_entity_init import CLUSTERS, TEXT_DIM, FakeEncoder, write_text_kg
 
 REPO = Path(__file__).resolve().parents[2]
+# float64: fused with a float32 member, the fusion must keep float64
+STRUCT_SET = ["train.valid_every=4", "train.epochs=12", "train.dtype=float64",
+              "model={name: transe, kwargs: {dim: 8, p: 2, init_size: 0.1}}",
+              "loss={name: neg_sampling, num_negatives: 8, double_neg: false}"]
 TEXT_MODEL = f"model={{name: text, kwargs: {{dim: 8, hidden: 16, text_dim: {TEXT_DIM}, temperature: 0.1}}}}"
 
 
@@ -93,9 +98,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("runs")
     folder = write_text_kg(root / "text_kg")
     data = [f"data.name={json.dumps(str(folder))}"]
-    struct = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [*data, "train.valid_every=4", "train.epochs=12",
-                         "model={name: transe, kwargs: {dim: 8, p: 2, init_size: 0.1}}",
-                         "loss={name: neg_sampling, num_negatives: 8, double_neg: false}"])
+    struct = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [*data, *STRUCT_SET])
     text = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [*data, "train.valid_every=4", "train.epochs=12", TEXT_MODEL,
                        "init={kind: text}", "loss={name: 1n_ce, label_smoothing: 0.1}"])
     a = train_kg(struct, root / "struct", progress=False)
@@ -127,7 +130,9 @@ def test_ensemble_corners_reproduce_each_member_and_fusion_is_the_weighted_sum(t
     def direct(params, h, r, cand):
         return (w[0] / m1.scale) * m1.model.score_candidates(h, r, cand) + (w[1] / m2.scale) * m2.model.score_candidates(h, r, cand)
 
-    assert ev.evaluate(direct, None, ds.test).metrics(breakdown=False)["mrr"] == pytest.approx(res["test"]["mrr"], abs=1e-5)
+    assert ens.x64 and m1.model.entity[...].dtype == jnp.float64
+    with jax.enable_x64(True):
+        assert ev.evaluate(direct, None, ds.test).metrics(breakdown=False)["mrr"] == pytest.approx(res["test"]["mrr"], abs=1e-9)
 
 
 def test_kg_ensemble_cli_config_trains_missing_members_and_reports(two_runs, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -141,7 +146,7 @@ def test_kg_ensemble_cli_config_trains_missing_members_and_reports(two_runs, tmp
     np.save(emb, FakeEncoder().encode([t or "" for t in ds.entity_text]))
     (tmp_path / "ens.yaml").write_text(
         "members:\n"
-        f"  - {{config: tiny.yaml, run: {tmp_path / 'struct'}}}\n"
+        f"  - {{config: tiny.yaml, run: {tmp_path / 'struct'}, set: {json.dumps(STRUCT_SET)}}}\n"
         f"  - {{config: tiny.yaml, run: {tmp_path / 'text'}, set: ['{TEXT_MODEL}', 'init={{kind: text, embeddings: {emb}}}',"
         " 'loss={name: 1n_ce}', 'train.epochs=4']}\n"
         "step: 0.5\n"
@@ -167,6 +172,26 @@ def test_kg_ensemble_bad_input(two_runs, tmp_path: Path, capsys) -> None:
     assert main([]) == 2 and "one of the two" in capsys.readouterr().err
     assert main([str(root / "struct"), "--step", "0.3"]) == 2 and "1/n" in capsys.readouterr().err
     assert main([str(root / "struct"), "--refine", "-1"]) == 2 and "refine must be" in capsys.readouterr().err
+    assert main([str(root / "struct"), "--step", "0"]) == 2 and "1/n" in capsys.readouterr().err
+    assert main([str(root / "struct"), "--set", "step=0.5"]) == 2 and "--set needs --config" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(root / "struct", other)
+    res = json.loads((other / "results.json").read_text())
+    res["dataset"]["checksums"] = {"train.txt": "0" * 32}
+    (other / "results.json").write_text(json.dumps(res))
+    assert main([str(root / "struct"), str(other)]) == 2 and "checksums differ" in capsys.readouterr().err
+
+
+def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_path: Path, capsys) -> None:
+    from geofm.commands.kg_ensemble import main
+
+    root, folder, _, _ = two_runs
+    (tmp_path / "tiny.yaml").write_text((REPO / "configs/kg/tiny.yaml").read_text().replace("base: base.yaml", f"base: {REPO}/configs/kg/base.yaml"))
+    (tmp_path / "ens.yaml").write_text(f"members:\n  - {{config: tiny.yaml, run: {root / 'struct'}, set: ['train.epochs=3']}}\n"
+                                       f"dataset: {folder}\n")
+    assert main(["--config", str(tmp_path / "ens.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "members[0]: run folder" in err and "model.name: run 'transe' vs config 'atth'" in err
 
 
 def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path: Path) -> None:
@@ -176,7 +201,7 @@ def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path
 
     from geofm.checkpoint import Checkpointer
     from geofm.kg.ensemble import load_member
-    from geofm.kg.train import _leaf_names, build_run_model, make_optimizer
+    from geofm.kg.train import _leaf_names, _precision, build_run_model, make_optimizer
 
     root, folder, *_ = two_runs
     src, dst = root / "struct", tmp_path / "legacy"
@@ -184,14 +209,17 @@ def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path
     shutil.copy(src / "config.yaml", dst / "config.yaml")
     ds = load_kg(folder)
     cfg = load_config(src / "config.yaml", KGConfig)
-    model, _ = build_run_model(cfg, ds, jnp.float32)
-    params = nnx.state(model, nnx.Param)
-    names = _leaf_names({"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)})
+    with _precision(cfg.train.dtype) as dtype:
+        model, _ = build_run_model(cfg, ds, dtype)
+        params = nnx.state(model, nnx.Param)
+        names = _leaf_names({"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)})
     with Checkpointer(src / "checkpoints", metric="valid_mrr") as ck:
         step = ck.best_step()
-    state = ocp.StandardCheckpointer().restore((src / "checkpoints" / str(step) / "state").resolve())
-    with Checkpointer(dst / "checkpoints", metric="valid_mrr") as ck:
-        ck.save(step, {f"{i:04d}_{k}": np.asarray(state[k]) for i, k in enumerate(names)}, metrics={"valid_mrr": 0.5})
+    with jax.enable_x64(True), Checkpointer(dst / "checkpoints", metric="valid_mrr") as ck:
+        state = ocp.StandardCheckpointer().restore((src / "checkpoints" / str(step) / "state").resolve())
+        # legacy leaves are matched by name, not by their index (here: reversed order)
+        ck.save(step, {f"{len(names) - i:04d}_{k}": np.asarray(state[k]) for i, k in enumerate(names)}, metrics={"valid_mrr": 0.5})
     new, old = load_member(src, ds), load_member(dst, ds)
     h, r, c = jnp.arange(4), jnp.array([0, 1, 0, 1]), jnp.arange(ds.num_entities)
-    assert np.array_equal(new.model.score_candidates(h, r, c), old.model.score_candidates(h, r, c))
+    with jax.enable_x64(True):
+        assert np.array_equal(new.model.score_candidates(h, r, c), old.model.score_candidates(h, r, c))
