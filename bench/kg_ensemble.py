@@ -35,7 +35,7 @@ def brief(m: dict) -> dict:
     out = {k: m[k] for k in KEYS}
     u = m.get("unseen")
     out["unseen"] = {"mrr": u["mrr"], "hits@10": u["hits@10"], "count": u["count"]} if u else None
-    out["by_relation_mrr"] = {k: v["mrr"] for k, v in m.get("by_relation", {}).items()}
+    out["by_relation_mrr"] = {rel: {d: v[d]["mrr"] for d in ("tail", "head") if d in v} for rel, v in m.get("by_relation", {}).items()}
     return out
 
 
