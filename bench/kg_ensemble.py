@@ -54,12 +54,12 @@ def main() -> None:
     for size in range(len(ens.members), 1, -1):
         for subset in itertools.combinations(range(len(ens.members)), size):
             sub = Ensemble([ens.members[i] for i in subset], ens.dataset, ens.x64)
-            res = fit_ensemble(sub, step=ecfg.step, refine=ecfg.refine, seed=ecfg.seed)
+            res = fit_ensemble(sub, step=ecfg.step, refine=ecfg.refine, split_unseen=ecfg.split_unseen, seed=ecfg.seed)
             key = " + ".join(names[i] for i in subset)
-            fits[key] = {"weights": res["weights"], "valid_mrr": res["valid"]["mrr"], "test": brief(res["test"])}
+            fits[key] = {"weights": res["weights"], "weights_unseen_head": res["weights_unseen_head"], "valid_mrr": res["valid"]["mrr"], "test": brief(res["test"])}
             if size == len(ens.members):
                 full = res
-            print(f"{key}: weights {res['weights']} valid {res['valid']['mrr']:.4f} test {res['test']['mrr']:.4f}", flush=True)
+            print(f"{key}: weights {res['weights']} / unseen {res['weights_unseen_head']} valid {res['valid']['mrr']:.4f} test {res['test']['mrr']:.4f}", flush=True)
     alone = {names[i]: {"valid_mrr": m["valid_mrr"], "test": brief(m["test"]), "run": m["run"], "results_json": m["results_json"]}
              for i, m in enumerate(full["members"])}
     best_alone = max(alone.values(), key=lambda a: a["valid_mrr"])
@@ -72,8 +72,10 @@ def main() -> None:
         "dataset": full["dataset"],
         "step": ecfg.step,
         "refine": ecfg.refine,
+        "split_unseen": ecfg.split_unseen,
         "members": alone,
-        "ensemble": {"members": names, "weights": full["weights"], "scales": full["scales"],
+        "ensemble": {"members": names, "weights": full["weights"], "weights_unseen_head": full["weights_unseen_head"],
+                     "num_valid_queries_unseen_head": full["num_valid_queries_unseen_head"], "scales": full["scales"],
                      "valid": brief(full["valid"]), "test": brief(full["test"])},
         "sub_ensembles": fits,
         "gain_over_best_member_test_mrr": full["test"]["mrr"] - best_alone["test"]["mrr"],

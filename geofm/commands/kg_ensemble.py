@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, help="weight-grid spacing, 1/n (default: the config's, else 0.05)")
     p.add_argument("--refine", type=int, help="rounds of halved weight moves around the best grid point "
                                               "(default: the config's, else 2)")
+    p.add_argument("--no-split-unseen", action="store_true",
+                   help="one set of weights for all queries (default: queries about entities unseen in training get their own)")
     p.add_argument("--dataset", help="dataset name or folder (default: the config's, else the first run's)")
     p.add_argument("--data-dir", help="folder holding datasets")
     p.add_argument("--out", help="output folder for results.json (default: the config's `out`, else "
@@ -59,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"dataset={json.dumps(args.dataset)}")
     if args.data_dir:
         overrides.append(f"data_dir={json.dumps(args.data_dir)}")
-    step, refine, out, seed = args.step, args.refine, args.out, 0
+    step, refine, out, seed, split = args.step, args.refine, args.out, 0, not args.no_split_unseen
     try:
         if args.config:
             ecfg, ens = run_ensemble_config(args.config, overrides, progress=not args.quiet and sys.stderr.isatty())
             step = ecfg.step if step is None else step
             refine = ecfg.refine if refine is None else refine
-            out, seed = out or ecfg.out, ecfg.seed
+            out, seed, split = out or ecfg.out, ecfg.seed, split and ecfg.split_unseen
         else:
             ens = load_ensemble(args.runs, name=args.dataset, data_dir=args.data_dir)
         step = 0.05 if step is None else step
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         def report(w, mrr):
             log.info("weights %s  valid MRR %.4f", " ".join(f"{x:.2f}" for x in w), mrr)
 
-        results = fit_ensemble(ens, step=step, refine=2 if refine is None else refine, seed=seed,
+        results = fit_ensemble(ens, step=step, refine=2 if refine is None else refine, split_unseen=split, seed=seed,
                                progress=None if args.quiet else report)
     except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"geofm kg-ensemble: {err}", file=sys.stderr)
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=1, default=_json_default).encode()
     atomic_write_bytes(out_dir / "results.json", lambda f: f.write(text))
     test = results["test"]
-    log.info("ensemble weights %s -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", results["weights"],
+    log.info("ensemble weights %s (unseen-entity queries %s) -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", results["weights"], results["weights_unseen_head"],
              test["tie_policy"], test["mrr"], test["hits@1"], test["hits@10"], out_dir / "results.json")
     if args.json:
         print(json.dumps({k: test[k] for k in JSON_KEYS}))

@@ -3,7 +3,9 @@
 score(h, r, t) = sum_i w_i * s_i(h, r, t) / sigma_i, with w on the simplex. sigma_i is
 the std of member i's scores over (validation query, random entity) pairs, so the
 weights compare like with like; w is the point of a simplex grid (spacing `step`,
-then a few rounds of finer moves around the best) with the best filtered validation MRR. Test triples are never looked at for the
+then a few rounds of finer moves around the best) with the best filtered validation MRR.
+Queries whose entity h is absent from the training triples get their own w (chosen on the
+validation queries of that kind), since structure models know nothing about such entities. Test triples are never looked at for the
 choice. Members keep their own geometry and precision (the fusion runs in float64
 when any member trained in float64); each is restored from its
 run folder's best checkpoint (`geofm kg` runs, resumable, any registered model).
@@ -52,13 +54,15 @@ class MemberConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, run folder,
+    """`geofm kg-ensemble --config FILE`: members, weight-grid spacing and refinement rounds, whether
+    queries about entities unseen in training get their own weights (split_unseen), run folder,
     optional dataset / data_dir overrides applied to every member (their data.name / data.data_dir),
     and the seed of the (validation query, entity) sample that sets each member's score scale."""
 
     members: tuple[MemberConfig, ...] = ()
     step: float = 0.05
     refine: int = 2
+    split_unseen: bool = True
     out: str | None = None
     dataset: str | None = None
     data_dir: str | None = None
@@ -180,34 +184,54 @@ def member_scale(model: Any, triples: np.ndarray, num_relations: int, *, seed: i
 
 
 def _score_fn(graphdefs: Sequence[Any], dtype: Any) -> Callable:
-    """score(params, h, r, cand) -> [C, E] in `dtype`, params = (weights / scales [M], member states)."""
+    """score(params, h, r, cand) -> [C, E] in `dtype`.
+
+    params = (coef [2, M]: weights / scales for queries whose entity h was seen in training
+    (row 0) or not (row 1), seen [N] bool, member states).
+    """
 
     def score(params, h, r, cand):
-        coef, states = params
+        coef, seen, states = params
+        c = coef[jnp.where(seen[h], 0, 1)]  # [C, M]
         total = None
         for i, (gd, st) in enumerate(zip(graphdefs, states)):
-            s = coef[i] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(dtype)
+            s = c[:, i : i + 1] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(dtype)
             total = s if total is None else total + s
         return total
 
     return score
 
 
-def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: int = 0, query_chunk: int = 512,
-                 entity_chunk: int = 8192, progress: Callable[[np.ndarray, float], None] | None = None) -> dict[str, Any]:
+def _group_mrr(res: Any, group: np.ndarray) -> list[float | None]:
+    """MRR of the queries in group 0 and group 1 (None for an empty group)."""
+    rr = 1.0 / res.ranks()
+    return [float(rr[group == g].mean()) if np.any(group == g) else None for g in (0, 1)]
+
+
+def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_unseen: bool = True, seed: int = 0,
+                 query_chunk: int = 512, entity_chunk: int = 8192,
+                 progress: Callable[[np.ndarray, float], None] | None = None) -> dict[str, Any]:
     """Choose the weights on validation MRR over `simplex_grid(M, step)`, then `refine` rounds of
     moving step/2, step/4, ... between two members from the best point; evaluate valid and test.
 
-    Returns a JSON-able dict: weights, scales, every grid point's validation MRR, each
-    member alone on valid/test, and the ensemble's valid/test metrics (tie-aware, filtered).
+    split_unseen: queries whose entity h never occurs in the training triples get their own
+    weights (a structure model knows nothing about such an entity; a text model does), chosen
+    on the validation queries of that kind; the grouping uses the training triples only.
+    Returns a JSON-able dict: weights (seen-entity queries), weights_unseen_head, scales, every
+    evaluated point's validation MRR (overall and per group), each member alone on valid/test,
+    and the ensemble's valid/test metrics (tie-aware, filtered).
     """
+    from geofm.kg.evaluate import make_queries
+    from geofm.kg.train import _precision
+
     ds, members = ens.dataset, ens.members
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
     grid = simplex_grid(len(members), step)
     ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
                           query_chunk=query_chunk, entity_chunk=entity_chunk, policy=members[0].cfg.eval.tie_policy)
-    from geofm.kg.train import _precision
+    seen = np.asarray(ev.seen, bool) if split_unseen else np.ones(ds.num_entities, bool)
+    group = (~seen[make_queries(ds.valid, ds.num_relations)[0]]).astype(np.int64)  # 1: query entity unseen
 
     with _precision("float64" if ens.x64 else "float32") as dtype:
         for m in members:
@@ -218,28 +242,38 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: in
         fn = _score_fn(graphdefs, dtype)
         scales = np.array([m.scale for m in members])
 
-        def evaluate(w: np.ndarray, triples: np.ndarray):
-            return ev.evaluate(fn, (jnp.asarray(w / scales, dtype), states), triples)
+        def evaluate(w: np.ndarray, w_unseen: np.ndarray, triples: np.ndarray):
+            coef = np.stack([w, w_unseen]) / scales
+            return ev.evaluate(fn, (jnp.asarray(coef, dtype), jnp.asarray(seen), states), triples)
 
-        tried: list[tuple[np.ndarray, float, int]] = []
+        tried: list[dict[str, Any]] = []
 
-        def valid_mrr(w: np.ndarray, level: int) -> float:
-            mrr = evaluate(w, ds.valid).metrics(breakdown=False)["mrr"]
-            tried.append((w, mrr, level))
+        def try_pair(w: np.ndarray, w_unseen: np.ndarray, level: int) -> list[float | None]:
+            res = evaluate(w, w_unseen, ds.valid)
+            mrr, by_group = res.metrics(breakdown=False)["mrr"], _group_mrr(res, group)
+            tried.append({"weights": w.tolist(), "weights_unseen_head": w_unseen.tolist(), "valid_mrr": float(mrr),
+                          "valid_mrr_seen_head": by_group[0], "valid_mrr_unseen_head": by_group[1], "refinement": level})
             if progress is not None:
                 progress(w, mrr)
-            return mrr
+            return by_group
 
-        scores = [valid_mrr(w, 0) for w in grid]
-        best, best_mrr, delta = grid[int(np.argmax(scores))], max(scores), step
-        for level in range(1, refine + 1):  # move weight between two members in halved steps
+        scores = np.array([[-1.0 if x is None else x for x in try_pair(w, w, 0)] for w in grid])  # [G, 2]
+        best = [grid[int(np.argmax(scores[:, g]))] for g in (0, 1)]
+        best_mrr = [float(scores[:, g].max()) for g in (0, 1)]
+        delta = step
+        for level in range(1, refine + 1):  # move weight between two members in halved steps, both groups at once
             delta /= 2
-            for w in _neighbours(best, delta):
-                mrr = valid_mrr(w, level)
-                if mrr > best_mrr:
-                    best, best_mrr = w, mrr
-        res_valid = evaluate(best, ds.valid)
-        res_test = evaluate(best, ds.test)
+            cand = [_neighbours(best[g], delta) for g in (0, 1)]
+            for k in range(max(len(cand[0]), len(cand[1]))):
+                pair = [cand[g][k] if k < len(cand[g]) else best[g] for g in (0, 1)]
+                got = try_pair(pair[0], pair[1], level)
+                for g in (0, 1):
+                    if got[g] is not None and got[g] > best_mrr[g]:
+                        best[g], best_mrr[g] = pair[g], got[g]
+        if not np.any(group == 1):
+            best[1] = best[0]  # no validation query of that kind: nothing to choose on
+        res_valid = evaluate(best[0], best[1], ds.valid)
+        res_test = evaluate(best[0], best[1], ds.test)
         alone = []
         for i, m in enumerate(members):
             w = np.eye(len(members))[i]
@@ -248,8 +282,8 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: in
                 "model": m.cfg.model.name,
                 "config": to_dict(m.cfg),
                 "scale": m.scale,
-                "valid_mrr": float(scores[_grid_index(grid, w)]),
-                "test": evaluate(w, ds.test).metrics(ds.relations),
+                "valid_mrr": tried[_grid_index(grid, w)]["valid_mrr"],
+                "test": evaluate(w, w, ds.test).metrics(ds.relations),
                 "results_json": _read_results_summary(m.run),
             })
     import geofm
@@ -263,10 +297,13 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, seed: in
         "dataset": {"name": ds.name, "num_entities": ds.num_entities, "num_relations": ds.num_relations,
                     "checksums": ds.meta.get("checksums")},
         "step": step,
-        "weights": best.tolist(),
-        "scales": scales.tolist(),
         "refine": refine,
-        "grid": [{"weights": w.tolist(), "valid_mrr": float(m), "refinement": lv} for w, m, lv in tried],
+        "split_unseen": split_unseen,
+        "num_valid_queries_unseen_head": int(group.sum()),
+        "weights": best[0].tolist(),
+        "weights_unseen_head": best[1].tolist(),
+        "scales": scales.tolist(),
+        "grid": tried,
         "members": alone,
         "valid": res_valid.metrics(ds.relations),
         "test": res_test.metrics(ds.relations),
