@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from geofm.checkpoint import Checkpointer
-from geofm.config import load_config, to_dict
+from geofm.config import _flat_keys, load_config, to_dict
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig
 from geofm.kg.evaluate import RankingEvaluator
@@ -335,18 +335,14 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
     return {k: res.get(k) for k in keep}
 
 
-def _flat_dict(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat_dict(v, f"{prefix}{k}."))
-    return out
+def _leaves(cfg: KGConfig) -> dict[str, Any]:
+    """{"train.epochs": 30, ...}: the config's leaf values by dotted key."""
+    return {k: v for k, v in _flat_keys(to_dict(cfg), "") if not isinstance(v, dict)}
 
 
 def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
-    have, want = _flat_dict(to_dict(load_config(run / "config.yaml", KGConfig))), _flat_dict(to_dict(cfg))
+    have, want = _leaves(load_config(run / "config.yaml", KGConfig)), _leaves(cfg)
     ignore = {"train.resume", "data.data_dir"}  # where the data lives is checked by its checksums instead
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in ignore)
     if diff:
