@@ -312,3 +312,14 @@ def test_graph_init_from_a_pretrained_graphglue_run(tmp_path) -> None:
     assert not np.allclose(ta[:15], tb[:15], atol=1e-4)  # same texts, different graph -> different init
     with pytest.raises(ValueError, match="init.checkpoint"):
         apply_entity_init(_model(), texts, dataclasses.replace(cfg, checkpoint=None), encoder=FakeEncoder(), triples=ring)
+    # a frozen-embedding model (kg.models.TextKG) takes the backbone outputs themselves as its input table
+    from geofm.kg.init import graph_entity_embeddings
+
+    text_model = build_model("text", 20, 2, dim=8, hidden=8, text_dim=16)
+    info = apply_entity_init(text_model, texts, cfg, encoder=FakeEncoder(), triples=ring, name="toy")
+    emb, _ = encode_entity_texts(texts, FakeEncoder())
+    want = graph_entity_embeddings(run, ring, emb, name="toy")
+    assert info["kind"] == "graph" and info["graph_dim"] == 16 and info["projection"].startswith("none")
+    np.testing.assert_allclose(np.asarray(text_model.text[...]), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="width of the text encoder, or of the pretrained backbone"):
+        apply_entity_init(build_model("text", 20, 2, dim=8), texts, cfg, encoder=FakeEncoder(), triples=ring)  # text_dim 384
