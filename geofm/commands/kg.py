@@ -30,14 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML-typed value), e.g. --set train.epochs=5; repeatable")
     p.add_argument("--out", help="run folder (default runs/kg/<model>_<dataset>_<time>)")
-    p.add_argument("--json", action="store_true", help="print final test metrics as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    add_output_flags(p)
     return p
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    """--json (final test metrics as one JSON object) and --quiet, shared by the KG commands."""
+    p.add_argument("--json", action="store_true", help="print final test metrics as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress output, warnings only")
+
+
+def setup_logging(quiet: bool) -> None:
+    """INFO to stderr, or WARNING with --quiet."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.quiet)
     from geofm.kg.config import KGConfig
 
     overrides = list(args.overrides)

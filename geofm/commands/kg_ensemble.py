@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands.kg import JSON_KEYS
+from geofm.commands.kg import JSON_KEYS, add_output_flags, setup_logging
 from geofm.config import ConfigError
 
 
@@ -38,14 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding datasets")
     p.add_argument("--out", help="output folder for results.json (default: the config's `out`, else "
                                  "runs/kg/ensemble_<dataset>_<time>)")
-    p.add_argument("--json", action="store_true", help="print final test metrics as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress output, warnings only")
+    add_output_flags(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.quiet)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-restore chatter
     log = logging.getLogger("geofm.kg")
     from geofm.kg.ensemble import fit_ensemble, load_ensemble, run_ensemble_config

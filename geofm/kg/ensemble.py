@@ -103,8 +103,11 @@ def simplex_grid(num: int, step: float) -> np.ndarray:
     if comb(parts + num - 1, num - 1) > 2000:
         raise ValueError(f"a weight grid of step {step} over {num} members has {comb(parts + num - 1, num - 1)} points "
                          "(> 2000); use a larger step")
-    rows = [c for c in itertools.product(range(parts + 1), repeat=num) if sum(c) == parts]
-    return np.asarray(rows, np.float64) / parts
+    # stars and bars: num - 1 bar positions among parts + num - 1 slots give the part sizes
+    combos = list(itertools.combinations(range(parts + num - 1), num - 1))
+    bars = np.array(combos, np.int64).reshape(len(combos), num - 1)
+    edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), parts + num - 1)], 1)
+    return (np.diff(edges, axis=1) - 1).astype(np.float64) / parts
 
 
 def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = None) -> Member:
