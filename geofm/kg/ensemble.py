@@ -124,10 +124,10 @@ def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = 
         if ckpt.best_step() is None:
             raise FileNotFoundError(f"{run}: no checkpoint to restore (train it with `geofm kg --out {run}`)")
         with _precision(cfg.train.dtype) as dtype:
-            model, _ = build_run_model(cfg, dataset, dtype, text_encoder=text_encoder)
+            model, init_info = build_run_model(cfg, dataset, dtype, text_encoder=text_encoder)
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             template = {"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)}
-            params = restore_state(ckpt, template, which="best")[0]["params"]
+            params = restore_state(ckpt, template, which="best", entity_init=init_info)[0]["params"]
     finally:
         ckpt.close()
     return Member(run, cfg, nnx.merge(graphdef, params, rest))

@@ -47,6 +47,8 @@ __all__ = [
     "pca_basis",
     "text_projection",
     "apply_entity_init",
+    "table_fingerprint",
+    "check_table_fingerprint",
 ]
 
 
@@ -334,4 +336,30 @@ def _install_text(model: Any, texts: Sequence[str | None], cfg: EntityInitConfig
     emb, has_text, text_dim = _entity_inputs(texts, cfg, encoder, progress, triples, name)
     model.set_text(emb)
     return {**_inputs_summary(cfg, emb, has_text, text_dim), "projection": "none (frozen model input)",
-            "num_without_text": int((~has_text).sum())}
+            "num_without_text": int((~has_text).sum()), "table_fingerprint": table_fingerprint(emb)}
+
+
+def table_fingerprint(emb: np.ndarray, *, rows: int = 16, cols: int = 8) -> dict[str, Any]:
+    """A small fingerprint of a frozen entity table emb [N, D]: its shape and the first
+    `cols` values of `rows` evenly spaced rows (rounded to 1e-4), so a run can tell that
+    the table rebuilt when it is loaded is the one it was trained with."""
+    emb = np.asarray(emb, np.float64)
+    idx = np.unique(np.linspace(0, len(emb) - 1, min(rows, len(emb))).astype(np.int64)) if len(emb) else np.zeros(0, np.int64)
+    return {"shape": list(emb.shape), "rows": idx.tolist(), "values": np.round(emb[idx, :cols], 4).tolist()}
+
+
+def check_table_fingerprint(saved: dict[str, Any] | None, now: dict[str, Any] | None, *, where: str,
+                            atol: float = 2e-3) -> None:
+    """Raise ValueError when a frozen entity table rebuilt now differs from the one a run
+    recorded (`table_fingerprint`); `atol` absorbs float noise across machines. Runs
+    without a recorded fingerprint (or models without a frozen table) pass."""
+    if not saved or not now:
+        return
+    same = saved["shape"] == now["shape"] and saved["rows"] == now["rows"]
+    diff = float(np.max(np.abs(np.asarray(saved["values"]) - np.asarray(now["values"])), initial=0.0)) if same else np.inf
+    if diff > atol:
+        raise ValueError(
+            f"{where}: the frozen entity-text table rebuilt now differs from the one this run was trained with "
+            f"(shape {now['shape']} vs {saved['shape']}, max difference {diff:.3g} on sampled rows): the entity "
+            "texts, the text encoder, init.embeddings or the graph checkpoint changed since training. Rebuild "
+            "the table from the same inputs, or retrain the run.")

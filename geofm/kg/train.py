@@ -292,15 +292,23 @@ def build_run_model(cfg: KGConfig, ds: KGDataset, dtype: Any, *, text_encoder: A
     return model, init_info
 
 
-def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest") -> tuple[Any, dict[str, Any]]:
+def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
+                  entity_init: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Restore {"params", "opt_state"} (structure of `template`) from a run's checkpoints.
 
     Checkpoints written before leaves were keyed by path name (leaf names carried
     a 4-digit flatten-index prefix, "0015_params_entity_value") are read too.
+    entity_init: the init summary of the model being restored (`build_run_model`); a
+    frozen entity table (text model) must match the one recorded at training time.
     """
+    from geofm.kg.init import check_table_fingerprint
+
     flat = _flat(template)
     step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
-    saved = ckpt.read_meta(step).get("fingerprint", {}) if step is not None else {}
+    meta = ckpt.read_meta(step) if step is not None else {}
+    check_table_fingerprint(meta.get("metadata", {}).get("entity_init", {}).get("table_fingerprint"),
+                            (entity_init or {}).get("table_fingerprint"), where=f"{ckpt.directory} step {step}")
+    saved = meta.get("fingerprint", {})
     if saved and all(re.match(r"\d{4}_", k) for k in saved):  # legacy: match each saved leaf by its name
         by_name = {k[5:]: k for k in saved}
         missing, extra = sorted(set(flat) - set(by_name)), sorted(set(by_name) - set(flat))
@@ -334,12 +342,12 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
 
     valid = ds.valid if cfg.eval.valid_max_triples is None else ds.valid[: cfg.eval.valid_max_triples]
     base_key = jax.random.key(cfg.seed)
-    meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name}
+    meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name, "entity_init": init_info}
     ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr", metadata=meta) if run is not None else None
     start_epoch, best, bad, history = 1, -math.inf, 0, []
     template = {"params": params, "opt_state": opt_state}
     if ckpt is not None and cfg.train.resume and ckpt.latest_step() is not None:
-        restored, info = restore_state(ckpt, template)
+        restored, info = restore_state(ckpt, template, entity_init=init_info)
         params, opt_state = restored["params"], restored["opt_state"]
         extra = info.get("extra", {})
         start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
@@ -398,7 +406,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
         bar.close()
 
     if ckpt is not None and ckpt.best_step() is not None:
-        restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, which="best")
+        restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, which="best", entity_init=init_info)
         params, best_epoch = restored["params"], info["step"]
     else:
         params = best_params

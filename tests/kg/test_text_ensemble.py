@@ -235,3 +235,31 @@ def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path
     h, r, c = jnp.arange(4), jnp.array([0, 1, 0, 1]), jnp.arange(ds.num_entities)
     with jax.enable_x64(True):
         assert np.array_equal(new.model.score_candidates(h, r, c), old.model.score_candidates(h, r, c))
+
+
+def test_a_text_run_refuses_a_changed_entity_table(two_runs, tmp_path: Path) -> None:
+    """The frozen text table is rebuilt when a run loads; a changed encoder must not pass silently."""
+    from geofm.kg.ensemble import load_member
+
+    root, folder, *_ = two_runs
+    ds = load_kg(folder)
+    load_member(root / "text", ds, text_encoder=FakeEncoder())  # same encoder: loads
+    with pytest.raises(ValueError, match="entity-text table rebuilt now differs"):
+        load_member(root / "text", ds, text_encoder=FakeEncoder(noise=0.9))
+    shutil.copytree(root / "text", tmp_path / "text")
+    cfg = load_config(tmp_path / "text" / "config.yaml", KGConfig, ["train.epochs=13"])
+    with pytest.raises(ValueError, match="differs from the one this run was trained with"):  # resuming, too
+        train_kg(cfg, tmp_path / "text", progress=False, text_encoder=FakeEncoder(noise=0.9))
+
+
+def test_ensemble_refuses_members_ranked_with_different_tie_policies(two_runs, tmp_path: Path) -> None:
+    import yaml
+
+    root, folder, *_ = two_runs
+    other = tmp_path / "optimistic"
+    shutil.copytree(root / "struct", other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["eval"]["tie_policy"] = "optimistic"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"different eval.tie_policy values \['optimistic', 'realistic'\]"):
+        load_ensemble([root / "struct", other], dataset=load_kg(folder))
