@@ -15,6 +15,16 @@ Each part runs the configs in configs/kg/ (`cat_<dataset>.yaml` and
                   MRR; reports CAT's relative test MRR over it and CAT's parameter overhead
                   over it (router + the other branches' per-head curvatures and attention
                   scales + their score scales).
+  --part mix      how much any mixing of the geometries could buy (the ceiling of the
+                  +10 % target): the CAT, E, H, S configs trained with checkpoints into
+                  --runs (existing run folders are reused, missing ones trained), then
+                  (a) per-relation routing: each relation scored by the fixed variant with
+                  the best VALIDATION MRR on it (and the test-picked oracle as a ceiling),
+                  (b) per-query score fusion of the E, H, S runs by `geofm.kg.ensemble`
+                  (weights on validation; 2-3x the parameters, so above what CAT may spend),
+                  beside the control E + E(seed 1): fusion with no difference in geometry.
+  --part routing  (a) only, from the accelerator runs' results (bench/results/kg_cat_{e,h,s}_<dataset>.json;
+                  a variant whose run has no test metrics, e.g. one that diverged, is left out).
   --part summary  recompute that comparison from the JSON.
 
 Epoch budgets rather than wall-clock budgets: the 2-core machine is shared, so
@@ -100,6 +110,98 @@ def compare(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     _save(out, result)
 
 
+def _per_relation_routing(runs: dict[str, dict]) -> dict:
+    """Test MRR when every relation is scored by one fixed variant: the one best on that
+    relation's validation queries, and (ceiling) the one best on its test queries."""
+    fixed = [k for k in runs if k != "CAT"]
+    rels = runs[fixed[0]]["test"]["by_relation"]
+    total = {"valid_picked": 0.0, "test_oracle": 0.0}
+    picks = {}
+    n = 0
+    for rel, m in rels.items():
+        count = m["all"]["count"]
+        valid = {k: runs[k]["valid"]["by_relation"].get(rel, {}).get("all", {}).get("mrr", -1.0) for k in fixed}
+        test = {k: runs[k]["test"]["by_relation"][rel]["all"]["mrr"] for k in fixed}
+        pick = max(valid, key=valid.get)
+        picks[rel] = pick
+        total["valid_picked"] += count * test[pick]
+        total["test_oracle"] += count * max(test.values())
+        n += count
+    return {k: v / n for k, v in total.items()} | {"valid_pick_by_relation": picks}
+
+
+def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
+    """Ceilings of geometry mixing from separately trained fixed-geometry runs (see the docstring)."""
+    from geofm.kg.config import KGConfig
+    from geofm.config import load_config
+    from geofm.kg.ensemble import fit_ensemble, load_ensemble
+    from geofm.kg.train import train_kg
+
+    slug = SLUG[args.dataset]
+    root = Path(args.runs)
+    runs = {}
+    arms = (("CAT", f"cat_{slug}", "cat", 0), ("E", f"cat_e_{slug}", "e", 0), ("H", f"cat_h_{slug}", "h", 0),
+            ("S", f"cat_s_{slug}", "s", 0), ("E_seed1", f"cat_e_{slug}", "e_seed1", 1))
+    for name, cfg_name, folder, seed in arms:
+        run = root / folder
+        if not (run / "results.json").is_file():
+            cfg = load_config(REPO / f"configs/kg/{cfg_name}.yaml", KGConfig,
+                              [f"data.data_dir={args.data_dir}", f"train.epochs={args.epochs}", "train.valid_every=5",
+                               f"seed={seed}"])
+            train_kg(cfg, run, dataset=ds, progress=False)
+        runs[name] = json.loads((run / "results.json").read_text())
+    variants = {k: r for k, r in runs.items() if k in ("E", "H", "S")}
+    best_valid = max(variants, key=lambda k: variants[k]["valid"]["mrr"])
+    base = runs[best_valid]["test"]["mrr"]
+    routing = _per_relation_routing(variants)
+    fusions = {}
+    # E + E(seed 1) is the control: what fusing two models buys without any difference in geometry
+    for label, folders in (("E+H+S", ["e", "h", "s"]), ("E+H", ["e", "h"]), ("E+S", ["e", "s"]),
+                           ("E+E_seed1", ["e", "e_seed1"])):
+        fused = fit_ensemble(load_ensemble([root / f for f in folders], dataset=ds), step=0.1, refine=2,
+                             split_unseen=False)
+        members = [{"e": "E", "h": "H", "s": "S", "e_seed1": "E_seed1"}[f] for f in folders]
+        fusions[label] = {"weights": fused["weights"], "valid_mrr": fused["valid"]["mrr"], "test_mrr": fused["test"]["mrr"],
+                          "relative": fused["test"]["mrr"] / base - 1.0,
+                          "param_ratio_vs_best": sum(runs[m]["num_params"] for m in members) / runs[best_valid]["num_params"]}
+        print(label, fusions[label], flush=True)
+    result["mix"] = {
+        "runs": str(root),
+        "epochs": {k: r["epochs_run"] for k, r in runs.items()},
+        "valid_mrr": {k: r["valid"]["mrr"] for k, r in runs.items()},
+        "test_mrr": {k: r["test"]["mrr"] for k, r in runs.items()},
+        "num_params": {k: r["num_params"] for k, r in runs.items()},
+        "best_fixed_variant": best_valid,
+        "cat_relative": runs["CAT"]["test"]["mrr"] / base - 1.0,
+        "per_relation_routing": routing | {"relative": routing["valid_picked"] / base - 1.0,
+                                           "oracle_relative": routing["test_oracle"] / base - 1.0},
+        "score_fusion": fusions,
+    }
+    print(json.dumps({k: v for k, v in result["mix"].items() if k != "per_relation_routing"}, indent=1), flush=True)
+    _save(out, result)
+
+
+def routing(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
+    """Per-relation routing ceiling from the accelerator runs of the fixed variants."""
+    slug = SLUG[args.dataset]
+    runs = {}
+    for name in ("E", "H", "S"):
+        path = REPO / f"bench/results/kg_cat_{name.lower()}_{slug}.json"
+        res = json.loads(path.read_text()) if path.is_file() else {}
+        if "test" in res and "by_relation" in res["test"]:
+            runs[name] = res
+    best = max(runs, key=lambda k: runs[k]["valid"]["mrr"])
+    r = _per_relation_routing(runs)
+    base = runs[best]["test"]["mrr"]
+    result["routing_accelerator_runs"] = {
+        "variants": sorted(runs), "best_fixed_variant": best, "best_test_mrr": base,
+        "epochs": {k: v["epochs_run"] for k, v in runs.items()},
+        **r, "relative": r["valid_picked"] / base - 1.0, "oracle_relative": r["test_oracle"] / base - 1.0,
+    }
+    print(json.dumps({k: v for k, v in result["routing_accelerator_runs"].items() if k != "valid_pick_by_relation"}), flush=True)
+    _save(out, result)
+
+
 def summarize(result: dict, png_dir: Path) -> None:
     """Best fixed variant by validation MRR; CAT's relative test MRR and parameter overhead over it;
     the CAT arm's router weights per relation to png_dir/kg_cat_router_<dataset>.png."""
@@ -122,7 +224,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="WN18RR", choices=sorted(SLUG))
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--part", choices=("pilot", "compare", "summary"), default="compare")
+    ap.add_argument("--part", choices=("pilot", "compare", "mix", "routing", "summary"), default="compare")
+    ap.add_argument("--runs", default=str(REPO / "runs/kg/catmix"), help="mix: run folders cat/, e/, h/, s/")
     ap.add_argument("--pilot-epochs", type=int, default=5)
     ap.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.03, 0.125, 0.5])
     ap.add_argument("--variants", type=lambda s: s.lower().split(","), default=["h", "s"], help="pilot variants")
@@ -137,11 +240,12 @@ def main() -> int:
         summarize(result, out.parent)
         _save(out, result)
         return 0
-    result["machine"] = machine_info()
+    result.setdefault("machine", machine_info())  # of the first part run; each part's own below
+    result.setdefault("machine_by_part", {})[args.part] = machine_info()
     result["dataset"] = args.dataset
     result["protocol"] = __doc__
     ds = load_kg_dataset(args.dataset, args.data_dir)
-    (pilot if args.part == "pilot" else compare)(args, ds, result, out)
+    {"pilot": pilot, "compare": compare, "mix": mix, "routing": routing}[args.part](args, ds, result, out)
     return 0
 
 

@@ -147,9 +147,11 @@ class CATKG(KGModel):
                  branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
                  entropy_weight=0.0, init_size=1e-1, score_curvature: Sequence[float] | None = None,
                  attn_curvature: Sequence[float] | None = None, attn_beta: float | None = None,
-                 score_scale: Sequence[float] | None = None):
+                 score_scale: Sequence[float] | None = None, score_router: str = "mask", branch_queries: bool = False):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         branches = tuple(branches)
+        if score_router not in ("mask", "query"):
+            raise ValueError(f"CAT score_router must be 'mask' or 'query', got {score_router!r}")
         if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) != len(branches):
             raise ValueError(f"CAT branches must be distinct names from {BRANCHES}, got {branches}")
         score_curvature = default_curvature(dim) if score_curvature is None else tuple(score_curvature)
@@ -166,7 +168,15 @@ class CATKG(KGModel):
         self.blocks = nnx.List([CATBlock(dim, heads, branches, rngs=rngs, dtype=dtype, temperature=temperature,
                                               curvature=attn_curvature, beta=attn_beta) for _ in range(blocks)])
         self.ln_out = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
-        self.proj = nnx.Linear(dim, dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        # branch_queries: one query vector per scoring geometry (a [d, n_branches * d] projection)
+        self.n_queries = len(branches) if branch_queries else 1
+        self.proj = nnx.Linear(dim, self.n_queries * dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.score_router = score_router if len(branches) > 1 else "mask"
+        if self.score_router == "query":  # score weights from the encoded query, not the [MASK] token's block input
+            hid = max(dim // 4, 4)
+            self.qrouter1 = nnx.Linear(dim, hid, rngs=rngs, dtype=dtype, param_dtype=dtype)
+            self.qrouter2 = nnx.Linear(hid, len(branches), rngs=rngs, dtype=dtype, param_dtype=dtype)
+        self.temperature = temperature
         scale0 = [default_score_scale(b, dim) for b in branches] if score_scale is None else [float(v) for v in score_scale]
         if len(scale0) != len(branches) or min(scale0) <= 0:
             raise ValueError(f"CAT score_scale needs one positive value per branch {branches}, got {score_scale}")
@@ -175,8 +185,9 @@ class CATKG(KGModel):
         self.k_out = nnx.Param(jnp.array([curvature_to_raw(k_h0, geometry="hyperbolic"), curvature_to_raw(k_s0, geometry="spherical")], dtype))
         self.bt = nnx.Param(jnp.zeros((num_entities,), dtype))
 
-    def encode(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """(query vector [B, d], router weights [B, blocks, 3 tokens, n_branches])."""
+    def encode(self, h: jax.Array, r: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(query vectors [B, n_queries, d], router weights [B, blocks, 3 tokens, n_branches],
+        score weights [B, n_branches])."""
         b = h.shape[0]
         x = jnp.stack([self.entity_rows(h), self.rel[...][r], jnp.broadcast_to(self.mask_tok[...], (b, self.dim))], 1)
         keys = jax.random.split(key, len(self.blocks) + 1) if key is not None else [None] * (len(self.blocks) + 1)
@@ -185,16 +196,22 @@ class CATKG(KGModel):
         for blk, k in zip(self.blocks, keys[1:]):
             x, w = blk(x, key=k, rate=self.dropout)
             ws.append(w)
-        return self.proj(self.ln_out(x[:, 2])), jnp.stack(ws, 1)
+        z = self.ln_out(x[:, 2])
+        ws = jnp.stack(ws, 1)
+        if self.score_router == "query":
+            w_score = route(self.qrouter2(jax.nn.gelu(self.qrouter1(z))), self.temperature)
+        else:
+            w_score = ws[:, -1, 2]
+        return self.proj(z).reshape(b, self.n_queries, self.dim), ws, w_score
 
     def query(self, h, r, *, key=None):
-        q, w = self.encode(h, r, key=key)
-        return {"q": q, "w": w[:, -1, 2], "router": w}
+        q, w, w_score = self.encode(h, r, key=key)
+        return {"q": q, "w": w_score, "router": w}
 
     def _mixed_scores(self, q: Any, e: jax.Array, *, rows: bool) -> jax.Array:
-        """Router-mixed scores of queries q["q"] [B, d] against tangent entity vectors e:
+        """Router-mixed scores of queries q["q"] [B, n_queries, d] against tangent entity vectors e:
         [N, d] shared by all queries (rows=False) or [B, K, d] per query (rows=True)."""
-        qv = q["q"]
+        qs = q["q"]
         k_h = raw_to_curvature(self.k_out[...][0], geometry="hyperbolic")
         k_s = raw_to_curvature(self.k_out[...][1], geometry="spherical")
         dot = (lambda a, b: jnp.einsum("bd,bkd->bk", a, b)) if rows else (lambda a, b: a @ b.T)
@@ -202,6 +219,7 @@ class CATKG(KGModel):
         dist = sqdist_to_tangent_rows if rows else sqdist_to_tangent_shared
         out = []
         for i, name in enumerate(self.branches):
+            qv = qs[:, i if self.n_queries > 1 else 0]
             if name == "E":
                 s = dot(qv, e)
             elif name == "S":
@@ -228,3 +246,7 @@ class CATKG(KGModel):
     def router_weights(self, h: jax.Array, r: jax.Array) -> jax.Array:
         """[B, blocks, 3 tokens, n_branches] router weights (no dropout)."""
         return self.encode(h, r)[1]
+
+    def score_weights(self, h: jax.Array, r: jax.Array) -> jax.Array:
+        """[B, n_branches] weights of the geometries in the final score (no dropout)."""
+        return self.encode(h, r)[2]

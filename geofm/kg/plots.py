@@ -22,10 +22,12 @@ def most_distinctive(rows: list[tuple[str, dict[str, float]]], max_rows: int) ->
 
 
 def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "CAT router weights per relation",
-                        max_rows: int = 40) -> Path:
+                        max_rows: int = 40, which: str = "mean") -> Path:
     """Stacked bars of mean [MASK]-token router weights per (relation, direction).
 
     router: `results["router_by_relation"]` ({relation: {"tail"|"head": {"mean": {branch: w}}}}).
+    which: "mean" (attention routers, averaged over blocks) or "score" (the geometries'
+    weights in the final score; runs from before they were logged have none).
     With more than `max_rows` (relation, direction) pairs (FB15k-237 has hundreds) only the
     `most_distinctive` ones are drawn and the title says so. Writes a PNG to `path` and returns it.
     """
@@ -34,7 +36,10 @@ def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(f"{rel} ({d})", v["mean"]) for rel, dirs in router.items() for d, v in sorted(dirs.items(), reverse=True)]
+    if which not in ("mean", "score"):
+        raise ValueError(f"plot_router_weights: which must be 'mean' or 'score', got {which!r}")
+    rows = [(f"{rel} ({d})", v[which]) for rel, dirs in router.items() for d, v in sorted(dirs.items(), reverse=True)
+            if which in v]
     if not rows:
         raise ValueError("plot_router_weights: no router weights to plot")
     if len(rows) > max_rows:
@@ -50,7 +55,8 @@ def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "
     ax.set_yticks(range(len(rows)), [name[:50] for name, _ in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("mean router weight ([MASK] token, averaged over blocks)")
+    ax.set_xlabel("mean router weight ([MASK] token, averaged over blocks)" if which == "mean"
+                  else "mean weight of each geometry in the final score")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

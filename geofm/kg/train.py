@@ -163,17 +163,21 @@ def router_by_relation(model: Any, triples: np.ndarray, relation_names: list[str
     """Mean CAT router weights per relation and direction on `triples` (both query directions).
 
     Returns {relation: {"tail": {...}, "head": {...}}} where each entry maps
-    branch name -> mean weight of the [MASK] token over blocks, and "per_block".
+    branch name -> mean weight of the [MASK] token over blocks ("mean"), "per_block",
+    and "score": the mean weights of the geometries in the final score.
     """
     rec = reciprocal_triples(triples, num_relations)
-    fn = jax.jit(lambda h, r: model.router_weights(h, r))
-    ws = []
+    fn = jax.jit(lambda h, r: (model.router_weights(h, r), model.score_weights(h, r)))
+    ws, ss = [], []
     for s in range(0, len(rec), chunk):
         part = rec[s : s + chunk]
         n = len(part)
         padded = np.pad(part, ((0, chunk - n), (0, 0)))
-        ws.append(np.asarray(fn(jnp.asarray(padded[:, 0]), jnp.asarray(padded[:, 1])))[:n])
+        w_blocks, w_score = fn(jnp.asarray(padded[:, 0]), jnp.asarray(padded[:, 1]))
+        ws.append(np.asarray(w_blocks)[:n])
+        ss.append(np.asarray(w_score)[:n])
     w = np.concatenate(ws)[:, :, 2]  # [Q, blocks, branches] for the [MASK] token
+    score = np.concatenate(ss)  # [Q, branches]
     out: dict[str, Any] = {}
     for rel in range(2 * num_relations):
         sel = rec[:, 1] == rel
@@ -185,6 +189,7 @@ def router_by_relation(model: Any, triples: np.ndarray, relation_names: list[str
         out.setdefault(name, {})[direction] = {
             "mean": {b: float(v) for b, v in zip(model.branches, mean.mean(0))},
             "per_block": mean.tolist(),
+            "score": {b: float(v) for b, v in zip(model.branches, score[sel].mean(0))},
             "count": int(sel.sum()),
         }
     return out
@@ -452,6 +457,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             from geofm.kg.plots import plot_router_weights
 
             plot_router_weights(results["router_by_relation"], run / "router_weights.png", title=f"CAT router weights, {ds.name}")
+            plot_router_weights(results["router_by_relation"], run / "score_weights.png", which="score",
+                                title=f"CAT geometry weights in the score, {ds.name}")
     if run is not None:
         (run / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
     return results

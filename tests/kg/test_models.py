@@ -29,7 +29,8 @@ KWARGS = {
     "atth": [{}],
     "roth": [{}],
     "refh": [{}],
-    "cat": [{"heads": 2, "blocks": 1}, {"heads": 2, "blocks": 1, "branches": ["S"]}],
+    "cat": [{"heads": 2, "blocks": 1}, {"heads": 2, "blocks": 1, "branches": ["S"]},
+            {"heads": 2, "blocks": 1, "score_router": "query", "branch_queries": True}],
     "text": [{"text_dim": 6}, {"text_dim": 6, "residual": True}],
 }
 
@@ -108,6 +109,16 @@ def test_cat_fixed_variant_parameter_overhead() -> None:
     w = nnx.jit(lambda m, h, r: m.router_weights(h, r))(full, jnp.array([0, 1]), jnp.array([2, 3]))
     assert w.shape == (2, 2, 3, 3)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    # the default score weights are the [MASK] token's last-block router weights
+    np.testing.assert_allclose(full.score_weights(jnp.array([0, 1]), jnp.array([2, 3])), w[:, -1, 2], rtol=1e-6)
+    # query routing + one query per geometry: still within the 10 % budget, weights depend on the query
+    qr = build_model("cat", 1000, 10, dim=32, heads=4, blocks=2, score_router="query", branch_queries=True)
+    assert 0 < count(qr) - count(fixed) <= 0.10 * count(fixed)
+    sw = qr.score_weights(jnp.array([0, 1]), jnp.array([2, 3]))
+    assert sw.shape == (2, 3) and not np.allclose(sw[0], sw[1])
+    np.testing.assert_allclose(sw.sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="score_router must be 'mask' or 'query'"):
+        build_model("cat", 1000, 10, dim=32, heads=4, blocks=2, score_router="token")
 
 
 def test_murp_ball_params_with_riemannian_adam_stay_on_ball() -> None:
@@ -200,3 +211,7 @@ def test_router_plot_keeps_the_most_distinctive_rows(tmp_path) -> None:
     assert most_distinctive(rows[:4], 5) == rows[:4]
     router = {name: {"tail": {"mean": m}} for name, m in rows}
     assert plot_router_weights(router, tmp_path / "r.png", max_rows=5).stat().st_size > 1000
+    with pytest.raises(ValueError, match="no router weights"):  # a run from before score weights were logged
+        plot_router_weights(router, tmp_path / "s.png", which="score")
+    with pytest.raises(ValueError, match="which must be"):
+        plot_router_weights(router, tmp_path / "s.png", which="blocks")

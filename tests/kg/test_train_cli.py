@@ -118,7 +118,9 @@ def test_cat_router_logging_and_plot(tiny: Path, tmp_path: Path, capsys) -> None
     for dirs in router.values():
         for v in dirs.values():
             assert abs(sum(v["mean"].values()) - 1.0) < 1e-4 and set(v["mean"]) == {"E", "H", "S"}
+            assert abs(sum(v["score"].values()) - 1.0) < 1e-4 and set(v["score"]) == {"E", "H", "S"}
     assert (tmp_path / "cat" / "router_weights.png").stat().st_size > 1000
+    assert (tmp_path / "cat" / "score_weights.png").stat().st_size > 1000
 
 
 def test_sampled_ce_loss_learns(tiny: Path, tmp_path: Path, capsys) -> None:
