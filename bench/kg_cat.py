@@ -22,7 +22,8 @@ Each part runs the configs in configs/kg/ (`cat_<dataset>.yaml` and
                   the best VALIDATION MRR on it (and the test-picked oracle as a ceiling),
                   (b) per-query score fusion of the E, H, S runs by `geofm.kg.ensemble`
                   (weights on validation; 2-3x the parameters, so above what CAT may spend),
-                  beside the control E + E(seed 1): fusion with no difference in geometry.
+                  beside the control: the best variant fused with itself trained from
+                  another seed (fusion with no difference in geometry).
   --part routing  (a) only, from the accelerator runs' results (bench/results/kg_cat_{e,h,s}_<dataset>.json;
                   a variant whose run has no test metrics, e.g. one that diverged, is left out).
   --part summary  recompute that comparison from the JSON.
@@ -139,28 +140,32 @@ def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
 
     slug = SLUG[args.dataset]
     root = Path(args.runs)
-    runs = {}
-    arms = (("CAT", f"cat_{slug}", "cat", 0), ("E", f"cat_e_{slug}", "e", 0), ("H", f"cat_h_{slug}", "h", 0),
-            ("S", f"cat_s_{slug}", "s", 0), ("E_seed1", f"cat_e_{slug}", "e_seed1", 1))
-    for name, cfg_name, folder, seed in arms:
+
+    def trained(folder: str, cfg_name: str, seed: int, extra: list[str] = ()) -> dict:
         run = root / folder
         if not (run / "results.json").is_file():
             cfg = load_config(REPO / f"configs/kg/{cfg_name}.yaml", KGConfig,
                               [f"data.data_dir={args.data_dir}", f"train.epochs={args.epochs}", "train.valid_every=5",
-                               f"seed={seed}"])
+                               f"seed={seed}", *extra])
             train_kg(cfg, run, dataset=ds, progress=False)
-        runs[name] = json.loads((run / "results.json").read_text())
+        return json.loads((run / "results.json").read_text())
+
+    cfgs = {"CAT": f"cat_{slug}", "E": f"cat_e_{slug}", "H": f"cat_h_{slug}", "S": f"cat_s_{slug}"}
+    runs = {name: trained(name.lower(), cfg, 0) for name, cfg in cfgs.items()}
+    for arm in args.cat_arm:  # CAT with other model kwargs, e.g. cat_qr=model.kwargs.score_router=query;...
+        name, _, sets = arm.partition("=")
+        runs[name] = trained(name, cfgs["CAT"], 0, [x for x in sets.split(";") if x])
     variants = {k: r for k, r in runs.items() if k in ("E", "H", "S")}
     best_valid = max(variants, key=lambda k: variants[k]["valid"]["mrr"])
     base = runs[best_valid]["test"]["mrr"]
+    control = f"{best_valid}_seed1"  # the best variant again with another seed: fusion without a geometry difference
+    runs[control] = trained(control.lower(), cfgs[best_valid], 1)
     routing = _per_relation_routing(variants)
     fusions = {}
-    # E + E(seed 1) is the control: what fusing two models buys without any difference in geometry
-    for label, folders in (("E+H+S", ["e", "h", "s"]), ("E+H", ["e", "h"]), ("E+S", ["e", "s"]),
-                           ("E+E_seed1", ["e", "e_seed1"])):
-        fused = fit_ensemble(load_ensemble([root / f for f in folders], dataset=ds), step=0.1, refine=2,
+    for members in (["E", "H", "S"], ["E", "H"], ["E", "S"], ["H", "S"], [best_valid, control]):
+        label = "+".join(members)
+        fused = fit_ensemble(load_ensemble([root / m.lower() for m in members], dataset=ds), step=0.1, refine=2,
                              split_unseen=False)
-        members = [{"e": "E", "h": "H", "s": "S", "e_seed1": "E_seed1"}[f] for f in folders]
         fusions[label] = {"weights": fused["weights"], "valid_mrr": fused["valid"]["mrr"], "test_mrr": fused["test"]["mrr"],
                           "relative": fused["test"]["mrr"] / base - 1.0,
                           "param_ratio_vs_best": sum(runs[m]["num_params"] for m in members) / runs[best_valid]["num_params"]}
@@ -173,9 +178,13 @@ def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
         "num_params": {k: r["num_params"] for k, r in runs.items()},
         "best_fixed_variant": best_valid,
         "cat_relative": runs["CAT"]["test"]["mrr"] / base - 1.0,
+        "cat_arms": {a.partition("=")[0]: {"set": [x for x in a.partition("=")[2].split(";") if x],
+                                          "relative": runs[a.partition("=")[0]]["test"]["mrr"] / base - 1.0}
+                     for a in args.cat_arm},
         "per_relation_routing": routing | {"relative": routing["valid_picked"] / base - 1.0,
                                            "oracle_relative": routing["test_oracle"] / base - 1.0},
         "score_fusion": fusions,
+        "control": f"{best_valid}+{control}",
     }
     print(json.dumps({k: v for k, v in result["mix"].items() if k != "per_relation_routing"}, indent=1), flush=True)
     _save(out, result)
@@ -226,6 +235,8 @@ def main() -> int:
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--part", choices=("pilot", "compare", "mix", "routing", "summary"), default="compare")
     ap.add_argument("--runs", default=str(REPO / "runs/kg/catmix"), help="mix: run folders cat/, e/, h/, s/")
+    ap.add_argument("--cat-arm", action="append", default=[],
+                    help="mix: an extra CAT arm NAME=key=value;key=value (run folder --runs/NAME)")
     ap.add_argument("--pilot-epochs", type=int, default=5)
     ap.add_argument("--scales", type=lambda s: [float(x) for x in s.split(",")], default=[0.01, 0.03, 0.125, 0.5])
     ap.add_argument("--variants", type=lambda s: s.lower().split(","), default=["h", "s"], help="pilot variants")

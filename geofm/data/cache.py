@@ -249,4 +249,4 @@ def cached_load(
         for note in ds.meta.get("warnings", []):
             warn(note)
     info = {"hit": hit, "path": str(path), "seconds": time.perf_counter() - t0}
-    return dataclasses.replace(ds, meta={**ds.meta, "cache": info})
+    return dataclasses.replace(ds, meta={**ds.meta, "cache": info, "source": str(folder.resolve())})

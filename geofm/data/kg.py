@@ -158,6 +158,7 @@ def load_kg(
         "on_self_loop": on_self_loop,
         "entity_text": ent_info,
         "relation_text": rel_info,
+        "source": str(root.resolve()),
     }
     return KGDataset(
         name=name or root.name,

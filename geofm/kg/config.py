@@ -12,10 +12,13 @@ __all__ = ["DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig
 
 @dataclass(frozen=True)
 class DataConfig:
-    """name: dataset name or folder (see geofm.data.load_dataset); data_dir: where names are looked up."""
+    """name: dataset name or folder (see geofm.data.load_dataset); data_dir: where names are looked up;
+    entity_text: file name of the entity texts inside the dataset folder (null: entity2text.txt, or
+    the only entity2text*.txt), e.g. entity2text_firstsentence.txt for FB15k-237's descriptions."""
 
     name: str = "WN18RR"
     data_dir: str | None = None
+    entity_text: str | None = None
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def simplex_grid(num: int, step: float) -> np.ndarray:
 
 def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = None) -> Member:
     """Rebuild a `geofm kg` run's model from run_dir/config.yaml and restore its best checkpoint."""
-    from geofm.kg.train import _precision, build_run_model, make_optimizer, restore_state
+    from geofm.kg.train import _precision, build_run_model, make_optimizer, restore_state, with_entity_text
 
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
@@ -124,7 +124,8 @@ def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = 
         if ckpt.best_step() is None:
             raise FileNotFoundError(f"{run}: no checkpoint to restore (train it with `geofm kg --out {run}`)")
         with _precision(cfg.train.dtype) as dtype:
-            model, init_info = build_run_model(cfg, dataset, dtype, text_encoder=text_encoder)
+            model, init_info = build_run_model(cfg, with_entity_text(dataset, cfg.data.entity_text), dtype,
+                                               text_encoder=text_encoder)
             graphdef, params, rest = nnx.split(model, nnx.Param, ...)
             template = {"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)}
             params = restore_state(ckpt, template, which="best", entity_init=init_info)[0]["params"]

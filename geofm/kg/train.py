@@ -42,20 +42,36 @@ from geofm.kg.models import KGModel, build_model
 
 log = logging.getLogger("geofm.kg")
 
-__all__ = ["train_kg", "build_run_model", "restore_state", "make_optimizer", "make_loss_fn", "reciprocal_triples", "load_kg_dataset", "router_by_relation"]
+__all__ = ["train_kg", "build_run_model", "restore_state", "make_optimizer", "make_loss_fn", "reciprocal_triples", "load_kg_dataset", "with_entity_text", "router_by_relation"]
 
 
 # ----------------------------------------------------------------- pieces ---
 
 
-def load_kg_dataset(name: str, data_dir: str | None) -> KGDataset:
-    """Load a KG by name or folder with geofm.data (raises ValueError for non-KG folders)."""
+def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = None) -> KGDataset:
+    """Load a KG by name or folder with geofm.data (raises ValueError for non-KG folders);
+    entity_text: the entity text file to read (None: the loader's default)."""
     from geofm.data.registry import load_dataset
 
-    ds = load_dataset(name, data_dir)
+    ds = load_dataset(name, data_dir, **({} if entity_text is None else {"entity_text": entity_text}))
     if not isinstance(ds, KGDataset):
         raise ValueError(f"dataset {name!r} is not a knowledge graph (got {type(ds).__name__})")
     return ds
+
+
+def with_entity_text(ds: KGDataset, entity_text: str | None) -> KGDataset:
+    """`ds` with its entity texts read from the file `entity_text` of its folder (same
+    triples and ids); `ds` itself when entity_text is None or already the one read."""
+    if entity_text is None or (ds.meta.get("entity_text") or {}).get("file") == entity_text:
+        return ds
+    if "source" not in ds.meta:
+        raise ValueError(f"data.entity_text={entity_text!r}: dataset {ds.name!r} was not loaded from a folder")
+    other = load_kg_dataset(ds.meta["source"], None, entity_text)
+    if other.entities != ds.entities:
+        raise ValueError(f"data.entity_text={entity_text!r}: {ds.meta['source']} now holds other triples than "
+                         f"the dataset {ds.name!r} in use")
+    return dataclasses.replace(ds, entity_text=other.entity_text,
+                               meta={**ds.meta, "entity_text": other.meta.get("entity_text")})
 
 
 def reciprocal_triples(triples: np.ndarray, num_relations: int) -> np.ndarray:
@@ -271,7 +287,8 @@ def train_kg(
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
         raise ValueError(f"train.max_seconds must be > 0 (or null), got {cfg.train.max_seconds}")
     progress = sys.stderr.isatty() if progress is None else progress
-    ds = dataset if dataset is not None else load_kg_dataset(cfg.data.name, cfg.data.data_dir)
+    ds = dataset if dataset is not None else load_kg_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.entity_text)
+    ds = with_entity_text(ds, cfg.data.entity_text)
     run = Path(run_dir) if run_dir is not None else None
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)

@@ -263,3 +263,30 @@ def test_ensemble_refuses_members_ranked_with_different_tie_policies(two_runs, t
     (other / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match=r"different eval.tie_policy values \['optimistic', 'realistic'\]"):
         load_ensemble([root / "struct", other], dataset=load_kg(folder))
+
+
+def test_data_entity_text_picks_the_text_file_for_training_and_for_the_ensemble(two_runs, tmp_path: Path) -> None:
+    """data.entity_text reads another entity2text*.txt of the folder (FB15k-237 ships names and
+    first sentences); an ensemble member is rebuilt from its own file, not the shared dataset's."""
+    from geofm.kg.ensemble import load_member
+
+    root, folder, *_ = two_runs
+    data = tmp_path / "kg"
+    shutil.copytree(folder, data)
+    lines = (data / "entity2text.txt").read_text().splitlines()
+    # the alternative file swaps the clusters named by the texts: other embeddings, same ids
+    alt = [f"{e}\t{t.replace('cluster 0', 'cluster X').replace('cluster 1', 'cluster 0').replace('cluster X', 'cluster 1')}"
+           for e, t in (x.split("\t", 1) for x in lines)]
+    (data / "entity2text_alt.txt").write_text("\n".join(alt) + "\n")
+    cfg = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [
+        f"data.name={json.dumps(str(data))}", "data.entity_text=entity2text_alt.txt", "train.valid_every=2",
+        "train.epochs=2", TEXT_MODEL, "init={kind: text}", "loss={name: 1n_ce}"])
+    res = train_kg(cfg, tmp_path / "alt", progress=False, text_encoder=FakeEncoder())
+    assert res["dataset"]["entity_text"]["file"] == "entity2text_alt.txt"
+    ds = load_kg(data)  # the default texts; the member reads its own file (else its table fingerprint differs)
+    assert ds.meta["entity_text"]["file"] == "entity2text.txt"
+    load_member(tmp_path / "alt", ds, text_encoder=FakeEncoder())
+    bad = load_config(REPO / "configs/kg/tiny.yaml", KGConfig, [f"data.name={json.dumps(str(data))}",
+                                                                 "data.entity_text=nope.txt", "train.epochs=1"])
+    with pytest.raises(FileNotFoundError, match="entity text file 'nope.txt' not found"):
+        train_kg(bad, progress=False)
