@@ -410,3 +410,25 @@ def test_encode_command_picks_dataset_texts() -> None:
     with pytest.raises(ValueError, match="no entity texts"):
         dataset_texts(KGDataset(name="k", entities=["e0"], relations=["r"], train=triples, valid=triples,
                                 test=triples))
+
+
+def test_encode_command_reads_the_named_entity_text_file(tiny: tuple[Path, dict[str, np.ndarray]], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("geofm.data")
+    from geofm.cli import main
+
+    kg = tmp_path / "kg"
+    kg.mkdir()
+    for split in ("train", "valid", "test"):
+        (kg / f"{split}.txt").write_text("a\tr\tb\nb\tr\tc\n" if split == "train" else "a\tr\tc\n")
+    (kg / "entity2text.txt").write_text("a\tA\nb\tB\nc\tC\n")
+    (kg / "entity2text_long.txt").write_text("a\tA is the first letter\nb\t\nc\tC\n")
+    base = ["encode", "--dataset", str(kg), "--text-model", str(tiny[0]), "--no-cache", "--json", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "short.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_empty"] == 0
+    assert main(base + ["--entity-text", "entity2text_long.txt", "--out", str(tmp_path / "long.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_empty"] == 1  # b has an empty text in that file
+    short, long = np.load(tmp_path / "short.npy"), np.load(tmp_path / "long.npy")
+    np.testing.assert_allclose(short[2], long[2], atol=1e-6)  # c: the same text in both files
+    assert not np.allclose(short[0], long[0])
+    assert main(base + ["--entity-text", "nope.txt"]) == 2 and "'nope.txt' not found" in capsys.readouterr().err

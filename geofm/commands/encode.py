@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matmul dtype (float32 matches sentence-transformers to 1e-5)")
     p.add_argument("--cache-dir", default=None, help="cache root (default $GEOFM_CACHE or ~/.cache/geofm)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
+    p.add_argument("--entity-text", default=None,
+                   help="KG datasets: the entity text file of the folder (default entity2text.txt), "
+                        "e.g. entity2text_firstsentence.txt")
     p.add_argument("--out", default=None, help="also save the embeddings to this .npy file")
     p.add_argument("--json", action="store_true", help="print one JSON object with the counts")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from geofm.text import EmbeddingCache, TextEncoder
 
     try:
-        ds = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir)
+        opts = {} if args.entity_text is None else {"entity_text": args.entity_text}
+        ds = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir, **opts)
         texts, what = dataset_texts(ds)
         enc = TextEncoder.load(args.text_model, dtype=args.dtype)
     except (ValueError, FileNotFoundError, ImportError) as err:
