@@ -7,12 +7,16 @@
 #   OUT=/tmp/kgout BUDGET=380 bash bench/kg_device.sh      # JOBS="atth_fb15k237 ..." picks a subset
 #
 # Data: $GEOFM_DATA (a copy of ../shared/data/kg laid out as kg/<NAME>/...). WN18RR text init reads
-# $WN_TEXT, a [40943, 384] .npy from `geofm encode --dataset WN18RR --out FILE` (so the accelerator
-# machine needs no text-encoder weights). Writes $OUT/kg_device_runs.tgz (results.json, metrics.jsonl,
-# logs, router plots; no checkpoints) and prints a one-line summary per job.
+# $WN_TEXT, a [40943, 384] .npy from `geofm encode --dataset WN18RR --out FILE`, and the FB15k-237
+# text member $FB_TEXT, from `geofm encode --dataset FB15k-237 --entity-text
+# entity2text_firstsentence.txt --out FILE` (so the accelerator machine needs no text-encoder
+# weights). ENSEMBLES="configs/kg/ensemble_fb15k237.yaml" fuses finished runs afterwards (their
+# run folders are runs/kg/<job>: use RUNS=runs/kg). Writes $OUT/kg_device_runs.tgz (results.json,
+# metrics.jsonl, logs, router plots; no checkpoints) and prints a one-line summary per job.
 set -u
 OUT=${OUT:-/tmp/kgout}; RUNS=${RUNS:-/tmp/kgruns}; BUDGET=${BUDGET:-380}; HARD=${HARD:-$((BUDGET + 150))}
 DATA=${GEOFM_DATA:-.device/data}; WN_TEXT=${WN_TEXT:-.device/wn18rr_entity_minilm_f16.npy}
+FB_TEXT=${FB_TEXT:-.device/fb15k237_entity_firstsentence_minilm_f16.npy}; ENSEMBLES=${ENSEMBLES:-}
 PY=${PY:-python3}; EXTRA=${EXTRA:-}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
@@ -24,6 +28,7 @@ declare -A ARGS=(
   [complex_big_fb15k237]="--config configs/kg/complex_big_fb15k237.yaml"
   [complex_big_wn18rr]="--config configs/kg/complex_big_wn18rr.yaml"
   [complex_big_text_wn18rr]="--config configs/kg/complex_big_text_wn18rr.yaml --set init.embeddings=$WN_TEXT"
+  [text_fb15k237]="--config configs/kg/text_fb15k237.yaml --set init.embeddings=$FB_TEXT"
   [cat_fb15k237]="--config configs/kg/cat_fb15k237.yaml"
   [cat_e_fb15k237]="--config configs/kg/cat_e_fb15k237.yaml"
   [cat_h_fb15k237]="--config configs/kg/cat_h_fb15k237.yaml"
@@ -49,6 +54,12 @@ while [ -n "$(jobs -r)" ]; do
   done
 done
 for name in $JOBS; do
+  echo "== $name: $(tail -n 1 "$RUNS/$name.log" | cut -c1-200)"
+done
+for ens in $ENSEMBLES; do  # late fusion of finished member runs (weights on validation)
+  name=$(basename "$ens" .yaml)
+  timeout "$HARD" $PY -m geofm kg-ensemble --config "$ens" --data-dir "$DATA" --out "$RUNS/$name" --json --quiet \
+    > "$RUNS/$name.log" 2>&1
   echo "== $name: $(tail -n 1 "$RUNS/$name.log" | cut -c1-200)"
 done
 tar czf "$OUT/kg_device_runs.tgz" -C "$RUNS" --exclude=checkpoints .

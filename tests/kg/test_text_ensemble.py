@@ -204,6 +204,13 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
     assert main(["--config", str(tmp_path / "ens.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "members[0]: run folder" in err and "model.name: run 'transe' vs config 'atth'" in err
+    # a training time budget is not part of what a finished run is: the same run is reused
+    from geofm.kg.ensemble import _check_same_config
+
+    cfg = load_config(root / "struct" / "config.yaml", KGConfig, ["train.max_seconds=50", "train.resume=false"])
+    _check_same_config(root / "struct", cfg, "members[0]")
+    with pytest.raises(ValueError, match="train.epochs: run 12 vs config 13"):
+        _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["train.epochs=13"]), "m")
 
 
 def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path: Path) -> None:
@@ -290,3 +297,20 @@ def test_data_entity_text_picks_the_text_file_for_training_and_for_the_ensemble(
                                                                  "data.entity_text=nope.txt", "train.epochs=1"])
     with pytest.raises(FileNotFoundError, match="entity text file 'nope.txt' not found"):
         train_kg(bad, progress=False)
+
+
+def test_every_shipped_kg_config_loads() -> None:
+    """configs/kg: run configs load as KGConfig, ensemble configs as EnsembleConfig whose members load."""
+    from geofm.kg.ensemble import EnsembleConfig
+
+    paths = sorted((REPO / "configs/kg").glob("*.yaml"))
+    ensembles = [p for p in paths if p.name.startswith("ensemble_")]
+    assert len(ensembles) >= 2
+    for path in paths:
+        if path in ensembles:
+            ens = load_config(path, EnsembleConfig)
+            assert len(ens.members) >= 2, path
+            for m in ens.members:
+                load_config(path.parent / m.config, KGConfig)
+        else:
+            load_config(path, KGConfig)
