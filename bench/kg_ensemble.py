@@ -5,8 +5,8 @@ ensemble config, fits the fusion weights on validation MRR for the full ensemble
 every subset of two or more members, and reports test metrics overall, on the queries
 with an entity unseen in training, and per relation, beside each member alone.
 
-    nice -n 5 python bench/kg_ensemble.py [--config configs/kg/ensemble_wn18rr.yaml] [--data-dir DIR]
-Writes bench/results/kg_ensemble_<dataset>.json.
+    nice -n 5 python bench/kg_ensemble.py [--config configs/kg/ensemble_wn18rr.yaml] [--data-dir DIR] [--out FILE]
+Writes bench/results/kg_ensemble_<dataset>.json (or --out).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs/kg/ensemble_wn18rr.yaml"))
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="results JSON (default bench/results/kg_ensemble_<dataset>.json)")
     args = p.parse_args()
     overrides = [f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
     t0 = time.perf_counter()
@@ -67,7 +68,7 @@ def main() -> None:
     rel = os.path.relpath(Path(args.config).resolve(), REPO)
     out = {
         "benchmark": "kg_ensemble",
-        "command": f"python bench/kg_ensemble.py --config {rel}",
+        "command": f"python bench/kg_ensemble.py --config {rel}" + (f" --out {args.out}" if args.out else ""),
         "rerun": f"geofm kg-ensemble --config {rel} --json",
         "dataset": full["dataset"],
         "step": ecfg.step,
@@ -85,7 +86,7 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "machine": machine_info(),
     }
-    path = REPO / "bench" / "results" / f"kg_ensemble_{ds.lower().replace('-', '')}.json"
+    path = Path(args.out) if args.out else REPO / "bench" / "results" / f"kg_ensemble_{ds.lower().replace('-', '')}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}: test MRR {full['test']['mrr']:.4f} (best member {best_alone['test']['mrr']:.4f})")
 
