@@ -45,6 +45,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from _common import machine_info  # bench/ is sys.path[0] when run as a script
 from kg_text_init import run_arm, summary
@@ -135,18 +136,21 @@ def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     """Ceilings of geometry mixing from separately trained fixed-geometry runs (see the docstring)."""
     from geofm.kg.config import KGConfig
     from geofm.config import load_config
-    from geofm.kg.ensemble import fit_ensemble, load_ensemble
+    from geofm.kg.ensemble import _check_same_config, fit_ensemble, load_ensemble
     from geofm.kg.train import train_kg
 
     slug = SLUG[args.dataset]
     root = Path(args.runs)
 
-    def trained(folder: str, cfg_name: str, seed: int, extra: list[str] = ()) -> dict:
+    def trained(folder: str, cfg_name: str, seed: int, extra: Sequence[str] = ()) -> dict:
+        """The run's results, training it first unless its folder already holds this config's run."""
         run = root / folder
+        cfg = load_config(REPO / f"configs/kg/{cfg_name}.yaml", KGConfig,
+                          [f"data.data_dir={json.dumps(args.data_dir)}", f"train.epochs={args.epochs}",
+                           "train.valid_every=5", f"seed={seed}", *extra])
+        if (run / "config.yaml").is_file():
+            _check_same_config(run, cfg, f"--part mix: {folder}")  # never mix runs of other settings
         if not (run / "results.json").is_file():
-            cfg = load_config(REPO / f"configs/kg/{cfg_name}.yaml", KGConfig,
-                              [f"data.data_dir={args.data_dir}", f"train.epochs={args.epochs}", "train.valid_every=5",
-                               f"seed={seed}", *extra])
             train_kg(cfg, run, dataset=ds, progress=False)
         return json.loads((run / "results.json").read_text())
 
@@ -199,6 +203,8 @@ def routing(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
         res = json.loads(path.read_text()) if path.is_file() else {}
         if "test" in res and "by_relation" in res["test"]:
             runs[name] = res
+    if not runs:
+        raise SystemExit(f"--part routing: no bench/results/kg_cat_{{e,h,s}}_{slug}.json with test metrics")
     best = max(runs, key=lambda k: runs[k]["valid"]["mrr"])
     r = _per_relation_routing(runs)
     base = runs[best]["test"]["mrr"]

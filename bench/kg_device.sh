@@ -10,13 +10,14 @@
 # $WN_TEXT, a [40943, 384] .npy from `geofm encode --dataset WN18RR --out FILE`, and the FB15k-237
 # text member $FB_TEXT, from `geofm encode --dataset FB15k-237 --entity-text
 # entity2text_firstsentence.txt --out FILE` (so the accelerator machine needs no text-encoder
-# weights). ENSEMBLES="configs/kg/ensemble_fb15k237.yaml" fuses finished runs afterwards (their
-# run folders are runs/kg/<job>: use RUNS=runs/kg). Writes $OUT/kg_device_runs.tgz (results.json,
+# weights). FUSE="complex_big_fb15k237,atth_fb15k237,text_fb15k237" fuses those finished runs
+# afterwards (`geofm kg-ensemble RUN ...`, weights on validation; skipped if one has no results.json),
+# as configs/kg/ensemble_fb15k237.yaml does. Writes $OUT/kg_device_runs.tgz (results.json,
 # metrics.jsonl, logs, router plots; no checkpoints) and prints a one-line summary per job.
 set -u
 OUT=${OUT:-/tmp/kgout}; RUNS=${RUNS:-/tmp/kgruns}; BUDGET=${BUDGET:-380}; HARD=${HARD:-$((BUDGET + 150))}
 DATA=${GEOFM_DATA:-.device/data}; WN_TEXT=${WN_TEXT:-.device/wn18rr_entity_minilm_f16.npy}
-FB_TEXT=${FB_TEXT:-.device/fb15k237_entity_firstsentence_minilm_f16.npy}; ENSEMBLES=${ENSEMBLES:-}
+FB_TEXT=${FB_TEXT:-.device/fb15k237_entity_firstsentence_minilm_f16.npy}; FUSE=${FUSE:-}
 PY=${PY:-python3}; EXTRA=${EXTRA:-}
 mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
@@ -56,11 +57,16 @@ done
 for name in $JOBS; do
   echo "== $name: $(tail -n 1 "$RUNS/$name.log" | cut -c1-200)"
 done
-for ens in $ENSEMBLES; do  # late fusion of finished member runs (weights on validation)
-  name=$(basename "$ens" .yaml)
-  timeout "$HARD" $PY -m geofm kg-ensemble --config "$ens" --data-dir "$DATA" --out "$RUNS/$name" --json --quiet \
-    > "$RUNS/$name.log" 2>&1
-  echo "== $name: $(tail -n 1 "$RUNS/$name.log" | cut -c1-200)"
-done
+if [ -n "$FUSE" ]; then  # late fusion of finished member runs (each rebuilt from its own config)
+  members=(); for m in ${FUSE//,/ }; do members+=("$RUNS/$m"); done
+  missing=$(for m in "${members[@]}"; do [ -f "$m/results.json" ] || echo "$m"; done)
+  if [ -n "$missing" ]; then
+    echo "== fusion skipped, unfinished: $missing"
+  else
+    timeout "$HARD" $PY -m geofm kg-ensemble "${members[@]}" --step 0.1 --data-dir "$DATA" --out "$RUNS/fusion" \
+      --json --quiet > "$RUNS/fusion.log" 2>&1
+    echo "== fusion: $(tail -n 1 "$RUNS/fusion.log" | cut -c1-200)"
+  fi
+fi
 tar czf "$OUT/kg_device_runs.tgz" -C "$RUNS" --exclude=checkpoints .
 echo "done in $(( $(date +%s) - t0 )) s"

@@ -87,6 +87,7 @@ def main() -> None:
         "machine": machine_info(),
     }
     path = Path(args.out) if args.out else REPO / "bench" / "results" / f"kg_ensemble_{ds.lower().replace('-', '')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}: test MRR {full['test']['mrr']:.4f} (best member {best_alone['test']['mrr']:.4f})")
 

@@ -68,7 +68,7 @@ def _index(cells: list[str], ent: dict[str, int], rel: dict[str, int]) -> np.nda
     return np.stack([np.asarray(h, np.int32), np.asarray(r, np.int32), np.asarray(t, np.int32)], axis=1)
 
 
-def _pick_entity_text(root: Path, entity_text: str | None) -> Path | None:
+def pick_entity_text(root: Path, entity_text: str | None) -> Path | None:
     """The entity text file to use: the named one, else the only entity2text*.txt present."""
     if entity_text is None:
         return None
@@ -144,7 +144,7 @@ def load_kg(
             raise DataFormatError(files[split], None, "empty split after dropping duplicates/self-loops")
         splits[split] = np.ascontiguousarray(triples)
     _warn_leakage(splits, files)
-    ent_text, ent_info = _read_texts(_pick_entity_text(root, entity_text), ent, "entity")
+    ent_text, ent_info = _read_texts(pick_entity_text(root, entity_text), ent, "entity")
     rel_file = root / relation_text if relation_text and (root / relation_text).is_file() else None
     rel_text, rel_info = _read_texts(rel_file, rel, "relation")
     meta = {

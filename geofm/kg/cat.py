@@ -20,7 +20,7 @@ gyro-midpoint aggregation) are shared with the node-graph CAT block:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +139,13 @@ class CATKG(KGModel):
     The session-3 init (|k| = 1, beta ~ 1.19) sent sphere tokens past the antipode,
     where they wrap around (S-only valid MRR 0.023 vs 0.228 after 5 WN18RR epochs);
     on the ball it made attention nearly one-hot, which cost H-only nothing measurable.
+
+    score_router: "mask" (default) mixes the geometries' scores with the [MASK] token's
+    last-block router weights; "query" with a router over the encoded query itself (its
+    own small MLP; `entropy_weight` regularises only the block routers). branch_queries:
+    one query vector per geometry (a [d, n_branches * d] output projection) instead of one
+    shared vector. Both are ignored with one branch; the defaults keep the original model's
+    parameters (bench/kg_cat.py --part mix measures both options).
     """
 
     entity_rows_only = True
@@ -147,7 +154,7 @@ class CATKG(KGModel):
                  branches: Sequence[str] = BRANCHES, dropout=0.1, input_dropout=0.2, temperature=1.0,
                  entropy_weight=0.0, init_size=1e-1, score_curvature: Sequence[float] | None = None,
                  attn_curvature: Sequence[float] | None = None, attn_beta: float | None = None,
-                 score_scale: Sequence[float] | None = None, score_router: str = "mask", branch_queries: bool = False):
+                 score_scale: Sequence[float] | None = None, score_router: Literal["mask", "query"] = "mask", branch_queries: bool = False):
         super().__init__(num_entities, num_relations, dim=dim, dtype=dtype)
         branches = tuple(branches)
         if score_router not in ("mask", "query"):
@@ -169,7 +176,7 @@ class CATKG(KGModel):
                                               curvature=attn_curvature, beta=attn_beta) for _ in range(blocks)])
         self.ln_out = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
         # branch_queries: one query vector per scoring geometry (a [d, n_branches * d] projection)
-        self.n_queries = len(branches) if branch_queries else 1
+        self.n_queries = len(branches) if branch_queries and len(branches) > 1 else 1
         self.proj = nnx.Linear(dim, self.n_queries * dim, rngs=rngs, dtype=dtype, param_dtype=dtype)
         self.score_router = score_router if len(branches) > 1 else "mask"
         if self.score_router == "query":  # score weights from the encoded query, not the [MASK] token's block input

@@ -347,10 +347,9 @@ def _leaves(cfg: KGConfig) -> dict[str, Any]:
 def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
     have, want = _leaves(load_config(run / "config.yaml", KGConfig)), _leaves(cfg)
-    # where the data lives is checked by its checksums; a training time budget does not change what
-    # a finished run is; where a frozen text table came from (encoder or a precomputed file of it)
-    # is checked by the table's fingerprint when the run is loaded
-    ignore = {"train.resume", "data.data_dir", "train.max_seconds", "init.embeddings", "init.encoder"}
+    # where the data lives is checked by its checksums; a training time budget does not change
+    # what a finished run is (its results.json records how many epochs it ran)
+    ignore = {"train.resume", "data.data_dir", "train.max_seconds"}
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in ignore)
     if diff:
         shown = ", ".join(f"{k}: run {have.get(k)!r} vs config {want.get(k)!r}" for k in diff[:4])

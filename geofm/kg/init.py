@@ -287,7 +287,7 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         residual = tp.table - tp.text @ tp.proj  # 0 on text rows/components, random init elsewhere
         model.entity = ProjectedEntityTable(jnp.asarray(tp.text, dtype), jnp.asarray(tp.proj, dtype),
                                             jnp.asarray(residual, dtype))
-    return {
+    summary = {
         **_inputs_summary(cfg, emb, has_text, text_dim),
         "projection": cfg.projection,
         "num_random_fallback": int((~has_text).sum()),
@@ -295,6 +295,9 @@ def apply_entity_init(model: Any, texts: Sequence[str | None] | None, cfg: Entit
         "explained_variance": float(tp.explained_variance.sum()),
         "scale": tp.scale,
     }
+    if cfg.projection == "learned":  # its text table is frozen and rebuilt at load, like TextKG's
+        summary["table_fingerprint"] = table_fingerprint(tp.text)
+    return summary
 
 
 def _entity_inputs(texts: Sequence[str | None], cfg: EntityInitConfig, encoder: TextEmbedder | None,
@@ -339,10 +342,11 @@ def _install_text(model: Any, texts: Sequence[str | None], cfg: EntityInitConfig
             "num_without_text": int((~has_text).sum()), "table_fingerprint": table_fingerprint(emb)}
 
 
-def table_fingerprint(emb: np.ndarray, *, rows: int = 16, cols: int = 8) -> dict[str, Any]:
+def table_fingerprint(emb: np.ndarray, *, rows: int = 64, cols: int = 8) -> dict[str, Any]:
     """A small fingerprint of a frozen entity table emb [N, D]: its shape and the first
     `cols` values of `rows` evenly spaced rows (rounded to 1e-4), so a run can tell that
-    the table rebuilt when it is loaded is the one it was trained with."""
+    the table rebuilt when it is loaded is the one it was trained with. It catches another
+    encoder, texts or embeddings file, not an edit of a few entities' texts."""
     emb = np.asarray(emb, np.float64)
     idx = np.unique(np.linspace(0, len(emb) - 1, min(rows, len(emb))).astype(np.int64)) if len(emb) else np.zeros(0, np.int64)
     return {"shape": list(emb.shape), "rows": idx.tolist(), "values": np.round(emb[idx, :cols], 4).tolist()}
@@ -357,7 +361,7 @@ def check_table_fingerprint(saved: dict[str, Any] | None, now: dict[str, Any] | 
         return
     same = saved["shape"] == now["shape"] and saved["rows"] == now["rows"]
     diff = float(np.max(np.abs(np.asarray(saved["values"]) - np.asarray(now["values"])), initial=0.0)) if same else np.inf
-    if diff > atol:
+    if not diff <= atol:  # NaN counts as a difference
         raise ValueError(
             f"{where}: the frozen entity-text table rebuilt now differs from the one this run was trained with "
             f"(shape {now['shape']} vs {saved['shape']}, max difference {diff:.3g} on sampled rows): the entity "

@@ -22,7 +22,7 @@ def most_distinctive(rows: list[tuple[str, dict[str, float]]], max_rows: int) ->
 
 
 def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "CAT router weights per relation",
-                        max_rows: int = 40, which: str = "mean") -> Path:
+                        max_rows: int = 40, *, which: str = "mean") -> Path:
     """Stacked bars of mean [MASK]-token router weights per (relation, direction).
 
     router: `results["router_by_relation"]` ({relation: {"tail"|"head": {"mean": {branch: w}}}}).

@@ -60,15 +60,26 @@ def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = N
 
 
 def with_entity_text(ds: KGDataset, entity_text: str | None) -> KGDataset:
-    """`ds` with its entity texts read from the file `entity_text` of its folder (same
-    triples and ids); `ds` itself when entity_text is None or already the one read."""
-    if entity_text is None or (ds.meta.get("entity_text") or {}).get("file") == entity_text:
+    """`ds` with its entity texts read from the file `entity_text` of its folder (None: the
+    file the loader reads by default), same entities; `ds` itself when that file is the one
+    it holds (or when it was not loaded from a folder and no file is named)."""
+    from geofm.data.kg import DEFAULT_ENTITY_TEXT, pick_entity_text
+
+    have = (ds.meta.get("entity_text") or {}).get("file")
+    source = ds.meta.get("source")
+    if entity_text is None:
+        default = pick_entity_text(Path(source), DEFAULT_ENTITY_TEXT) if source else None
+        if default is None or default.name == have:
+            return ds
+        entity_text = default.name
+    if have == entity_text:
         return ds
-    if "source" not in ds.meta:
+    if source is None:
         raise ValueError(f"data.entity_text={entity_text!r}: dataset {ds.name!r} was not loaded from a folder")
-    other = load_kg_dataset(ds.meta["source"], None, entity_text)
-    if other.entities != ds.entities:
-        raise ValueError(f"data.entity_text={entity_text!r}: {ds.meta['source']} now holds other triples than "
+    other = load_kg_dataset(source, None, entity_text)
+    sums = (other.meta.get("checksums"), ds.meta.get("checksums"))
+    if other.entities != ds.entities or (all(sums) and sums[0] != sums[1]):
+        raise ValueError(f"data.entity_text={entity_text!r}: {source} now holds other files or entities than "
                          f"the dataset {ds.name!r} in use")
     return dataclasses.replace(ds, entity_text=other.entity_text,
                                meta={**ds.meta, "entity_text": other.meta.get("entity_text")})
@@ -183,7 +194,7 @@ def router_by_relation(model: Any, triples: np.ndarray, relation_names: list[str
     and "score": the mean weights of the geometries in the final score.
     """
     rec = reciprocal_triples(triples, num_relations)
-    fn = jax.jit(lambda h, r: (model.router_weights(h, r), model.score_weights(h, r)))
+    fn = jax.jit(lambda h, r: model.encode(h, r)[1:])  # (router weights per block, score weights)
     ws, ss = [], []
     for s in range(0, len(rec), chunk):
         part = rec[s : s + chunk]
@@ -321,15 +332,19 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
     Checkpoints written before leaves were keyed by path name (leaf names carried
     a 4-digit flatten-index prefix, "0015_params_entity_value") are read too.
     entity_init: the init summary of the model being restored (`build_run_model`); a
-    frozen entity table (text model) must match the one recorded at training time.
+    frozen entity table (text model, learned text projection) must match the one recorded
+    at training time, so it is required when the checkpoint recorded one.
     """
     from geofm.kg.init import check_table_fingerprint
 
     flat = _flat(template)
     step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
     meta = ckpt.read_meta(step) if step is not None else {}
-    check_table_fingerprint(meta.get("metadata", {}).get("entity_init", {}).get("table_fingerprint"),
-                            (entity_init or {}).get("table_fingerprint"), where=f"{ckpt.directory} step {step}")
+    recorded = meta.get("metadata", {}).get("entity_init", {}).get("table_fingerprint")
+    if recorded and entity_init is None:
+        raise ValueError(f"{ckpt.directory} step {step} recorded a frozen entity table: pass the init summary of the "
+                         "model being restored (entity_init=, from build_run_model) so the table can be checked")
+    check_table_fingerprint(recorded, (entity_init or {}).get("table_fingerprint"), where=f"{ckpt.directory} step {step}")
     saved = meta.get("fingerprint", {})
     if saved and all(re.match(r"\d{4}_", k) for k in saved):  # legacy: match each saved leaf by its name
         by_name = {k[5:]: k for k in saved}

@@ -156,7 +156,10 @@ def test_pca_init_sets_table_and_learned_matches_it_at_step_0(name: str) -> None
     assert np.array_equal(table[4], np.asarray(rand.entity[...])[4])  # fallback row = the random init
     assert np.isclose(np.delete(table, 4, 0).std(), 0.1, rtol=1e-4)
     with pytest.warns(DataWarning):
-        apply_entity_init(learned, texts, EntityInitConfig(kind="text", projection="learned", scale=0.1), encoder=FakeEncoder())
+        info_l = apply_entity_init(learned, texts, EntityInitConfig(kind="text", projection="learned", scale=0.1),
+                                   encoder=FakeEncoder())
+    # the learned map's text table is frozen (rebuilt at load): it is fingerprinted; the PCA table is a parameter
+    assert "table_fingerprint" in info_l and "table_fingerprint" not in info
     assert isinstance(learned.entity, ProjectedEntityTable)
     assert np.allclose(learned.entity.table(), table, atol=1e-6)
     h, r, t = jnp.array([0, 4, 7]), jnp.array([0, 3, 1]), jnp.arange(20)

@@ -109,6 +109,8 @@ def test_cat_fixed_variant_parameter_overhead() -> None:
     w = nnx.jit(lambda m, h, r: m.router_weights(h, r))(full, jnp.array([0, 1]), jnp.array([2, 3]))
     assert w.shape == (2, 2, 3, 3)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    # the defaults keep the original parameters (old checkpoints restore): one [d, d] output map, no query router
+    assert full.proj.kernel.shape == (32, 32) and not hasattr(full, "qrouter1")
     # the default score weights are the [MASK] token's last-block router weights
     np.testing.assert_allclose(full.score_weights(jnp.array([0, 1]), jnp.array([2, 3])), w[:, -1, 2], rtol=1e-6)
     # query routing + one query per geometry: still within the 10 % budget, weights depend on the query

@@ -311,6 +311,55 @@ def test_every_shipped_kg_config_loads() -> None:
             ens = load_config(path, EnsembleConfig)
             assert len(ens.members) >= 2, path
             for m in ens.members:
-                load_config(path.parent / m.config, KGConfig)
+                load_config(path.parent / m.config, KGConfig, list(m.set))
         else:
             load_config(path, KGConfig)
+
+
+def test_table_fingerprint_tolerates_float_noise_and_catches_changes() -> None:
+    from geofm.kg.init import check_table_fingerprint, table_fingerprint
+
+    emb = np.random.default_rng(0).normal(size=(100, 12)).astype(np.float32)
+    fp = table_fingerprint(emb)
+    check_table_fingerprint(fp, table_fingerprint(emb.astype(np.float16).astype(np.float32)), where="f16 copy")
+    check_table_fingerprint(None, fp, where="a run from before fingerprints")
+    check_table_fingerprint(fp, None, where="a model without a frozen table")
+    with pytest.raises(ValueError, match=r"shape \[100, 11\] vs \[100, 12\]"):
+        check_table_fingerprint(fp, table_fingerprint(emb[:, :11]), where="x")
+    with pytest.raises(ValueError, match="max difference"):
+        check_table_fingerprint(fp, table_fingerprint(emb + 0.01), where="x")
+    bad = emb.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="max difference nan"):
+        check_table_fingerprint(fp, table_fingerprint(bad), where="x")
+
+
+def test_restore_needs_the_init_summary_when_a_table_was_recorded(two_runs) -> None:
+    from flax import nnx
+
+    from geofm.checkpoint import Checkpointer
+    from geofm.kg.train import _precision, build_run_model, make_optimizer, restore_state
+
+    root, folder, *_ = two_runs
+    cfg = load_config(root / "text" / "config.yaml", KGConfig)
+    with _precision(cfg.train.dtype) as dtype, Checkpointer(root / "text" / "checkpoints", metric="valid_mrr") as ck:
+        model, info = build_run_model(cfg, load_kg(folder), dtype, text_encoder=FakeEncoder())
+        params = nnx.state(model, nnx.Param)
+        template = {"params": params, "opt_state": make_optimizer(cfg.optim, model).init(params)}
+        with pytest.raises(ValueError, match="pass the init summary"):
+            restore_state(ck, template, which="best")
+        restore_state(ck, template, which="best", entity_init=info)
+
+
+def test_with_entity_text_returns_to_the_default_file(two_runs, tmp_path: Path) -> None:
+    from geofm.kg.train import with_entity_text
+
+    _, folder, *_ = two_runs
+    data = tmp_path / "kg"
+    shutil.copytree(folder, data)
+    (data / "entity2text_other.txt").write_text((data / "entity2text.txt").read_text().replace("cluster", "group"))
+    other = load_kg(data, entity_text="entity2text_other.txt")
+    assert with_entity_text(other, "entity2text_other.txt") is other
+    back = with_entity_text(other, None)  # a config naming no file gets the loader's default texts
+    assert back.meta["entity_text"]["file"] == "entity2text.txt" and back.entity_text == load_kg(data).entity_text
+    assert np.array_equal(back.train, other.train)
