@@ -328,6 +328,8 @@ def test_table_fingerprint_tolerates_float_noise_and_catches_changes() -> None:
         check_table_fingerprint(fp, table_fingerprint(emb[:, :11]), where="x")
     with pytest.raises(ValueError, match="max difference"):
         check_table_fingerprint(fp, table_fingerprint(emb + 0.01), where="x")
+    with pytest.raises(ValueError, match="samples other rows"):
+        check_table_fingerprint(fp, table_fingerprint(emb, rows=20), where="x")
     bad = emb.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="max difference nan"):
