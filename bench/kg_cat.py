@@ -112,9 +112,10 @@ def compare(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     _save(out, result)
 
 
-def _per_relation_routing(runs: dict[str, dict]) -> dict:
+def _per_relation_routing(runs: dict[str, dict], base: float) -> dict:
     """Test MRR when every relation is scored by one fixed variant: the one best on that
-    relation's validation queries, and (ceiling) the one best on its test queries."""
+    relation's validation queries, and (ceiling) the one best on its test queries; each
+    also relative to `base` (the best variant's test MRR)."""
     fixed = [k for k in runs if k != "CAT"]
     rels = runs[fixed[0]]["test"]["by_relation"]
     total = {"valid_picked": 0.0, "test_oracle": 0.0}
@@ -129,7 +130,9 @@ def _per_relation_routing(runs: dict[str, dict]) -> dict:
         total["valid_picked"] += count * test[pick]
         total["test_oracle"] += count * max(test.values())
         n += count
-    return {k: v / n for k, v in total.items()} | {"valid_pick_by_relation": picks}
+    out = {k: v / n for k, v in total.items()}
+    return out | {"relative": out["valid_picked"] / base - 1.0, "oracle_relative": out["test_oracle"] / base - 1.0,
+                  "valid_pick_by_relation": picks}
 
 
 def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
@@ -156,15 +159,15 @@ def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
 
     cfgs = {"CAT": f"cat_{slug}", "E": f"cat_e_{slug}", "H": f"cat_h_{slug}", "S": f"cat_s_{slug}"}
     runs = {name: trained(name.lower(), cfg, 0) for name, cfg in cfgs.items()}
-    for arm in args.cat_arm:  # CAT with other model kwargs, e.g. cat_qr=model.kwargs.score_router=query;...
-        name, _, sets = arm.partition("=")
-        runs[name] = trained(name, cfgs["CAT"], 0, [x for x in sets.split(";") if x])
+    arms = {name: [x for x in sets.split(";") if x]  # CAT with other model kwargs: NAME=key=value;key=value
+            for name, _, sets in (a.partition("=") for a in args.cat_arm)}
+    for name, sets in arms.items():
+        runs[name] = trained(name, cfgs["CAT"], 0, sets)
     variants = {k: r for k, r in runs.items() if k in ("E", "H", "S")}
     best_valid = max(variants, key=lambda k: variants[k]["valid"]["mrr"])
     base = runs[best_valid]["test"]["mrr"]
     control = f"{best_valid}_seed1"  # the best variant again with another seed: fusion without a geometry difference
     runs[control] = trained(control.lower(), cfgs[best_valid], 1)
-    routing = _per_relation_routing(variants)
     fusions = {}
     for members in (["E", "H", "S"], ["E", "H"], ["E", "S"], ["H", "S"], [best_valid, control]):
         label = "+".join(members)
@@ -182,11 +185,8 @@ def mix(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
         "num_params": {k: r["num_params"] for k, r in runs.items()},
         "best_fixed_variant": best_valid,
         "cat_relative": runs["CAT"]["test"]["mrr"] / base - 1.0,
-        "cat_arms": {a.partition("=")[0]: {"set": [x for x in a.partition("=")[2].split(";") if x],
-                                          "relative": runs[a.partition("=")[0]]["test"]["mrr"] / base - 1.0}
-                     for a in args.cat_arm},
-        "per_relation_routing": routing | {"relative": routing["valid_picked"] / base - 1.0,
-                                           "oracle_relative": routing["test_oracle"] / base - 1.0},
+        "cat_arms": {name: {"set": sets, "relative": runs[name]["test"]["mrr"] / base - 1.0} for name, sets in arms.items()},
+        "per_relation_routing": _per_relation_routing(variants, base),
         "score_fusion": fusions,
         "control": f"{best_valid}+{control}",
     }
@@ -206,12 +206,10 @@ def routing(args: argparse.Namespace, ds, result: dict, out: Path) -> None:
     if not runs:
         raise SystemExit(f"--part routing: no bench/results/kg_cat_{{e,h,s}}_{slug}.json with test metrics")
     best = max(runs, key=lambda k: runs[k]["valid"]["mrr"])
-    r = _per_relation_routing(runs)
     base = runs[best]["test"]["mrr"]
     result["routing_accelerator_runs"] = {
         "variants": sorted(runs), "best_fixed_variant": best, "best_test_mrr": base,
-        "epochs": {k: v["epochs_run"] for k, v in runs.items()},
-        **r, "relative": r["valid_picked"] / base - 1.0, "oracle_relative": r["test_oracle"] / base - 1.0,
+        "epochs": {k: v["epochs_run"] for k, v in runs.items()}, **_per_relation_routing(runs, base),
     }
     print(json.dumps({k: v for k, v in result["routing_accelerator_runs"].items() if k != "valid_pick_by_relation"}), flush=True)
     _save(out, result)

@@ -80,7 +80,7 @@ def pick_entity_text(root: Path, entity_text: str | None) -> Path | None:
     return others[0] if len(others) == 1 else None
 
 
-def _read_texts(path: Path | None, vocab: dict[str, int], what: str) -> tuple[list[str | None] | None, dict]:
+def read_id_texts(path: Path | None, vocab: dict[str, int], what: str) -> tuple[list[str | None] | None, dict]:
     """Per-id texts from an `id<TAB>text` file; ids not in `vocab` are ignored and counted."""
     if path is None:
         return None, {}
@@ -144,9 +144,9 @@ def load_kg(
             raise DataFormatError(files[split], None, "empty split after dropping duplicates/self-loops")
         splits[split] = np.ascontiguousarray(triples)
     _warn_leakage(splits, files)
-    ent_text, ent_info = _read_texts(pick_entity_text(root, entity_text), ent, "entity")
+    ent_text, ent_info = read_id_texts(pick_entity_text(root, entity_text), ent, "entity")
     rel_file = root / relation_text if relation_text and (root / relation_text).is_file() else None
-    rel_text, rel_info = _read_texts(rel_file, rel, "relation")
+    rel_text, rel_info = read_id_texts(rel_file, rel, "relation")
     meta = {
         "format": "kg",
         "files": {s: f.name for s, f in files.items()},

@@ -359,11 +359,13 @@ def check_table_fingerprint(saved: dict[str, Any] | None, now: dict[str, Any] | 
     without a recorded fingerprint (or models without a frozen table) pass."""
     if not saved or not now:
         return
-    if saved["shape"] == now["shape"] and saved["rows"] != now["rows"]:
+    if saved["shape"] != now["shape"]:
+        diff = np.inf
+    elif saved["rows"] != now["rows"]:
         raise ValueError(f"{where}: the run's entity-table fingerprint samples other rows than this version of geofm "
                          "does, so the rebuilt table cannot be checked against it; retrain the run")
-    same = saved["shape"] == now["shape"]
-    diff = float(np.max(np.abs(np.asarray(saved["values"]) - np.asarray(now["values"])), initial=0.0)) if same else np.inf
+    else:
+        diff = float(np.max(np.abs(np.asarray(saved["values"]) - np.asarray(now["values"])), initial=0.0))
     if not diff <= atol:  # NaN counts as a difference
         raise ValueError(
             f"{where}: the frozen entity-text table rebuilt now differs from the one this run was trained with "

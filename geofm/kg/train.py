@@ -61,28 +61,21 @@ def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = N
 
 def with_entity_text(ds: KGDataset, entity_text: str | None) -> KGDataset:
     """`ds` with its entity texts read from the file `entity_text` of its folder (None: the
-    file the loader reads by default), same entities; `ds` itself when that file is the one
-    it holds (or when it was not loaded from a folder and no file is named)."""
-    from geofm.data.kg import DEFAULT_ENTITY_TEXT, pick_entity_text
+    file the loader reads by default); `ds` itself when that file is the one it holds (or
+    when it was not loaded from a folder and no file is named). Only the text file is read."""
+    from geofm.data.kg import DEFAULT_ENTITY_TEXT, pick_entity_text, read_id_texts
 
     have = (ds.meta.get("entity_text") or {}).get("file")
     source = ds.meta.get("source")
-    if entity_text is None:
-        default = pick_entity_text(Path(source), DEFAULT_ENTITY_TEXT) if source else None
-        if default is None or default.name == have:
-            return ds
-        entity_text = default.name
-    if have == entity_text:
-        return ds
     if source is None:
+        if entity_text is None or entity_text == have:
+            return ds
         raise ValueError(f"data.entity_text={entity_text!r}: dataset {ds.name!r} was not loaded from a folder")
-    other = load_kg_dataset(source, None, entity_text)
-    sums = (other.meta.get("checksums"), ds.meta.get("checksums"))
-    if other.entities != ds.entities or (all(sums) and sums[0] != sums[1]):
-        raise ValueError(f"data.entity_text={entity_text!r}: {source} now holds other files or entities than "
-                         f"the dataset {ds.name!r} in use")
-    return dataclasses.replace(ds, entity_text=other.entity_text,
-                               meta={**ds.meta, "entity_text": other.meta.get("entity_text")})
+    path = pick_entity_text(Path(source), entity_text or DEFAULT_ENTITY_TEXT)
+    if path is None or path.name == have:
+        return ds
+    texts, info = read_id_texts(path, {e: i for i, e in enumerate(ds.entities)}, "entity")
+    return dataclasses.replace(ds, entity_text=texts, meta={**ds.meta, "entity_text": info})
 
 
 def reciprocal_triples(triples: np.ndarray, num_relations: int) -> np.ndarray:
