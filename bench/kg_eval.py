@@ -72,35 +72,12 @@ def torch_atth_eval(ds, model) -> tuple[dict, np.ndarray] | None:
     """Public-AttH-style evaluation in PyTorch with our parameters (float32)."""
     try:
         import torch
+        from _torch_kg import expmap0, givens, mobius_add, project
     except ImportError:
         return None
     p = {k: torch.tensor(np.asarray(v[...])) for k, v in nnx.state(model, nnx.Param).items()}
     ent, rel, diag, ctx, kraw, bh, bt = (p[n] for n in ("entity", "rel", "rel_diag", "context", "k_raw", "bh", "bt"))
     d = ent.shape[1]
-
-    def givens(g, x, reflect):  # geofm pairs coordinate i with i + d/2
-        a, b = torch.chunk(g, 2, dim=1)
-        n = (a * a + b * b).sqrt()
-        c, s = a / n, b / n
-        x0, x1 = torch.chunk(x, 2, dim=1)
-        if reflect:
-            return torch.cat([c * x0 + s * x1, s * x0 - c * x1], 1)
-        return torch.cat([c * x0 - s * x1, s * x0 + c * x1], 1)
-
-    def expmap0(u, c):
-        sc = c.sqrt()
-        n = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-        return torch.tanh(sc * n) * u / (sc * n)
-
-    def mobius_add(x, y, c):
-        xy, x2, y2 = (x * y).sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True), (y * y).sum(-1, keepdim=True)
-        num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
-        return num / (1 + 2 * c * xy + c**2 * x2 * y2).clamp_min(1e-15)
-
-    def project(x, c):
-        n = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-        maxn = (1 - 1e-5) / c.sqrt()
-        return torch.where(n > maxn, x / n * maxn, x)
 
     def query(h, r):
         c = torch.nn.functional.softplus(kraw[r])
@@ -153,12 +130,10 @@ def pykeen_eval(ds, n_triples: int) -> dict | None:
         import torch
         from pykeen.evaluation import RankBasedEvaluator
         from pykeen.models import TransE
-        from pykeen.triples import TriplesFactory
+        from _torch_kg import triples_factory
     except ImportError:
         return None
-    e2id = {e: i for i, e in enumerate(ds.entities)}
-    r2id = {r: i for i, r in enumerate(ds.relations)}
-    tf = TriplesFactory(torch.tensor(ds.train, dtype=torch.long), entity_to_id=e2id, relation_to_id=r2id)
+    tf = triples_factory(ds, ds.train)
     model = TransE(triples_factory=tf, embedding_dim=32, random_seed=0)
     sub = torch.tensor(ds.test[:n_triples], dtype=torch.long)
     ev = RankBasedEvaluator(filtered=True)

@@ -59,6 +59,7 @@ def torch_steps(ds, train: np.ndarray, steps: int, double_neg: bool) -> float | 
     try:
         import torch
         import torch.nn.functional as F
+        from _torch_kg import expmap0, givens, mobius_add
     except ImportError:
         return None
     torch.manual_seed(0)
@@ -70,22 +71,6 @@ def torch_steps(ds, train: np.ndarray, steps: int, double_neg: bool) -> float | 
         "bh": torch.nn.Parameter(torch.zeros(n)), "bt": torch.nn.Parameter(torch.zeros(n)),
     })
     opt = torch.optim.Adam(P.parameters(), lr=1e-3)
-
-    def givens(g, x, reflect):
-        a, b = torch.chunk(g, 2, dim=1)
-        nrm = (a * a + b * b).sqrt()
-        c, s = a / nrm, b / nrm
-        x0, x1 = torch.chunk(x, 2, dim=1)
-        return torch.cat([c * x0 + s * x1, s * x0 - c * x1] if reflect else [c * x0 - s * x1, s * x0 + c * x1], 1)
-
-    def expmap0(u, c):
-        sc = c.sqrt()
-        nu = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-        return torch.tanh(sc * nu) * u / (sc * nu)
-
-    def mobius_add(x, y, c):
-        xy, x2, y2 = (x * y).sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True), (y * y).sum(-1, keepdim=True)
-        return ((1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y) / (1 + 2 * c * xy + c**2 * x2 * y2).clamp_min(1e-15)
 
     def score(h, r, t):
         c = F.softplus(P["c"][r])
@@ -124,18 +109,14 @@ def torch_steps(ds, train: np.ndarray, steps: int, double_neg: bool) -> float | 
 
 def pykeen_steps(ds, steps: int) -> dict | None:
     try:
-        import torch
+        from _torch_kg import triples_factory
         from pykeen.models import RotatE
         from pykeen.training import SLCWATrainingLoop
-        from pykeen.triples import TriplesFactory
     except ImportError:
         return None
     import pykeen
 
-    e2id = {e: i for i, e in enumerate(ds.entities)}
-    r2id = {r: i for i, r in enumerate(ds.relations)}
-    sub = torch.tensor(ds.train[: steps * B], dtype=torch.long)
-    tf = TriplesFactory(sub, entity_to_id=e2id, relation_to_id=r2id)
+    tf = triples_factory(ds, ds.train[: steps * B])
     model = RotatE(triples_factory=tf, embedding_dim=16, random_seed=0)  # 16 complex = 32 real
     loop = SLCWATrainingLoop(model=model, triples_factory=tf, optimizer="Adam", optimizer_kwargs={"lr": 1e-3},
                              negative_sampler_kwargs={"num_negs_per_pos": K})
