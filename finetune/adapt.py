@@ -1,4 +1,4 @@
-"""`python -m finetune.adapt RUN_DIR [--target NAME] [--shots 1 5] [--splits 5] [--variant full] [--baseline] [--json]`
+"""`python -m finetune.adapt RUN_DIR [--target NAME] [--shots 1 5] [--splits 5] [--variant full] [--baseline] [--json PATH]`
 
 k-shot node classification with a pretrained GraphGlue run (frozen foundation model; see
 `geofm.adapt`). Prints the transferability score first, then a results table; with
@@ -37,13 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", choices=sorted(VARIANTS), default="full",
                    help="adapter variant from geofm.adapt.VARIANTS (default: full)")
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
-    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from geofm.adapt import adapt_kshot, format_table
     from geofm.checkpoint import CheckpointError
     from geofm.pretrain import load_pretrained
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"finetune.adapt: --json {args.json}: folder {Path(args.json).resolve().parent} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         _, cfg, _ = load_pretrained(args.run_dir)
     except CheckpointError as err:

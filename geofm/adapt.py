@@ -731,10 +731,11 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
     asks for a decoder prior the target cannot have (`target_features`).
     Returns {"target", "transferability", "spec", "shots": {k: {"accs", "mean", "std", "splits"}}}.
     """
-    from geofm.pretrain import load_domain, load_pretrained, make_model
+    from geofm.pretrain import check_adapt, load_domain, load_pretrained, make_model
 
     spec = spec or AdapterSpec()
     loaded, cfg, names = load_pretrained(run_dir)
+    check_adapt(acfg, cfg.data)
     model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
     data_cfg, seed = cfg.data, cfg.seed
     if acfg.target.lower() in [n.lower() for n in names]:

@@ -51,7 +51,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence, get_args
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +108,8 @@ __all__ = [
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{name}: {description}", "{name}")
 # what eval.overlap_power shrinks: the whole learned correction, or only its label-space terms
-OVERLAP_SCOPES: tuple[str, ...] = ("all", "semantic")
+OverlapScope = Literal["all", "semantic"]
+OVERLAP_SCOPES: tuple[str, ...] = get_args(OverlapScope)
 
 
 # ----------------------------------------------------------------------------- config
@@ -189,7 +190,7 @@ class EvalConfig:
 
     hops: int = 2
     overlap_power: float = 0.0
-    overlap_scope: str = "all"
+    overlap_scope: OverlapScope = "all"
     few_shot_k: list[int] = field(default_factory=lambda: [1, 5])
     few_shot_trials: int = 5
 

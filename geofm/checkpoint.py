@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-__all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint"]
+__all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume"]
 
 
 class CheckpointError(ValueError):
@@ -38,6 +38,49 @@ def tree_fingerprint(tree: Any) -> dict[str, str]:
         dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
         out[name] = f"{dtype}{list(np.shape(leaf))}"  # str(): also typed PRNG keys (key<fry>, nnx.Dropout streams)
     return out
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], *, allowed: Sequence[str] = (),
+                   prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved config dicts (nested), as
+    "key: saved -> current", skipping keys equal to or under an `allowed` dotted prefix."""
+    out = []
+    for k in sorted(set(saved) | set(current), key=str):
+        key = f"{prefix}{k}"
+        if any(key == a or key.startswith(a + ".") for a in allowed):
+            continue
+        a, b = saved.get(k, "<missing>"), current.get(k, "<missing>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_changes(a, b, allowed=allowed, prefix=key + ".")
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume(metadata: Mapping[str, Any], *, config: Mapping[str, Any], checksums: Any,
+                 allowed: Sequence[str], where: str, hint: str) -> None:
+    """Refuse (CheckpointError, nothing written) to resume a checkpoint whose recorded
+    resolved config differs outside the `allowed` keys, or whose recorded data checksums
+    differ from this run's. metadata: the `metadata` a Checkpointer stored; parts it
+    lacks (checkpoints from older versions) are not compared. hint: what to do instead."""
+    problems = []
+    if isinstance(metadata.get("config"), Mapping):
+        changes = config_changes(metadata["config"], config, allowed=allowed)
+        if changes:
+            more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
+            problems.append("the config differs: " + "; ".join(changes[:6]) + more)
+    saved = metadata.get("checksums")
+    if saved is not None and checksums is not None and saved != checksums:
+        problems.append(f"the data differ (checksums {_short(saved)} in the checkpoint, {_short(checksums)} now)")
+    if problems:
+        raise CheckpointError(f"cannot resume {where}: " + "; ".join(problems) + f". {hint}")
+
+
+def _short(checksums: Any) -> str:
+    """Checksums (str, or a name -> str mapping) cut to 12 hex digits for messages."""
+    if isinstance(checksums, Mapping):
+        return "{" + ", ".join(f"{k}: {str(v)[:12]}" for k, v in checksums.items()) + "}"
+    return str(checksums)[:12]
 
 
 def _key_str(entry: Any) -> str:

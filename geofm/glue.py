@@ -362,7 +362,10 @@ def build_backbone(spec: dict[str, Any], dim: int, *, rngs: nnx.Rngs) -> nnx.Mod
     name = spec["name"]
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
-    return BACKBONES[name](dim, rngs=rngs, **dict(spec.get("kwargs") or {}))
+    try:
+        return BACKBONES[name](dim, rngs=rngs, **dict(spec.get("kwargs") or {}))
+    except TypeError as err:
+        raise ValueError(f"bad model.backbone.kwargs for backbone {name!r}: {err}") from None
 
 
 # ----------------------------------------------------------------------------- prototypes

@@ -46,8 +46,9 @@ import optax
 from flax import nnx
 
 import geofm
-from geofm.checkpoint import CheckpointError, Checkpointer
+from geofm.checkpoint import CheckpointError, Checkpointer, check_resume
 from geofm.config import dump_config, to_dict
+from geofm.data.cache import atomic_write_bytes, atomic_write_text
 from geofm.data.mixture import subgraph_mixture
 from geofm.data.sampler import SubgraphSampler, loader
 from geofm.features import project_features, projection_seed, structural_features
@@ -139,6 +140,26 @@ class AdaptConfig:
     glue_weight: float = 0.1
     eval_batch_size: int = 256
     max_test: int | None = None
+
+
+def check_adapt(acfg: AdaptConfig, data: DataConfig) -> None:
+    """ValueError naming the `adapt.*` key when k-shot adaptation cannot run: shots and
+    splits >= 1, 0 < val_fraction < 1, epochs >= 1, and a target that resolves (a synthetic
+    generator name or a dataset `geofm.data.find_dataset` finds)."""
+    from geofm.data.registry import find_dataset
+    from geofm.data.synthetic import GENERATORS
+
+    if not acfg.shots or any(k < 1 for k in acfg.shots):
+        raise ValueError(f"adapt.shots must be a non-empty list of k >= 1, got {acfg.shots}")
+    if acfg.splits < 1 or acfg.epochs < 1:
+        raise ValueError(f"adapt.splits and adapt.epochs must be >= 1, got {acfg.splits} and {acfg.epochs}")
+    if not 0.0 < acfg.val_fraction < 1.0:
+        raise ValueError(f"adapt.val_fraction must be in (0, 1), got {acfg.val_fraction}")
+    if acfg.target.lower() not in GENERATORS:
+        try:
+            find_dataset(acfg.target, data.data_dir)
+        except ValueError as err:
+            raise ValueError(f"adapt.target: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -513,7 +534,6 @@ def pretrain(
     from geofm.distributed import data_mesh
 
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     domains = domains if domains is not None else load_domains(cfg)
     steps = total_steps(cfg)
@@ -522,27 +542,40 @@ def pretrain(
     mesh, rep, dat = data_mesh(tc.parallel)
     model = make_model(cfg, len(domains))
     optimizer = make_optimizer(model, tc, steps)
+    run.mkdir(parents=True, exist_ok=True)  # once the config has built a model
     record = run_record(cfg, domains)
     is_main = jax.process_index() == 0
-    if is_main:
-        (run / "config.yaml").write_text(dump_config(cfg))
-        (run / "run.json").write_text(json.dumps(record, indent=2))
-        np.savez(run / "projections.npz", **{d.name: d.projection for d in domains})
-    ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1,
-                        metadata={"config": to_dict(cfg), "domains": [d.name for d in domains],
-                                  "checksums": {d.name: d.checksum for d in domains}})
+    metadata = {"config": to_dict(cfg), "domains": [d.name for d in domains],
+                "checksums": {d.name: d.checksum for d in domains}}
+    ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1, metadata=metadata)
     base_key = jax.random.key(cfg.seed)
     start = 0
-    if resume and ckpt.latest_step() is not None:
-        saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
-        if saved.get("config", {}).get("model") != to_dict(cfg.model) or saved.get("domains") != [
-                d.name for d in domains]:
-            raise CheckpointError(f"checkpoints in {run / 'checkpoints'} come from an incompatible config "
-                                  f"(model or datasets differ); use a new run folder or --no-resume")
-        tree, meta = ckpt.restore(_ckpt_tree(model, optimizer, base_key, 0))
+    if ckpt.latest_step() is not None:
+        try:
+            if not resume:
+                raise CheckpointError(f"{run} already holds checkpoints (up to step {ckpt.latest_step()}): choose "
+                                      "another run folder, or resume them")
+            saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
+            if saved.get("domains") not in (None, metadata["domains"]):
+                raise CheckpointError(f"cannot resume {run}: its checkpoints were trained on {saved['domains']}, "
+                                      f"this config uses {metadata['domains']}")
+            check_resume(saved, config=metadata["config"], checksums=metadata["checksums"], allowed=RESUMABLE_KEYS,
+                         where=str(run), hint=f"Choose another --out, or rerun with the recorded config "
+                                              f"({run / 'config.yaml'})")
+            tree, meta = ckpt.restore(_ckpt_tree(model, optimizer, base_key, 0))
+        except CheckpointError:
+            ckpt.close()
+            raise
         _restore_into(model, optimizer, tree)
         start = int(np.asarray(tree["step"]))
         log.info("resumed from %s at step %d", run / "checkpoints", start)
+    kept: list[str] = []
+    if is_main:  # written only once the run folder is known to fit this config
+        atomic_write_text(run / "config.yaml", dump_config(cfg))
+        atomic_write_text(run / "run.json", json.dumps(record, indent=2))
+        atomic_write_bytes(run / "projections.npz", lambda f: np.savez(f, **{d.name: d.projection for d in domains}))
+        kept = [ln for ln in _metric_lines(run / "metrics.jsonl") if json.loads(ln).get("step", 0) <= start]
+        atomic_write_text(run / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
     # replicate the model / optimizer on the mesh
     nnx.update(model, _replicate(nnx.state(model), rep))
     nnx.update(optimizer, _replicate(nnx.state(optimizer), rep))
@@ -560,6 +593,10 @@ def pretrain(
     bar = _bar(end - start, progress)
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     loss_v, terms_v = math.nan, {}
+    last = json.loads(kept[-1]) if is_main and kept else {}
+    if last.get("step") == start and start > 0:  # a resumed run: report its last logged loss until a new one
+        loss_v = float(last["loss"])
+        terms_v = {k: float(last[k]) for k in _TERMS.get(last.get("phase"), ()) if k in last}
     gate_acc: dict[str, np.ndarray] = {}
     pending = ex.submit(host_batch, start) if (ex and start < end) else None
     try:
@@ -624,6 +661,24 @@ def pretrain(
             "run_dir": str(run), "gate": {k: v.tolist() for k, v in gate_acc.items()}}
 
 
+# Config keys a resumed run may change: logging, checkpoint cadence, host-side prefetching,
+# the device count, where the data live (compared by checksum) and the adaptation settings.
+RESUMABLE_KEYS = ("train.checkpoint_every", "train.log_every", "train.prefetch", "train.parallel", "data.data_dir",
+                  "adapt")
+
+
+def _metric_lines(path: Path) -> list[str]:
+    """The JSON lines of a metrics.jsonl ([] when missing); a torn line (a kill mid-write) is dropped."""
+    good = []
+    for ln in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        good.append(ln)
+    return good
+
+
 def _local_rows(parallel: int) -> range:
     p, n = jax.process_index(), jax.process_count()
     if parallel % n:
@@ -644,16 +699,23 @@ def _bar(total: int, progress: bool | None):
 
 def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[GlueModel, PretrainConfig, list[str]]:
     """(model with EMA prototypes, its config, domain names) from a pretraining run folder."""
-    from geofm.config import from_dict
+    from geofm.config import ConfigError, from_dict
 
+    if not (Path(run_dir) / "checkpoints").is_dir():
+        raise CheckpointError(f"{run_dir} is not a pretraining run folder: no checkpoints/ in it "
+                              "(`geofm pretrain --config C --out RUN` writes one)")
     ckpt = Checkpointer(Path(run_dir) / "checkpoints", metric="loss", mode="min")
     try:
         step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
         if step is None:
             raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
-        meta = ckpt.read_meta(step)["metadata"]
-        cfg = from_dict(PretrainConfig, meta["config"])
-        names = list(meta["domains"])
+        meta = ckpt.read_meta(step).get("metadata", {})
+        try:
+            cfg = from_dict(PretrainConfig, meta["config"])
+            names = list(meta["domains"])
+        except (KeyError, TypeError, ConfigError) as err:
+            raise CheckpointError(f"{run_dir} is not a `geofm pretrain` run (its checkpoint metadata has no "
+                                  f"pretraining config: {err})") from None
         model = make_model(cfg, len(names))
         opt = make_optimizer(model, cfg.train, total_steps(cfg))
         tree, _ = ckpt.restore(_ckpt_tree(model, opt, jax.random.key(cfg.seed), 0), step=step)
@@ -698,6 +760,7 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
         adapt=AdaptConfig(target=tgt, shots=[5], splits=2 if quick else 5, epochs=30 if quick else 80,
                           max_test=300 if quick else 1000),
     )
+    check_adapt(cfg.adapt, cfg.data)
     run = Path(out) / "pretrain"
     if (run / "run.json").is_file():  # a previous demo run: start afresh
         import shutil

@@ -77,3 +77,19 @@ def test_kill_during_save_keeps_previous(tmp_path: Path, monkeypatch: pytest.Mon
         assert float(state["params"]["w"][0, 0]) == 1.0
         ck.save(2, _state(2.0), metrics={"valid_mrr": 0.9})  # and training can continue
         assert ck.latest_step() == 2
+
+
+def test_config_changes_and_check_resume() -> None:
+    from geofm.checkpoint import CheckpointError, check_resume, config_changes
+
+    saved = {"seed": 0, "train": {"epochs": 4, "lr": 0.1}, "eval": {"chunk": 8}, "model": {"kwargs": {"dim": 8}}}
+    now = {"seed": 0, "train": {"epochs": 9, "lr": 0.2}, "eval": {"chunk": 16}, "model": {"kwargs": {}}}
+    assert config_changes(saved, now, allowed=("train.epochs", "eval")) == [
+        "model.kwargs.dim: 8 -> '<missing>'", "train.lr: 0.1 -> 0.2"]
+    assert config_changes(saved, saved) == []
+    check_resume({"config": saved, "checksums": {"a": "1"}}, config={**saved, "train": {"epochs": 5, "lr": 0.1}},
+                 checksums={"a": "1"}, allowed=("train.epochs",), where="R", hint="H")
+    check_resume({}, config=now, checksums=None, allowed=(), where="R", hint="H")  # old checkpoints: nothing recorded
+    with pytest.raises(CheckpointError, match=r"cannot resume R: the data differ .*\{a: 1\}.*\{a: 2\}.*\. H"):
+        check_resume({"config": saved, "checksums": {"a": "1"}}, config=saved, checksums={"a": "2"}, allowed=(),
+                     where="R", hint="H")

@@ -392,6 +392,8 @@ def test_encode_command_counts_and_caches(tiny: tuple[Path, dict[str, np.ndarray
     second = json.loads(capsys.readouterr().out)
     assert second["n_cached"] == 4 and second["n_computed"] == 0
     np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), emb)
+    assert main(argv[:-1] + [str(tmp_path / "bare")]) == 0  # np.save adds .npy: the report says so
+    assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "bare.npy")
     assert main(["encode", "--dataset", str(data), "--text-model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

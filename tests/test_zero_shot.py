@@ -133,6 +133,10 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "--quiet", "--no-plot", "--no-few-shot"]) == 0
     text = capsys.readouterr().out
     assert "text + propagation" in text and "classes without description 3" in text
+    # a trained run folder is never trained into again (refused before training, folder untouched)
+    before = (run / "aligner.json").read_bytes()
+    assert main(["zero-shot", "--config", cfg, "--data-dir", str(data), "--out", str(run), "--quiet"]) == 2
+    assert "is not empty" in capsys.readouterr().err and (run / "aligner.json").read_bytes() == before
 
 
 def test_cli_argument_errors(capsys, tmp_path):
@@ -142,6 +146,11 @@ def test_cli_argument_errors(capsys, tmp_path):
     assert main(["zero-shot", "--checkpoint", str(tmp_path)]) == 2
     assert main(["zero-shot", "--checkpoint", str(tmp_path), "--dataset", "cora", "--quiet"]) == 2
     assert "missing config.yaml" in capsys.readouterr().err
+    assert main(["zero-shot", "--checkpoint", str(tmp_path), "--dataset", "cora", "--set", "eval.hops=3"]) == 2
+    assert "--set and --out apply to training" in capsys.readouterr().err
+    cfg = str(ROOT / "configs" / "zero_shot" / "tiny.yaml")  # bad eval settings fail at load, before training
+    assert main(["zero-shot", "--config", cfg, "--out", str(tmp_path / "r"), "--set", "eval.overlap_scope=foo"]) == 2
+    assert "expected one of ['all', 'semantic']" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_validation_gain_is_the_worse_metric_margin():

@@ -125,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--cache-dir", default=None, help="cache root (default: $GEOFM_CACHE, else ~/.cache/geofm)")
     dl.add_argument("--mirror", default=None, help="local folder or base URL holding the final files (offline use)")
     dl.add_argument("--force", action="store_true", help="fetch again even when a verified copy exists")
-    sub.add_parser("list", help="datasets found locally and downloadable ones")
+    ls = sub.add_parser("list", help="datasets found locally and downloadable ones")
+    ls.add_argument("--data-dir", default=None, help="data root (default: $GEOFM_DATA, else ../shared/data)")
+    ls.add_argument("--cache-dir", default=None, help="cache root (default: $GEOFM_CACHE, else ~/.cache/geofm)")
     return p
 
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             path = fetch_dataset(args.name, cache_dir=args.cache_dir, mirror=args.mirror, force=args.force)
             print(path)
         else:
-            print("local:        " + ", ".join(known_datasets()))
+            print("local:        " + ", ".join(known_datasets(args.data_dir, args.cache_dir)))
             print("downloadable: " + ", ".join(s.name for s in SOURCES.values()))
     except (ValueError, FileNotFoundError, DataFormatError, OSError) as err:
         print(f"geofm data {args.action}: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ then 5-shot adaptation on the held-out dataset and a printed results table.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from geofm.pretrain import demo
 
-    demo(args.data_dir, out=args.out, target=args.target, quick=args.quick,
-         progress=False if args.quiet else None)
+    try:
+        demo(args.data_dir, out=args.out, target=args.target, quick=args.quick,
+             progress=False if args.quiet else None)
+    except ValueError as err:
+        print(f"geofm demo: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.out:
         out = Path(args.out)
+        out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, emb)
         report["out"] = str(out)
@@ -107,5 +108,5 @@ def main(argv: list[str] | None = None) -> int:
         if report["cache_dir"]:
             print(f"  cache: {report['cache_dir']}")
         if args.out:
-            print(f"  saved: {args.out}")
+            print(f"  saved: {report['out']}")
     return 0

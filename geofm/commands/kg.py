@@ -41,8 +41,9 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def setup_logging(quiet: bool) -> None:
-    """INFO to stderr, or WARNING with --quiet."""
+    """INFO to stderr, or WARNING with --quiet; orbax's INFO lines (absl) hidden either way."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save / per-restore chatter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-restore chatter
     log = logging.getLogger("geofm.kg")
     from geofm.kg.ensemble import fit_ensemble, load_ensemble, run_ensemble_config
 

@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="geofm plot", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="geofm plot", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("run_dir", help="a `geofm pretrain` run folder")
     p.add_argument("--out", help="where to write the PNGs (default: the run folder)")
     p.add_argument("--no-embeddings", action="store_true", help="skip the embedding plot (no model forward)")

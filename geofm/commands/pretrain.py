@@ -24,7 +24,7 @@ from geofm.distributed import add_distributed_args, initialize
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geofm pretrain", description="Multi-domain GraphGlue pretraining.")
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/pretrain/glue_gcn.yaml")
+    p.add_argument("--config", required=True, help="YAML config, e.g. configs/pretrain/quick_cora.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML-typed value), e.g. --set train.epochs=5; repeatable")
     p.add_argument("--out", help="run folder (default runs/pretrain/<config>_<time>)")
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
     try:
         initialize(args.coordinator_address, args.num_processes, args.process_id)
     except ValueError as err:
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geofm pretrain: {out} already holds checkpoints; pass --resume or choose another --out",
               file=sys.stderr)
         return 2
+    if args.adapt:  # before pretraining, not after it
+        from geofm.pretrain import check_adapt
+
+        try:
+            check_adapt(cfg.adapt, cfg.data)
+        except ValueError as err:
+            print(f"geofm pretrain: {err}", file=sys.stderr)
+            return 2
     try:
         result = pretrain(cfg, out, resume=args.resume, progress=False if args.quiet else None,
                           stop_after=args.stop_after)

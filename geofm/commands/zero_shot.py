@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("give exactly one of --checkpoint RUN (evaluate) or --config FILE (train)")
     if args.checkpoint and not args.dataset:
         return _fail("--checkpoint needs --dataset NAME (the target to evaluate on)")
+    if args.checkpoint and (args.overrides or args.out):
+        return _fail("--set and --out apply to training (--config); an evaluation with --checkpoint uses the run's "
+                     "saved config and writes into RUN/zero_shot/")
     from geofm.config import ConfigError, load_config
 
     from geofm.align import AlignConfig

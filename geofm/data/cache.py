@@ -70,6 +70,11 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None], suffix: str = "
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (`atomic_write_bytes`)."""
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
 def source_checksums(folder: str | Path, cache_dir: str | Path | None = None, *, memo: bool = True) -> dict[str, str]:
     """{file name: md5} for every regular, non-hidden file directly in `folder` (sorted by name).
 

@@ -126,7 +126,11 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
     path = Path(name_or_path).expanduser()
     if path.is_dir() and (detect_format(path) or os.sep in str(name_or_path) or path.is_absolute()):
         if not detect_format(path):
-            raise ValueError(f"{path}: not a dataset folder (TAG needs {', '.join(TAG_REQUIRED)}; KG needs train/valid/test.txt)")
+            no_tag = [f for f in TAG_REQUIRED if not (path / f).is_file()]
+            no_kg = [f"{s}.txt" for s in ("train", "valid", "test") if find_split_file(path, s) is None]
+            raise ValueError(f"{path}: not a dataset folder: a text-attributed graph needs {', '.join(TAG_REQUIRED)} "
+                             f"(missing {', '.join(no_tag)}); a knowledge graph needs train/valid/test.txt "
+                             f"(missing {', '.join(no_kg)})")
         return path
     found = discover(data_dir, cache_dir)
     key = str(name_or_path).lower()

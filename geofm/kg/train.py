@@ -33,8 +33,9 @@ import optax
 from flax import nnx
 
 import geofm
-from geofm.checkpoint import CheckpointError, Checkpointer
+from geofm.checkpoint import CheckpointError, Checkpointer, check_resume
 from geofm.config import dump_config, to_dict
+from geofm.data.cache import atomic_write_text
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig, LossConfig, OptimConfig
 from geofm.kg.evaluate import RankingEvaluator
@@ -48,11 +49,27 @@ __all__ = ["train_kg", "build_run_model", "restore_state", "make_optimizer", "ma
 # ----------------------------------------------------------------- pieces ---
 
 
+TINY_KG = "tiny_kg"  # the generated KG of geofm.kg.synthetic, found by this name when no data root holds one
+
+
 def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = None) -> KGDataset:
     """Load a KG by name or folder with geofm.data (raises ValueError for non-KG folders);
-    entity_text: the entity text file to read (None: the loader's default)."""
-    from geofm.data.registry import load_dataset
+    entity_text: the entity text file to read (None: the loader's default). The name
+    "tiny_kg", when no data root holds it, is the generated tiny KG (`write_tiny_kg`, written
+    once under $GEOFM_CACHE/generated/)."""
+    from geofm.data.registry import find_dataset, load_dataset
 
+    if str(name).lower() == TINY_KG:
+        try:
+            find_dataset(name, data_dir)
+        except ValueError:  # not under the data roots: the generated one (configs/kg/tiny.yaml)
+            from geofm.data.cache import cache_root
+            from geofm.kg.synthetic import write_tiny_kg
+
+            folder = cache_root() / "generated" / TINY_KG
+            if not (folder / "test.txt").is_file():
+                write_tiny_kg(folder)
+            name = str(folder)
     ds = load_dataset(name, data_dir, **({} if entity_text is None else {"entity_text": entity_text}))
     if not isinstance(ds, KGDataset):
         raise ValueError(f"dataset {name!r} is not a knowledge graph (got {type(ds).__name__})")
@@ -87,6 +104,8 @@ def reciprocal_triples(triples: np.ndarray, num_relations: int) -> np.ndarray:
 
 def make_optimizer(cfg: OptimConfig, model: KGModel) -> optax.GradientTransformation:
     """The configured optax transform (Riemannian Adam uses the model's `manifold_specs`, if any)."""
+    if not cfg.lr > 0 or (cfg.grad_clip is not None and not cfg.grad_clip > 0):
+        raise ValueError(f"optim.lr must be > 0 and optim.grad_clip > 0 or null, got {cfg.lr} and {cfg.grad_clip}")
     if cfg.name == "adam":
         tx = optax.adam(cfg.lr)
     elif cfg.name == "adagrad":
@@ -286,8 +305,8 @@ def train_kg(
     text_encoder: for `init.kind: text`, an object with `encode(texts) -> [n, D]`
     (None = geofm.text.TextEncoder named by `init.encoder`); see geofm.kg.init.
     """
-    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1:
-        raise ValueError("train.epochs must be >= 0, train.batch_size and train.valid_every >= 1")
+    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1 or cfg.train.patience < 1:
+        raise ValueError("train.epochs must be >= 0, train.batch_size, train.valid_every and train.patience >= 1")
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
         raise ValueError(f"train.max_seconds must be > 0 (or null), got {cfg.train.max_seconds}")
     progress = sys.stderr.isatty() if progress is None else progress
@@ -296,7 +315,6 @@ def train_kg(
     run = Path(run_dir) if run_dir is not None else None
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(dump_config(cfg))
     with _precision(cfg.train.dtype) as dtype:
         return _train(cfg, ds, run, dtype, progress, on_epoch, text_encoder)
 
@@ -351,6 +369,26 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
     return _unflat(template, state), info
 
 
+# Config keys a resumed run may change: budgets, stopping, evaluation and where the data live
+# (the data themselves are compared by checksum).
+RESUMABLE_KEYS = ("train.epochs", "train.max_seconds", "train.resume", "train.patience", "train.valid_every",
+                  "eval", "data.data_dir", "init.batch_size")
+
+
+def _check_resumable(ckpt: Checkpointer, cfg: KGConfig, meta: dict[str, Any], run: Path) -> None:
+    """CheckpointError (nothing written) when the run folder's checkpoints were trained with
+    another config (outside RESUMABLE_KEYS) or on other data."""
+    saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
+    # data.name may differ (a folder path vs a registry name) when the checksums say the files are the same
+    allowed = RESUMABLE_KEYS + (("data.name",) if saved.get("checksums") and meta["checksums"] else ())
+    try:
+        check_resume(saved, config=meta["config"], checksums=meta["checksums"], allowed=allowed, where=str(run),
+                     hint=f"Choose another --out, or rerun with the recorded config ({run / 'config.yaml'})")
+    except CheckpointError:
+        ckpt.close()
+        raise
+
+
 def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch,
            text_encoder: Any = None) -> dict[str, Any]:
     n_ent, n_rel = ds.num_entities, ds.num_relations
@@ -372,16 +410,25 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
 
     valid = ds.valid if cfg.eval.valid_max_triples is None else ds.valid[: cfg.eval.valid_max_triples]
     base_key = jax.random.key(cfg.seed)
-    meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name, "entity_init": init_info}
+    meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name, "entity_init": init_info,
+            "checksums": ds.meta.get("checksums")}
     ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr", metadata=meta) if run is not None else None
     start_epoch, best, bad, history = 1, -math.inf, 0, []
     template = {"params": params, "opt_state": opt_state}
-    if ckpt is not None and cfg.train.resume and ckpt.latest_step() is not None:
+    if ckpt is not None and ckpt.latest_step() is not None:
+        if not cfg.train.resume:
+            ckpt.close()
+            raise ValueError(f"{run} already holds checkpoints (up to epoch {ckpt.latest_step()}): choose another "
+                             "--out, or set train.resume=true to continue them")
+        _check_resumable(ckpt, cfg, meta, run)
         restored, info = restore_state(ckpt, template, entity_init=init_info)
         params, opt_state = restored["params"], restored["opt_state"]
         extra = info.get("extra", {})
         start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
         log.info("resumed from %s at epoch %d", ckpt.directory, extra["epoch"])
+    if run is not None:  # written only once the run folder is known to fit this config
+        atomic_write_text(run / "config.yaml", dump_config(cfg))
+        atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
 
     bar = _progress(cfg.train.epochs, progress)
     if bar is not None:

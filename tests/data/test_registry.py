@@ -76,6 +76,9 @@ def test_not_a_dataset_folder(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "empty") is None
     with pytest.raises(ValueError, match="not a dataset folder"):
         load_dataset(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "train.txt").write_text("a\tr\tb\n")
+    with pytest.raises(ValueError, match=r"missing valid.txt, test.txt"):  # names what is missing
+        load_dataset(str(tmp_path / "empty"))
 
 
 def test_detect_format(tmp_path: Path) -> None:

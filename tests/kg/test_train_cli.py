@@ -150,5 +150,40 @@ def test_resume_with_another_model_names_the_changed_parameters(tiny: Path, tmp_
     base = ["--config", TINY, "--dataset", str(tiny), "--quiet", "--out", str(tmp_path / "run"), "--set", "train.epochs=1"]
     _run(capsys, *base, "--set", "model.name=transe", "--set", "model.kwargs={dim: 8, p: 2, init_size: 0.1}")
     code, _, err = _run(capsys, *base, "--set", "train.epochs=2", "--set", "model.name=rotate", "--set", "model.kwargs={dim: 8}")
-    assert code != 0 and "different config?" in err
-    assert "\n  params_phase_value: checkpoint missing vs target float32[6, 4]" in err  # by name, not a shifted index
+    assert code != 0 and "cannot resume" in err
+    assert "model.name: 'transe' -> 'rotate'" in err and "model.kwargs.p: 2 -> '<missing>'" in err
+    assert "transe" in (tmp_path / "run" / "config.yaml").read_text()  # the refused run left the folder as it was
+
+
+def test_refused_runs_leave_the_folder_and_resume_keeps_one_row_per_epoch(tiny: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    base = ["--config", TINY, "--dataset", str(tiny), "--quiet", "--out", str(run), *FAST]
+    assert _run(capsys, *base, "--set", "train.epochs=2")[0] == 0
+    before = {f: (run / f).read_bytes() for f in ("config.yaml", "metrics.jsonl", "results.json")}
+    other = write_tiny_kg(tmp_path / "other_kg", seed=1)  # same sizes, other triples
+    code, _, err = _run(capsys, "--config", TINY, "--dataset", str(other), "--quiet", "--out", str(run), *FAST,
+                        "--set", "train.epochs=2")
+    assert code == 2 and "the data differ" in err
+    code, _, err = _run(capsys, *base, "--set", "train.epochs=2", "--set", "optim.lr=0.5")
+    assert code == 2 and "optim.lr: 0.01 -> 0.5" in err
+    code, _, err = _run(capsys, *base, "--set", "train.epochs=2", "--set", "train.resume=false")
+    assert code == 2 and "already holds checkpoints" in err
+    assert before == {f: (run / f).read_bytes() for f in before}
+    with open(run / "metrics.jsonl", "a") as f:  # as if killed after logging epoch 3 but before its checkpoint
+        f.write(json.dumps({"epoch": 3, "loss": 1.0}) + "\n")
+    assert _run(capsys, *base, "--set", "train.epochs=4")[0] == 0  # budgets may change on resume
+    rows = [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4]
+
+
+def test_out_naming_a_file_and_the_generated_tiny_kg(tmp_path: Path, capsys) -> None:
+    from geofm.cli import main as cli
+
+    (tmp_path / "afile").write_text("x")
+    code = cli(["kg", "--config", TINY, "--quiet", "--out", str(tmp_path / "afile")])
+    assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    code, first, _ = _run(capsys, "--config", TINY, "--quiet", "--json", "--out", str(tmp_path / "a"))  # data.name tiny_kg
+    assert code == 0 and 0 < first["mrr"] <= 1
+    assert (tmp_path / "cache" / "generated" / "tiny_kg" / "train.txt").is_file()
+    code, _, err = _run(capsys, "--config", TINY, "--quiet", "--out", str(tmp_path / "b"), "--set", "optim.lr=-1")
+    assert code == 2 and "optim.lr must be > 0" in err

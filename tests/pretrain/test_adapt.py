@@ -322,3 +322,14 @@ def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
     capsys.readouterr()
     assert main([str(tmp_path / "structural")] + argv) == 2
     assert "'synthetic-mixed'" in capsys.readouterr().err
+    # bad runs and settings: exit 2 with the reason, before any adaptation, nothing created
+    assert main([str(tmp_path / "nothing_here")]) == 2
+    assert "no checkpoints/" in capsys.readouterr().err and not (tmp_path / "nothing_here").exists()
+    (tmp_path / "kg_like" / "checkpoints").mkdir(parents=True)
+    assert main([str(tmp_path / "kg_like")]) == 2 and "no checkpoint" in capsys.readouterr().err
+    assert main([str(tmp_path / "text"), "--splits", "0"]) == 2
+    assert "adapt.splits" in capsys.readouterr().err
+    assert main([str(tmp_path / "text"), "--target", "no-such-target"]) == 2
+    assert "adapt.target: unknown dataset 'no-such-target'" in capsys.readouterr().err
+    assert main([str(tmp_path / "text"), "--json", str(tmp_path / "no" / "dir.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,6 +86,10 @@ def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path
     assert steps and max(steps) < 16
     res = pretrain(load_config(TINY, PretrainConfig), run, progress=False)
     assert res["step"] == 16
+    logged = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == 16  # rows after the restored step were dropped
+    again = pretrain(load_config(TINY, PretrainConfig), run, progress=False)  # finished: nothing to do
+    assert again["step"] == 16 and again["loss"] == res["loss"] and again["terms"] == res["terms"]
     a, b = _flat(_final_model(reference_run, 16)), _flat(_final_model(run, 16))
     assert a.keys() == b.keys()
     for k in a:
@@ -92,9 +97,8 @@ def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path
 
 
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
-    cfg = load_config(TINY, PretrainConfig)
-    pretrain(cfg, tmp_path, progress=False, stop_after=4)
-    bad = load_config(TINY, PretrainConfig, ["train.lr=1e30", "train.grad_clip=1e30"])
+    bad = load_config(TINY, PretrainConfig, ["train.lr=1e30", "train.grad_clip=1e30", "train.warmup_steps=0",
+                                             "train.checkpoint_every=1"])
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ .*terms="):
         pretrain(bad, tmp_path, progress=False)
     ck = Checkpointer(tmp_path / "checkpoints", metric="loss", mode="min")
@@ -105,8 +109,14 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
 
 def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path):
     other = load_config(TINY, PretrainConfig, ["model.dim=8", "model.att_dim=8"])
-    with pytest.raises(CheckpointError, match="incompatible config"):
+    before = {f: (reference_run / f).read_bytes() for f in ("config.yaml", "run.json", "metrics.jsonl")}
+    with pytest.raises(CheckpointError, match=r"cannot resume .*model.att_dim: 16 -> 8; model.dim: 16 -> 8"):
         pretrain(other, reference_run, progress=False)
+    with pytest.raises(CheckpointError, match=r"seed: 0 -> 1; the data differ"):  # the synthetic graphs follow the seed
+        pretrain(load_config(TINY, PretrainConfig, ["seed=1"]), reference_run, progress=False)
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        pretrain(load_config(TINY, PretrainConfig), reference_run, progress=False, resume=False)
+    assert before == {f: (reference_run / f).read_bytes() for f in before}  # refusals leave the folder as it was
     with pytest.raises(ConfigError, match="model.nope"):
         load_config(TINY, PretrainConfig, ["model.nope=1"])
     with pytest.raises(ConfigError, match="train.epochs"):
