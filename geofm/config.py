@@ -178,12 +178,14 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str], origins: dict[st
 
 
 def _where(key: str, origins: Mapping[str, str]) -> str:
+    """" (from FILE:LINE or --set ...)" of `key`, an enclosing key, or else a key under it."""
     probe = key
     while probe:
         if origins.get(probe):
             return f" (from {origins[probe]})"
         probe = probe.rpartition(".")[0]
-    return ""
+    below = [origins[k] for k in origins if k.startswith(key + ".") and origins[k]]
+    return f" (from {below[0]})" if below else ""
 
 
 def _type_name(tp: Any) -> str:

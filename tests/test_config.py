@@ -72,6 +72,8 @@ def test_overrides_are_yaml_typed_and_named(tmp_path: Path) -> None:
         parse_override("epochs")
     with pytest.raises(ConfigError, match="unknown config key 'bogus'"):
         load_config(leaf, Cfg, ["bogus=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'bogus' \(from --set bogus.deep=1\)"):
+        load_config(leaf, Cfg, ["bogus.deep=1"])
 
 
 def test_dump_roundtrip(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from geofm.checkpoint import Checkpointer
-from geofm.config import _flat_keys, load_config, to_dict
+from geofm.config import load_config, to_dict
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig
 from geofm.kg.evaluate import RankingEvaluator
@@ -339,22 +339,17 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
     return {k: res.get(k) for k in keep}
 
 
-def _leaves(cfg: KGConfig) -> dict[str, Any]:
-    """{"train.epochs": 30, ...}: the config's leaf values by dotted key."""
-    return {k: v for k, v in _flat_keys(to_dict(cfg), "") if not isinstance(v, dict)}
-
-
 def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
-    have, want = _leaves(load_config(run / "config.yaml", KGConfig)), _leaves(cfg)
+    from geofm.checkpoint import config_changes
+
     # where the data lives is checked by its checksums; a training time budget does not change
     # what a finished run is (its results.json records how many epochs it ran)
-    ignore = {"train.resume", "data.data_dir", "train.max_seconds"}
-    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k) and k not in ignore)
+    diff = config_changes(to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg),
+                          allowed=("train.resume", "data.data_dir", "train.max_seconds"))
     if diff:
-        shown = ", ".join(f"{k}: run {have.get(k)!r} vs config {want.get(k)!r}" for k in diff[:4])
-        raise ValueError(f"{where}: run folder {run} was trained with another config ({shown}); "
-                         "point `run:` to a new folder to train this one")
+        raise ValueError(f"{where}: run folder {run} was trained with another config (run -> config: "
+                         f"{'; '.join(diff[:4])}); point `run:` to a new folder to train this one")
 
 
 def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, progress: bool = False,

@@ -203,13 +203,13 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
                                        f"dataset: {folder}\n")
     assert main(["--config", str(tmp_path / "ens.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "members[0]: run folder" in err and "model.name: run 'transe' vs config 'atth'" in err
+    assert "members[0]: run folder" in err and "model.name: 'transe' -> 'atth'" in err
     # a training time budget is not part of what a finished run is: the same run is reused
     from geofm.kg.ensemble import _check_same_config
 
     cfg = load_config(root / "struct" / "config.yaml", KGConfig, ["train.max_seconds=50", "train.resume=false"])
     _check_same_config(root / "struct", cfg, "members[0]")
-    with pytest.raises(ValueError, match="train.epochs: run 12 vs config 13"):
+    with pytest.raises(ValueError, match="train.epochs: 12 -> 13"):
         _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["train.epochs=13"]), "m")
 
 
