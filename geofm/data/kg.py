@@ -139,6 +139,9 @@ def load_kg(
         else:
             unseen_ent[split] = int(len(np.unique(triples[:, [0, 2]][triples[:, [0, 2]] >= train_ent])))
             unseen_rel[split] = int((np.unique(triples[:, 1]) >= train_rel).sum())
+            if unseen_rel[split]:
+                warn(f"{files[split]}: {unseen_rel[split]} relation(s) never occur in {files['train'].name}; their "
+                     "triples are kept and ranked with untrained relation parameters")
         triples, dropped[split] = clean_triples(triples, files[split], on_duplicate=on_duplicate, on_self_loop=on_self_loop)
         if len(triples) == 0:
             raise DataFormatError(files[split], None, "empty split after dropping duplicates/self-loops")

@@ -59,7 +59,8 @@ def test_real_fb15k237(data_dir: Path) -> None:
 
 
 def test_vocab_order_and_unseen_entities_kept(tmp_path: Path) -> None:
-    ds = load_kg(write_kg(tmp_path / "k", TINY))
+    with pytest.warns(DataWarning, match=r"test.txt: 1 relation\(s\) never occur in train.txt"):
+        ds = load_kg(write_kg(tmp_path / "k", TINY))
     assert ds.entities == ["007", "b", "c", "new1", "new2"]
     assert ds.relations == ["r1", "r2", "r3"]
     np.testing.assert_array_equal(ds.valid, [[2, 0, 3]])
