@@ -369,10 +369,12 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
     return _unflat(template, state), info
 
 
-# Config keys a resumed run may change: budgets, stopping, evaluation and where the data live
-# (the data themselves are compared by checksum).
+# Config keys a resumed run may change: budgets, stopping, evaluation, where the data live (the
+# data themselves are compared by checksum) and the entity init (the restored parameters replace
+# it; a frozen entity table is compared by its fingerprint in `restore_state`), e.g. an
+# init.embeddings file at another path on another machine.
 RESUMABLE_KEYS = ("train.epochs", "train.max_seconds", "train.resume", "train.patience", "train.valid_every",
-                  "eval", "data.data_dir", "init.batch_size")
+                  "eval", "data.data_dir", "init")
 
 
 def _check_resumable(ckpt: Checkpointer, cfg: KGConfig, meta: dict[str, Any], run: Path) -> None:
