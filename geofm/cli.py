@@ -57,5 +57,5 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. --out naming a file where a folder is needed, or an unwritable folder
         what = {FileExistsError: "exists and is not a folder", NotADirectoryError: "lies under a file, not a folder",
                 IsADirectoryError: "is a folder where a file is needed"}.get(type(err), err.strerror or str(err))
-        print(f"geofm {name}: {err.filename}: {what}", file=sys.stderr)
+        print(f"geofm {name}: {err.filename or 'a path'}: {what}", file=sys.stderr)
         return 2

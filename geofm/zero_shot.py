@@ -468,9 +468,9 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
 
     from geofm.align import build_aligner, save_aligner, train_aligner
 
-    if Path(out).is_dir() and any(Path(out).iterdir()):
-        raise ValueError(f"run folder {out} is not empty: choose another --out (an aligner is saved once, "
-                         "into a new folder)")
+    if Path(out).exists() and not (Path(out).is_dir() and not any(Path(out).iterdir())):
+        raise ValueError(f"run folder {out} exists and is not an empty folder: choose another --out (an aligner "
+                         "is saved once, into a new folder)")
     skip = {_key(x) for x in exclude}
     sources = [s for s in cfg.sources if _key(s) not in skip]
     if not sources:

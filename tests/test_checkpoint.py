@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -79,17 +80,42 @@ def test_kill_during_save_keeps_previous(tmp_path: Path, monkeypatch: pytest.Mon
         assert ck.latest_step() == 2
 
 
+@dataclasses.dataclass(frozen=True)
+class _Train:
+    epochs: int = 4
+    lr: float = 0.1
+    added_later: str = "x"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    seed: int = 0
+    train: _Train = dataclasses.field(default_factory=_Train)
+    tags: tuple[str, ...] = ("a",)
+
+
 def test_config_changes_and_check_resume() -> None:
     from geofm.checkpoint import CheckpointError, check_resume, config_changes
+    from geofm.config import to_dict
+
+    Cfg, Train = _Cfg, _Train
 
     saved = {"seed": 0, "train": {"epochs": 4, "lr": 0.1}, "eval": {"chunk": 8}, "model": {"kwargs": {"dim": 8}}}
     now = {"seed": 0, "train": {"epochs": 9, "lr": 0.2}, "eval": {"chunk": 16}, "model": {"kwargs": {}}}
     assert config_changes(saved, now, allowed=("train.epochs", "eval")) == [
         "model.kwargs.dim: 8 -> '<missing>'", "train.lr: 0.1 -> 0.2"]
     assert config_changes(saved, saved) == []
-    check_resume({"config": saved, "checksums": {"a": "1"}}, config={**saved, "train": {"epochs": 5, "lr": 0.1}},
-                 checksums={"a": "1"}, allowed=("train.epochs",), where="R", hint="H")
-    check_resume({}, config=now, checksums=None, allowed=(), where="R", hint="H")  # old checkpoints: nothing recorded
-    with pytest.raises(CheckpointError, match=r"cannot resume R: the data differ .*\{a: 1\}.*\{a: 2\}.*\. H"):
-        check_resume({"config": saved, "checksums": {"a": "1"}}, config=saved, checksums={"a": "2"}, allowed=(),
+    old = {"seed": 0, "train": {"epochs": 4, "lr": 0.1}, "tags": ["a"]}  # written before train.added_later existed
+    assert check_resume({"config": old}, config=Cfg(), checksums=None, allowed=(), where="R", hint="H") == []
+    assert check_resume({"config": old}, config=Cfg(train=Train(epochs=5)), checksums=None, allowed=("train.epochs",),
+                        where="R", hint="H") == []
+    with pytest.raises(CheckpointError, match=r"train.added_later: 'x' -> 'y'"):
+        check_resume({"config": old}, config=Cfg(train=Train(added_later="y")), checksums=None, allowed=(),
                      where="R", hint="H")
+    assert check_resume({}, config=Cfg(), checksums={"a": "1"}, allowed=(), where="R", hint="H") == []  # nothing recorded
+    meta = {"config": to_dict(Cfg()), "checksums": {"a": "1"}}
+    with pytest.raises(CheckpointError, match=r"cannot resume R: the data differ .*\{a: 1\}.*\{a: 2\}.*\. H"):
+        check_resume(meta, config=Cfg(), checksums={"a": "2"}, allowed=(), where="R", hint="H")
+    notes = check_resume(meta, config=Cfg(), checksums={"a": "2"}, allowed=(), where="R", hint="H",
+                         checksums_must_match=False)
+    assert len(notes) == 1 and "the data differ" in notes[0]

@@ -136,7 +136,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     # a trained run folder is never trained into again (refused before training, folder untouched)
     before = (run / "aligner.json").read_bytes()
     assert main(["zero-shot", "--config", cfg, "--data-dir", str(data), "--out", str(run), "--quiet"]) == 2
-    assert "is not empty" in capsys.readouterr().err and (run / "aligner.json").read_bytes() == before
+    assert "is not an empty folder" in capsys.readouterr().err and (run / "aligner.json").read_bytes() == before
 
 
 def test_cli_argument_errors(capsys, tmp_path):

@@ -4,8 +4,10 @@
              [--set key=value ...] [--out RUN_DIR] [--json] [--quiet]
 
 Writes RUN_DIR/{config.yaml, metrics.jsonl, results.json, checkpoints/}; an
-existing RUN_DIR with checkpoints is resumed (train.resume=true). With --json
-the final test metrics are printed as one JSON object on stdout.
+existing RUN_DIR with checkpoints is resumed when its recorded config and data
+checksums match (budgets such as train.epochs may change), and refused, with the
+differing keys and the folder untouched, otherwise or with train.resume=false.
+With --json the final test metrics are printed as one JSON object on stdout.
 """
 
 from __future__ import annotations

@@ -67,8 +67,20 @@ def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = N
             from geofm.kg.synthetic import write_tiny_kg
 
             folder = cache_root() / "generated" / TINY_KG
-            if not (folder / "test.txt").is_file():
-                write_tiny_kg(folder)
+            if not folder.is_dir():  # generated beside it, then renamed: never a half-written folder
+                import shutil
+                import tempfile
+
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TINY_KG}."))
+                try:
+                    write_tiny_kg(tmp)
+                    tmp.rename(folder)
+                except OSError:
+                    if not folder.is_dir():  # not another process winning the rename
+                        raise
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
             name = str(folder)
     ds = load_dataset(name, data_dir, **({} if entity_text is None else {"entity_text": entity_text}))
     if not isinstance(ds, KGDataset):
@@ -370,11 +382,11 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
 
 
 # Config keys a resumed run may change: budgets, stopping, evaluation, where the data live (the
-# data themselves are compared by checksum) and the entity init (the restored parameters replace
-# it; a frozen entity table is compared by its fingerprint in `restore_state`), e.g. an
-# init.embeddings file at another path on another machine.
+# data themselves are compared by checksum) and where the entity init is read from (the restored
+# parameters replace the init; a frozen entity table is compared by its fingerprint in
+# `restore_state`), e.g. an init.embeddings file at another path on another machine.
 RESUMABLE_KEYS = ("train.epochs", "train.max_seconds", "train.resume", "train.patience", "train.valid_every",
-                  "eval", "data.data_dir", "init")
+                  "eval", "data.data_dir", "init.embeddings", "init.encoder", "init.checkpoint", "init.batch_size")
 
 
 def _check_resumable(ckpt: Checkpointer, cfg: KGConfig, meta: dict[str, Any], run: Path) -> None:
@@ -384,8 +396,8 @@ def _check_resumable(ckpt: Checkpointer, cfg: KGConfig, meta: dict[str, Any], ru
     # data.name may differ (a folder path vs a registry name) when the checksums say the files are the same
     allowed = RESUMABLE_KEYS + (("data.name",) if saved.get("checksums") and meta["checksums"] else ())
     try:
-        check_resume(saved, config=meta["config"], checksums=meta["checksums"], allowed=allowed, where=str(run),
-                     hint=f"Choose another --out, or rerun with the recorded config ({run / 'config.yaml'})")
+        check_resume(saved, config=cfg, checksums=meta["checksums"], allowed=allowed, where=str(run),
+                     hint=f"Use another run folder, or the recorded config ({run / 'config.yaml'})")
     except CheckpointError:
         ckpt.close()
         raise
@@ -420,8 +432,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     if ckpt is not None and ckpt.latest_step() is not None:
         if not cfg.train.resume:
             ckpt.close()
-            raise ValueError(f"{run} already holds checkpoints (up to epoch {ckpt.latest_step()}): choose another "
-                             "--out, or set train.resume=true to continue them")
+            raise ValueError(f"{run} already holds checkpoints (up to epoch {ckpt.latest_step()}): use another run "
+                             "folder, or set train.resume=true to continue them")
         _check_resumable(ckpt, cfg, meta, run)
         restored, info = restore_state(ckpt, template, entity_init=init_info)
         params, opt_state = restored["params"], restored["opt_state"]

@@ -325,8 +325,14 @@ def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
     # bad runs and settings: exit 2 with the reason, before any adaptation, nothing created
     assert main([str(tmp_path / "nothing_here")]) == 2
     assert "no checkpoints/" in capsys.readouterr().err and not (tmp_path / "nothing_here").exists()
-    (tmp_path / "kg_like" / "checkpoints").mkdir(parents=True)
-    assert main([str(tmp_path / "kg_like")]) == 2 and "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    assert main([str(tmp_path / "empty")]) == 2 and "no checkpoint" in capsys.readouterr().err
+    from geofm.checkpoint import Checkpointer
+
+    with Checkpointer(tmp_path / "kg_like" / "checkpoints", metadata={"config": {"loss": {"name": "bce"}}}) as ck:
+        ck.save(1, {"x": np.zeros(2, np.float32)}, metrics={"valid_mrr": 0.1})
+    assert main([str(tmp_path / "kg_like")]) == 2
+    assert "is not a `geofm pretrain` run" in capsys.readouterr().err
     assert main([str(tmp_path / "text"), "--splits", "0"]) == 2
     assert "adapt.splits" in capsys.readouterr().err
     assert main([str(tmp_path / "text"), "--target", "no-such-target"]) == 2

@@ -109,10 +109,10 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
 
 def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path):
     other = load_config(TINY, PretrainConfig, ["model.dim=8", "model.att_dim=8"])
-    before = {f: (reference_run / f).read_bytes() for f in ("config.yaml", "run.json", "metrics.jsonl")}
+    before = {f: (reference_run / f).read_bytes() for f in ("config.yaml", "run.json", "metrics.jsonl", "projections.npz")}
     with pytest.raises(CheckpointError, match=r"cannot resume .*model.att_dim: 16 -> 8; model.dim: 16 -> 8"):
         pretrain(other, reference_run, progress=False)
-    with pytest.raises(CheckpointError, match=r"seed: 0 -> 1; the data differ"):  # the synthetic graphs follow the seed
+    with pytest.raises(CheckpointError, match=r"the config differs: seed: 0 -> 1\. Use another run folder"):
         pretrain(load_config(TINY, PretrainConfig, ["seed=1"]), reference_run, progress=False)
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
         pretrain(load_config(TINY, PretrainConfig), reference_run, progress=False, resume=False)
