@@ -39,6 +39,8 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 def macro_f1(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     """Unweighted mean of per-class F1 over classes present in labels or pred (label -1 ignored)."""
     pred, labels = np.asarray(pred), np.asarray(labels)
+    if pred.shape != labels.shape:
+        raise ValueError(f"macro_f1: pred shape {pred.shape} != labels shape {labels.shape}")
     keep = labels >= 0
     pred, labels = pred[keep], labels[keep]
     tp = np.bincount(labels[pred == labels], minlength=num_classes).astype(np.float64)

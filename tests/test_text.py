@@ -434,3 +434,10 @@ def test_encode_command_reads_the_named_entity_text_file(tiny: tuple[Path, dict[
     np.testing.assert_allclose(short[2], long[2], atol=1e-6)  # c: the same text in both files
     assert not np.allclose(short[0], long[0])
     assert main(base + ["--entity-text", "nope.txt"]) == 2 and "'nope.txt' not found" in capsys.readouterr().err
+
+
+def test_encode_refuses_a_bare_string(tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
+    from geofm.text import TextEncoder
+
+    with pytest.raises(TypeError, match=r"wrap it: encode\(\[text\]\)"):
+        TextEncoder.load(tiny[0]).encode("hello")

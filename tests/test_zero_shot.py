@@ -60,6 +60,10 @@ def test_metrics_ignore_unlabelled_and_match_hand_counts():
     assert m["accuracy"] == pytest.approx(2 / 3)
     # class 0: tp 1, pred 1, true 2 -> F1 2/3; class 1: tp 1, pred 2, true 1 -> 2/3
     assert m["macro_f1"] == pytest.approx(2 / 3)
+    from geofm.metrics import macro_f1
+
+    with pytest.raises(ValueError, match=r"macro_f1: pred shape \(3,\) != labels shape \(2,\)"):
+        macro_f1(np.array([0, 1, 2]), np.array([0, 1]), 3)
 
 
 def test_few_shot_support_takes_k_per_class():

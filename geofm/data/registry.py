@@ -123,6 +123,8 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
 
     Raises ValueError listing the known names (and downloadable ones) when nothing matches.
     """
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"dataset: expected a name or a folder path, got {type(name_or_path).__name__}")
     path = Path(name_or_path).expanduser()
     if path.is_dir() and (detect_format(path) or os.sep in str(name_or_path) or path.is_absolute()):
         if not detect_format(path):

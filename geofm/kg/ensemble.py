@@ -95,8 +95,9 @@ def simplex_grid(num: int, step: float) -> np.ndarray:
     """
     if num < 1:
         raise ValueError("an ensemble needs at least one member")
-    parts = round(1.0 / step) if step > 0 else 0
-    if step <= 0 or step > 1 or abs(parts * step - 1.0) > 1e-9:
+    ok = 0 < step <= 1  # False for NaN as well
+    parts = round(1.0 / step) if ok else 0
+    if not ok or abs(parts * step - 1.0) > 1e-9:
         raise ValueError(f"step must be 1/n for an integer n >= 1, got {step}")
     from math import comb
 

@@ -317,6 +317,9 @@ def train_kg(
     text_encoder: for `init.kind: text`, an object with `encode(texts) -> [n, D]`
     (None = geofm.text.TextEncoder named by `init.encoder`); see geofm.kg.init.
     """
+    if not isinstance(cfg, KGConfig):
+        raise TypeError(f"train_kg: cfg must be a KGConfig (geofm.config.load_config(path, KGConfig)), "
+                        f"got {type(cfg).__name__}")
     if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1 or cfg.train.patience < 1:
         raise ValueError("train.epochs must be >= 0, train.batch_size, train.valid_every and train.patience >= 1")
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:

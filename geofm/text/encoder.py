@@ -359,6 +359,8 @@ class TextEncoder:
         """Like `encode`, also returning `EncodeStats` (empty / truncated / cached counts, time)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(texts, (str, bytes)):  # list("abc") would embed each character
+            raise TypeError("encode: texts must be a list of strings, got one string; wrap it: encode([text])")
         t0 = time.perf_counter()
         prepared = self._prepare(list(texts))
         n = len(prepared)

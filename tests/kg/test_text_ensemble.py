@@ -87,8 +87,9 @@ def test_simplex_grid() -> None:
     g = simplex_grid(3, 0.25)
     assert g.shape == (15, 3) and np.allclose(g.sum(1), 1) and {tuple(r) for r in g} >= {(1, 0, 0), (0, 0, 1)}
     assert simplex_grid(1, 0.5).tolist() == [[1.0]]
-    with pytest.raises(ValueError, match="1/n"):
-        simplex_grid(2, 0.3)
+    for bad in (0.3, float("nan"), float("inf"), 0.0, -0.5):  # NaN once slipped through every comparison
+        with pytest.raises(ValueError, match="1/n"):
+            simplex_grid(2, bad)
     with pytest.raises(ValueError, match="> 2000"):
         simplex_grid(6, 0.02)
 

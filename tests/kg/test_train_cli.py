@@ -187,3 +187,13 @@ def test_out_naming_a_file_and_the_generated_tiny_kg(tmp_path: Path, capsys) -> 
     assert (tmp_path / "cache" / "generated" / "tiny_kg" / "train.txt").is_file()
     code, _, err = _run(capsys, "--config", TINY, "--quiet", "--out", str(tmp_path / "b"), "--set", "optim.lr=-1")
     assert code == 2 and "optim.lr must be > 0" in err
+
+
+def test_train_kg_and_load_dataset_name_wrong_argument_types() -> None:
+    from geofm.data import load_dataset
+    from geofm.kg.train import train_kg
+
+    with pytest.raises(TypeError, match="cfg must be a KGConfig"):
+        train_kg("configs/kg/tiny.yaml")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected a name or a folder path, got int"):
+        load_dataset(123)  # type: ignore[arg-type]
