@@ -392,23 +392,31 @@ RESUMABLE_KEYS = ("train.epochs", "train.max_seconds", "train.resume", "train.pa
                   "eval", "data.data_dir", "init.embeddings", "init.encoder", "init.checkpoint", "init.batch_size")
 
 
-def _check_resumable(ckpt: Checkpointer, cfg: KGConfig, meta: dict[str, Any], run: Path) -> None:
-    """CheckpointError (nothing written) when the run folder's checkpoints were trained with
-    another config (outside RESUMABLE_KEYS) or on other data."""
-    saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
+def _check_run_folder(run: Path | None, cfg: KGConfig, ds: KGDataset) -> None:
+    """Before anything is built or written: ValueError when `run` holds checkpoints and
+    train.resume is off, CheckpointError when they were trained with another config (outside
+    RESUMABLE_KEYS) or on other data."""
+    if run is None or not (run / "checkpoints").is_dir():
+        return
+    with Checkpointer(run / "checkpoints", metric="valid_mrr") as ck:
+        step = ck.latest_step()
+        if step is None:
+            return
+        if not cfg.train.resume:
+            raise ValueError(f"{run} already holds checkpoints (up to epoch {step}): use another run folder, or "
+                             "set train.resume=true to continue them")
+        saved = ck.read_meta(step).get("metadata", {})
+    checksums = ds.meta.get("checksums")
     # data.name may differ (a folder path vs a registry name) when the checksums say the files are the same
-    allowed = RESUMABLE_KEYS + (("data.name",) if saved.get("checksums") and meta["checksums"] else ())
-    try:
-        check_resume(saved, config=cfg, checksums=meta["checksums"], allowed=allowed, where=str(run),
-                     hint=f"Use another run folder, or the recorded config ({run / 'config.yaml'})")
-    except CheckpointError:
-        ckpt.close()
-        raise
+    allowed = RESUMABLE_KEYS + (("data.name",) if saved.get("checksums") and checksums else ())
+    check_resume(saved, config=cfg, checksums=checksums, allowed=allowed, where=str(run),
+                 hint=f"Use another run folder, or the recorded config ({run / 'config.yaml'})")
 
 
 def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress: bool, on_epoch,
            text_encoder: Any = None) -> dict[str, Any]:
     n_ent, n_rel = ds.num_entities, ds.num_relations
+    _check_run_folder(run, cfg, ds)  # before the model (and a text init's encoding) is built
     model, init_info = build_run_model(cfg, ds, dtype, text_encoder=text_encoder, progress=progress)
     n_params = count_params(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -432,13 +440,12 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr", metadata=meta) if run is not None else None
     start_epoch, best, bad, history = 1, -math.inf, 0, []
     template = {"params": params, "opt_state": opt_state}
-    if ckpt is not None and ckpt.latest_step() is not None:
-        if not cfg.train.resume:
+    if ckpt is not None and ckpt.latest_step() is not None:  # a run folder `_check_run_folder` let through
+        try:
+            restored, info = restore_state(ckpt, template, entity_init=init_info)
+        except (CheckpointError, ValueError):
             ckpt.close()
-            raise ValueError(f"{run} already holds checkpoints (up to epoch {ckpt.latest_step()}): use another run "
-                             "folder, or set train.resume=true to continue them")
-        _check_resumable(ckpt, cfg, meta, run)
-        restored, info = restore_state(ckpt, template, entity_init=init_info)
+            raise
         params, opt_state = restored["params"], restored["opt_state"]
         extra = info.get("extra", {})
         start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
