@@ -26,6 +26,9 @@ Numerics
     is accurate for nearby points (no cancellation in the Möbius sum).
   * On the sphere (k > 0) the point at infinity is only approached: denominators
     are clamped at the dtype's smallest normal number, giving large finite points.
+  * Domain: squared norms are formed directly, so inputs whose |x|^2 overflows the
+    dtype (|x| > ~1.8e19 in float32) give inf/NaN; functions other than `project`
+    assume ball points (k < 0) lie inside the ball (`project` them first).
 """
 
 from __future__ import annotations
