@@ -58,7 +58,7 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], *, allo
 
 
 def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, allowed: Sequence[str], where: str,
-                 hint: str, checksums_must_match: bool = True) -> list[str]:
+                 hint: str, checksums_key: str = "checksums") -> None:
     """Refuse (CheckpointError, nothing written) to resume a checkpoint whose recorded
     resolved config differs outside the `allowed` keys, or whose recorded data checksums
     differ from this run's.
@@ -66,12 +66,11 @@ def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, al
     config: this run's config dataclass; the recorded one is read back through the same
     schema, so keys added to the schema since the checkpoint was written take their
     defaults instead of counting as changes. metadata: what a Checkpointer stored; parts it
-    lacks (older checkpoints) are not compared. hint: what to do instead. With
-    checksums_must_match=False a checksum difference is returned as a note (for inputs
-    computed with floating point, which another machine may round differently) instead."""
+    lacks (older checkpoints) are not compared; checksums are read from metadata[checksums_key].
+    hint: what to do instead."""
     from geofm.config import ConfigError, from_dict, to_dict
 
-    problems, notes = [], []
+    problems = []
     saved_cfg = metadata.get("config")
     if isinstance(saved_cfg, Mapping):
         try:
@@ -82,13 +81,11 @@ def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, al
         if changes:
             more = f" (and {len(changes) - 6} more)" if len(changes) > 6 else ""
             problems.append("the config differs: " + "; ".join(changes[:6]) + more)
-    saved = metadata.get("checksums")
+    saved = metadata.get(checksums_key)
     if saved is not None and checksums is not None and saved != checksums:
-        what = f"checksums {_short(saved)} in the checkpoint, {_short(checksums)} now"
-        (problems if checksums_must_match else notes).append(f"the data differ ({what})")
+        problems.append(f"the data differ (checksums {_short(saved)} in the checkpoint, {_short(checksums)} now)")
     if problems:
         raise CheckpointError(f"cannot resume {where}: " + "; ".join(problems) + f". {hint}")
-    return notes
 
 
 def _short(checksums: Any) -> str:

@@ -183,7 +183,10 @@ class Domain:
     """One pretraining (or target) domain on the host.
 
     x: [N, in_dim] float32 projected inputs; labels: [N] int32 (-1 unknown);
-    projection: the fixed [F, in_dim] matrix; checksum: sha256 of the graph + raw inputs.
+    projection: the fixed [F, in_dim] matrix; checksum: sha256 of the graph + raw inputs
+    (computed inputs: text embeddings or spectral features, whose rounding may differ between
+    machines); source_checksum: sha256 of the dataset folder's file checksums (None for
+    generated or in-memory domains).
     """
 
     name: str
@@ -196,6 +199,7 @@ class Domain:
     inputs: str
     checksum: str
     sampler: SubgraphSampler | None = None
+    source_checksum: str | None = None
 
 
 def _load_raw(name: str, cfg: DataConfig, seed: int) -> Any:
@@ -236,8 +240,12 @@ def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int) -> Dom
     if not hasattr(ds, "edge_index"):
         raise ValueError(f"dataset {name!r} is not a text-attributed graph (KG pretraining is not supported)")
     raw, kind = _inputs(ds, cfg.inputs, seed)
-    return make_domain(ds.name, np.asarray(ds.edge_index), raw, kind, cfg, seed=seed, max_nodes=max_nodes,
-                       labels=np.asarray(ds.labels, np.int32), num_classes=int(ds.num_classes))
+    dom = make_domain(ds.name, np.asarray(ds.edge_index), raw, kind, cfg, seed=seed, max_nodes=max_nodes,
+                      labels=np.asarray(ds.labels, np.int32), num_classes=int(ds.num_classes))
+    files = getattr(ds, "meta", {}).get("checksums")  # {file: md5} of a dataset read from a folder
+    if files:
+        dom.source_checksum = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return dom
 
 
 def make_domain(name: str, edge_index: np.ndarray, raw: np.ndarray, kind: str, cfg: DataConfig, *, seed: int,
@@ -477,7 +485,8 @@ def run_record(cfg: PretrainConfig, domains: list[Domain]) -> dict[str, Any]:
     return {
         "geofm_version": geofm.__version__, "git_commit": _git_commit(), "jax_version": jax.__version__,
         "seed": cfg.seed, "devices": jax.device_count(), "processes": jax.process_count(),
-        "domains": [{"name": d.name, "num_nodes": d.num_nodes, "inputs": d.inputs, "checksum": d.checksum}
+        "domains": [{"name": d.name, "num_nodes": d.num_nodes, "inputs": d.inputs, "checksum": d.checksum,
+                     "source_checksum": d.source_checksum}
                     for d in domains],
         "config": to_dict(cfg),
     }
@@ -546,7 +555,8 @@ def pretrain(
     record = run_record(cfg, domains)
     is_main = jax.process_index() == 0
     metadata = {"config": to_dict(cfg), "domains": [d.name for d in domains],
-                "checksums": {d.name: d.checksum for d in domains}}
+                "checksums": {d.name: d.checksum for d in domains},
+                "source_checksums": {d.name: d.source_checksum for d in domains}}
     ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1, metadata=metadata)
     base_key = jax.random.key(cfg.seed)
     start = 0
@@ -559,13 +569,14 @@ def pretrain(
             if saved.get("domains") not in (None, metadata["domains"]):
                 raise CheckpointError(f"cannot resume {run}: its checkpoints were trained on {saved['domains']}, "
                                       f"this config uses {metadata['domains']}")
-            # the domain checksums hash the computed inputs (text embeddings, spectral features), which
-            # another machine may round differently: a difference is reported, not refused
-            for note in check_resume(saved, config=cfg, checksums=metadata["checksums"], allowed=RESUMABLE_KEYS,
-                                     where=str(run), hint=f"Use another run folder, or the recorded config "
-                                                          f"({run / 'config.yaml'})", checksums_must_match=False):
-                log.warning("resuming %s although %s: other data files, or inputs computed with other rounding",
-                            run, note)
+            # the dataset files must be the same; the inputs computed from them (text embeddings,
+            # spectral features) may be rounded differently on another machine: reported, not refused
+            check_resume(saved, config=cfg, checksums=metadata["source_checksums"], checksums_key="source_checksums",
+                         allowed=RESUMABLE_KEYS, where=str(run),
+                         hint=f"Use another run folder, or the recorded config ({run / 'config.yaml'})")
+            if saved.get("checksums") not in (None, metadata["checksums"]):
+                log.warning("resuming %s although the inputs computed from its data hash differently (text "
+                            "embeddings or structural features recomputed with other rounding)", run)
             tree, meta = ckpt.restore(_ckpt_tree(model, optimizer, base_key, 0))
         except CheckpointError:
             ckpt.close()

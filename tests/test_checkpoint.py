@@ -106,16 +106,18 @@ def test_config_changes_and_check_resume() -> None:
         "model.kwargs.dim: 8 -> '<missing>'", "train.lr: 0.1 -> 0.2"]
     assert config_changes(saved, saved) == []
     old = {"seed": 0, "train": {"epochs": 4, "lr": 0.1}, "tags": ["a"]}  # written before train.added_later existed
-    assert check_resume({"config": old}, config=Cfg(), checksums=None, allowed=(), where="R", hint="H") == []
-    assert check_resume({"config": old}, config=Cfg(train=Train(epochs=5)), checksums=None, allowed=("train.epochs",),
-                        where="R", hint="H") == []
+    check_resume({"config": old}, config=Cfg(), checksums=None, allowed=(), where="R", hint="H")
+    check_resume({"config": old}, config=Cfg(train=Train(epochs=5)), checksums=None, allowed=("train.epochs",),
+                 where="R", hint="H")
     with pytest.raises(CheckpointError, match=r"train.added_later: 'x' -> 'y'"):
         check_resume({"config": old}, config=Cfg(train=Train(added_later="y")), checksums=None, allowed=(),
                      where="R", hint="H")
-    assert check_resume({}, config=Cfg(), checksums={"a": "1"}, allowed=(), where="R", hint="H") == []  # nothing recorded
+    check_resume({}, config=Cfg(), checksums={"a": "1"}, allowed=(), where="R", hint="H")  # nothing recorded
     meta = {"config": to_dict(Cfg()), "checksums": {"a": "1"}}
     with pytest.raises(CheckpointError, match=r"cannot resume R: the data differ .*\{a: 1\}.*\{a: 2\}.*\. H"):
         check_resume(meta, config=Cfg(), checksums={"a": "2"}, allowed=(), where="R", hint="H")
-    notes = check_resume(meta, config=Cfg(), checksums={"a": "2"}, allowed=(), where="R", hint="H",
-                         checksums_must_match=False)
-    assert len(notes) == 1 and "the data differ" in notes[0]
+    check_resume({"config": to_dict(Cfg()), "files": {"a": "1"}}, config=Cfg(), checksums={"a": "1"},
+                 checksums_key="files", allowed=(), where="R", hint="H")
+    with pytest.raises(CheckpointError, match="the data differ"):
+        check_resume({"config": to_dict(Cfg()), "files": {"a": "1"}}, config=Cfg(), checksums={"a": "2"},
+                     checksums_key="files", allowed=(), where="R", hint="H")
