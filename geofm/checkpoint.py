@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-__all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume"]
+__all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume", "latest_metadata"]
 
 
 class CheckpointError(ValueError):
@@ -86,6 +86,16 @@ def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, al
         problems.append(f"the data differ (checksums {_short(saved)} in the checkpoint, {_short(checksums)} now)")
     if problems:
         raise CheckpointError(f"cannot resume {where}: " + "; ".join(problems) + f". {hint}")
+
+
+def latest_metadata(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """(latest step, the user metadata stored with it) of a checkpoint folder; None when the
+    folder is missing (it is not created) or holds no complete checkpoint."""
+    if not Path(directory).is_dir():
+        return None
+    with Checkpointer(directory) as ck:
+        step = ck.latest_step()
+        return None if step is None else (step, ck.read_meta(step).get("metadata", {}))
 
 
 def _short(checksums: Any) -> str:

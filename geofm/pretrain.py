@@ -46,7 +46,7 @@ import optax
 from flax import nnx
 
 import geofm
-from geofm.checkpoint import CheckpointError, Checkpointer, check_resume
+from geofm.checkpoint import CheckpointError, Checkpointer, check_resume, latest_metadata
 from geofm.config import dump_config, to_dict
 from geofm.data.cache import atomic_write_bytes, atomic_write_text
 from geofm.data.mixture import subgraph_mixture
@@ -543,6 +543,9 @@ def pretrain(
     from geofm.distributed import data_mesh
 
     run = Path(run_dir)
+    if not resume and (latest := latest_metadata(run / "checkpoints")) is not None:  # before any data is loaded
+        raise CheckpointError(f"{run} already holds checkpoints (up to step {latest[0]}): use another run folder, "
+                              "or resume them")
     tc = cfg.train
     domains = domains if domains is not None else load_domains(cfg)
     steps = total_steps(cfg)
@@ -560,11 +563,8 @@ def pretrain(
     ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1, metadata=metadata)
     base_key = jax.random.key(cfg.seed)
     start = 0
-    if ckpt.latest_step() is not None:
+    if ckpt.latest_step() is not None:  # resume is on (checked above)
         try:
-            if not resume:
-                raise CheckpointError(f"{run} already holds checkpoints (up to step {ckpt.latest_step()}): use "
-                                      "another run folder, or resume them")
             saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
             if saved.get("domains") not in (None, metadata["domains"]):
                 raise CheckpointError(f"cannot resume {run}: its checkpoints were trained on {saved['domains']}, "

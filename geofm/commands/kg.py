@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from geofm.commands import setup_logging
 from geofm.config import ConfigError, load_config
 
 JSON_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
@@ -40,12 +41,6 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
     """--json (final test metrics as one JSON object) and --quiet, shared by the KG commands."""
     p.add_argument("--json", action="store_true", help="print final test metrics as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress output, warnings only")
-
-
-def setup_logging(quiet: bool) -> None:
-    """INFO to stderr, or WARNING with --quiet; orbax's INFO lines (absl) hidden either way."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save / per-restore chatter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands.kg import JSON_KEYS, add_output_flags, setup_logging
+from geofm.commands import setup_logging
+from geofm.commands.kg import JSON_KEYS, add_output_flags
 from geofm.config import ConfigError
 
 

@@ -4,8 +4,8 @@
                    [--no-resume] [--adapt] [--quiet]
                    [--coordinator-address HOST:PORT --num-processes N --process-id I]
 
-An existing RUN_DIR with checkpoints is resumed (same config required) unless
---no-resume. --adapt runs the config's k-shot adaptation (`adapt:` section) afterwards
+An existing RUN_DIR with checkpoints is resumed when its recorded config and data match,
+refused otherwise (and with --no-resume). --adapt runs the config's k-shot adaptation (`adapt:` section) afterwards
 and prints the results table. Exit codes: 0 ok, 2 bad config/data, 3 non-finite loss.
 """
 
@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from geofm.commands import setup_logging
 from geofm.config import ConfigError, load_config
 from geofm.distributed import add_distributed_args, initialize
 
@@ -41,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+    setup_logging(args.quiet)
     try:
         initialize(args.coordinator_address, args.num_processes, args.process_id)
     except ValueError as err:
@@ -58,10 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geofm pretrain: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / "pretrain" / f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
-    if not args.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        print(f"geofm pretrain: {out} already holds checkpoints; pass --resume or choose another --out",
-              file=sys.stderr)
-        return 2
     if args.adapt:  # before pretraining, not after it
         from geofm.pretrain import check_adapt
 

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from geofm.commands import setup_logging
+
 JSON_KEYS = ("accuracy", "macro_f1", "baselines")
 
 
@@ -47,8 +49,7 @@ def _fail(msg: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.quiet)
     if bool(args.checkpoint) == bool(args.config):
         return _fail("give exactly one of --checkpoint RUN (evaluate) or --config FILE (train)")
     if args.checkpoint and not args.dataset:

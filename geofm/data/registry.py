@@ -4,7 +4,8 @@ Names are matched case-insensitively against dataset folders found under the
 data roots, in this order:
   1. `data_dir` (the `--data-dir` flag) when given, else `$GEOFM_DATA` when set,
      else `../shared/data` beside the repository, else `../shared/data` from the CWD;
-  2. the download cache (`<cache>/datasets`, filled by `geofm data download`).
+  2. the download cache (`<cache>/datasets`, filled by `geofm data download`);
+  3. the generated datasets (`GENERATED`, e.g. `tiny_kg`), written once under `<cache>/generated`.
 Inside a root, datasets are the sub-folders of `tag/`, `kg/` and the root itself
 that are in a known format. A path to any folder in a known format also works.
 """
@@ -118,6 +119,34 @@ def known_datasets(data_dir: str | Path | None = None, cache_dir: str | Path | N
     return sorted((p.name for p in discover(data_dir, cache_dir).values()), key=str.lower)
 
 
+# Datasets generated on first use when no root holds one of that name: name -> "module:writer",
+# writer(folder) writing the dataset files into an empty folder.
+GENERATED: dict[str, str] = {"tiny_kg": "geofm.kg.synthetic:write_tiny_kg"}
+
+
+def _generated(key: str, cache_dir: str | Path | None) -> Path:
+    """The folder of generated dataset `key`, written (beside it, then renamed) when missing."""
+    import importlib
+    import shutil
+    import tempfile
+
+    folder = cache_root(cache_dir) / "generated" / key
+    if folder.is_dir():
+        return folder
+    module, _, fn = GENERATED[key].partition(":")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
+    try:
+        getattr(importlib.import_module(module), fn)(tmp)
+        tmp.rename(folder)
+    except OSError:
+        if not folder.is_dir():  # not another process winning the rename
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Folder of a dataset given by name (case-insensitive) or by path.
 
@@ -138,6 +167,8 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
     key = str(name_or_path).lower()
     if key in found:
         return found[key]
+    if key in GENERATED:
+        return _generated(key, cache_dir)
     from geofm.data.download import SOURCES
 
     known = known_datasets(data_dir, cache_dir)

@@ -33,7 +33,7 @@ import optax
 from flax import nnx
 
 import geofm
-from geofm.checkpoint import CheckpointError, Checkpointer, check_resume
+from geofm.checkpoint import CheckpointError, Checkpointer, check_resume, latest_metadata
 from geofm.config import dump_config, to_dict
 from geofm.data.cache import atomic_write_text
 from geofm.data.types import KGDataset
@@ -49,39 +49,11 @@ __all__ = ["train_kg", "build_run_model", "restore_state", "make_optimizer", "ma
 # ----------------------------------------------------------------- pieces ---
 
 
-TINY_KG = "tiny_kg"  # the generated KG of geofm.kg.synthetic, found by this name when no data root holds one
-
-
 def load_kg_dataset(name: str, data_dir: str | None, entity_text: str | None = None) -> KGDataset:
     """Load a KG by name or folder with geofm.data (raises ValueError for non-KG folders);
-    entity_text: the entity text file to read (None: the loader's default). The name
-    "tiny_kg", when no data root holds it, is the generated tiny KG (`write_tiny_kg`, written
-    once under $GEOFM_CACHE/generated/)."""
-    from geofm.data.registry import find_dataset, load_dataset
+    entity_text: the entity text file to read (None: the loader's default)."""
+    from geofm.data.registry import load_dataset
 
-    if str(name).lower() == TINY_KG:
-        try:
-            find_dataset(name, data_dir)
-        except ValueError:  # not under the data roots: the generated one (configs/kg/tiny.yaml)
-            from geofm.data.cache import cache_root
-            from geofm.kg.synthetic import write_tiny_kg
-
-            folder = cache_root() / "generated" / TINY_KG
-            if not folder.is_dir():  # generated beside it, then renamed: never a half-written folder
-                import shutil
-                import tempfile
-
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TINY_KG}."))
-                try:
-                    write_tiny_kg(tmp)
-                    tmp.rename(folder)
-                except OSError:
-                    if not folder.is_dir():  # not another process winning the rename
-                        raise
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            name = str(folder)
     ds = load_dataset(name, data_dir, **({} if entity_text is None else {"entity_text": entity_text}))
     if not isinstance(ds, KGDataset):
         raise ValueError(f"dataset {name!r} is not a knowledge graph (got {type(ds).__name__})")
@@ -396,16 +368,13 @@ def _check_run_folder(run: Path | None, cfg: KGConfig, ds: KGDataset) -> None:
     """Before anything is built or written: ValueError when `run` holds checkpoints and
     train.resume is off, CheckpointError when they were trained with another config (outside
     RESUMABLE_KEYS) or on other data."""
-    if run is None or not (run / "checkpoints").is_dir():
+    latest = latest_metadata(run / "checkpoints") if run is not None else None
+    if latest is None:
         return
-    with Checkpointer(run / "checkpoints", metric="valid_mrr") as ck:
-        step = ck.latest_step()
-        if step is None:
-            return
-        if not cfg.train.resume:
-            raise ValueError(f"{run} already holds checkpoints (up to epoch {step}): use another run folder, or "
-                             "set train.resume=true to continue them")
-        saved = ck.read_meta(step).get("metadata", {})
+    step, saved = latest
+    if not cfg.train.resume:
+        raise ValueError(f"{run} already holds checkpoints (up to epoch {step}): use another run folder, or "
+                         "set train.resume=true to continue them")
     checksums = ds.meta.get("checksums")
     # data.name may differ (a folder path vs a registry name) when the checksums say the files are the same
     allowed = RESUMABLE_KEYS + (("data.name",) if saved.get("checksums") and checksums else ())
