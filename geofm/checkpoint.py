@@ -23,6 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from geofm.config import ConfigError, from_dict, to_dict
+
 __all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume", "latest_metadata"]
 
 
@@ -68,8 +70,6 @@ def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, al
     defaults instead of counting as changes. metadata: what a Checkpointer stored; parts it
     lacks (older checkpoints) are not compared; checksums are read from metadata[checksums_key].
     hint: what to do instead."""
-    from geofm.config import ConfigError, from_dict, to_dict
-
     problems = []
     saved_cfg = metadata.get("config")
     if isinstance(saved_cfg, Mapping):

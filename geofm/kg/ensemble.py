@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from geofm.checkpoint import Checkpointer
+from geofm.checkpoint import Checkpointer, config_changes
 from geofm.config import load_config, to_dict
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig
@@ -342,8 +342,6 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
 
 def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
-    from geofm.checkpoint import config_changes
-
     # where the data lives is checked by its checksums; a training time budget does not change
     # what a finished run is (its results.json records how many epochs it ran)
     diff = config_changes(to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg),
