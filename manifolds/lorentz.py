@@ -84,7 +84,7 @@ def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
     x = as_float(x, name)
     if x.shape[-1] < 2:
         raise ValueError(f"{name}: Lorentz points need d+1 >= 2 coordinates on the last axis, got {x.shape}")
-    kc = as_curvature(k, x.dtype)
+    kc = as_curvature(k, x.dtype, x.shape, name)
     if is_concrete(k) and not np.all(np.asarray(k).astype(np.dtype(x.dtype)) < 0):
         raise ValueError(f"Lorentz model needs k < 0; k={np.asarray(k).tolist()} rounds to 0 in {x.dtype}")
     return x, kc
@@ -297,7 +297,7 @@ def from_poincare(p: ArrayLike, *, k: ArrayLike) -> Array:
     """
     check_curvature(k)
     p = as_float(p, "p")
-    k = as_curvature(k, p.dtype)
+    k = as_curvature(k, p.dtype, p.shape, "p")
     lam = 2.0 / jnp.maximum(1.0 + k * sq_norm(p), float(jnp.finfo(p.dtype).eps) ** 2)
     return jnp.concatenate([_radius(k) * (lam - 1.0), lam * p], axis=-1)
 

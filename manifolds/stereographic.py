@@ -96,7 +96,7 @@ _SIN_SERIES = (1.0, -1.0 / 6.0, 1.0 / 120.0, -1.0 / 5040.0, 1.0 / 362880.0)
 
 def _prep(x: ArrayLike, k: ArrayLike, name: str = "x") -> tuple[Array, Array]:
     x = as_float(x, name)
-    return x, as_curvature(k, x.dtype)
+    return x, as_curvature(k, x.dtype, x.shape, name)
 
 
 def _tiny(dtype) -> float:
@@ -486,7 +486,7 @@ def _sums_args(num: ArrayLike, den: ArrayLike, k: ArrayLike, fn: str) -> tuple[A
     b = jnp.asarray(den, dtype=a.dtype)
     if b.shape[-1:] != (1,):
         raise ValueError(f"{fn}: den must have a trailing axis of size 1, got {b.shape}")
-    return a, b, as_curvature(k, a.dtype)
+    return a, b, as_curvature(k, a.dtype, a.shape, "num")
 
 
 def midpoint_from_sums(num: ArrayLike, den: ArrayLike, *, k: ArrayLike) -> Array:
@@ -546,10 +546,11 @@ def weighted_midpoint(x: ArrayLike, w: ArrayLike, *, k: ArrayLike, axis: int = -
     normalised); k broadcastable to the result's [..., 1]. Result: x with `axis`
     removed. See `midpoint_from_sums` for the sphere and degenerate cases.
     """
-    x, k = _prep(x, k)
+    x = as_float(x)
     ax = axis % x.ndim if -x.ndim <= axis < x.ndim else None
     if ax is None or ax == x.ndim - 1:
         raise ValueError(f"weighted_midpoint: axis={axis} must index a non-last axis of x {x.shape}")
+    k = as_curvature(k, x.dtype, x.shape[:ax] + x.shape[ax + 1:], "the midpoint")
     w = jnp.asarray(w, dtype=x.dtype)
     try:
         jnp.broadcast_shapes(w.shape, x.shape[:-1])

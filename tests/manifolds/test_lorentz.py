@@ -71,6 +71,8 @@ def test_bad_input():
         lo.logmap(x, jnp.ones((3, 5), DTYPE), k=-1.0)
     with pytest.raises(ValueError, match="d\\+1 >= 2"):
         lo.project(jnp.ones((3, 1), DTYPE), k=-1.0)
+    with pytest.raises(ValueError, match=r"per-point k of shape \(2, 1\) does not broadcast against x"):
+        lo.dist(x, x, k=-jnp.ones((2, 1), DTYPE))
     with pytest.raises(ValueError, match="dims"):
         M.Product((M.Lorentz(-1.0), M.Euclidean()), (4,))
     with pytest.raises(ValueError, match="cannot have width 1"):

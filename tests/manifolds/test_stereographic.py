@@ -158,6 +158,11 @@ def test_bad_input_raises_value_error():
         st.mobius_add(x, jnp.zeros((5, 3), DTYPE), k=-1.0)
     with pytest.raises(ValueError, match="trailing axis of size 1"):
         st.expmap0(x, k=jnp.ones((4,), DTYPE))
+    with pytest.raises(ValueError, match=r"per-point k of shape \(5, 1\) does not broadcast against v of shape \(4, 3\)"):
+        st.expmap0(x, k=-jnp.ones((5, 1), DTYPE))
+    with pytest.raises(ValueError, match=r"against x of shape \(4, 3\)"):
+        st.mobius_add(x, x, k=-jnp.ones((3, 1), DTYPE))
+    assert st.expmap0(x[None], k=-jnp.ones((2, 4, 1), DTYPE)).shape == (2, 4, 3)  # k may add leading axes
     with pytest.raises(ValueError, match=r"m of shape \[d_out, 3\]"):
         st.mobius_matvec(jnp.ones((2, 4), DTYPE), x, k=-1.0)
     with pytest.raises(ValueError, match="non-last axis"):
