@@ -45,6 +45,11 @@ once, for the selected model. Results are written after every model to
 bench/results/pretrain_kshot.json.
 
     nice -n 5 .venv/bin/python bench/pretrain_kshot.py [--only cora_gcn arxiv_gcn] [--splits 5]
+
+Power check (the pretrained-vs-random gap on more splits, paired per split, 95 % t interval and
+p-value; the first 5 splits are the table's; bench/results/pretrain_kshot_power.json):
+
+    nice -n 5 .venv/bin/python bench/pretrain_kshot.py --power 30 --only cora_gated cora_gcn
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine_info  # bench/ is sys.path[0] when run as a script
+from _common import machine_info, paired_summary  # bench/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -331,6 +336,37 @@ def add_variants(args: argparse.Namespace) -> None:
     print(f"wrote {out_path}")
 
 
+def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: tuple[int, ...] = (1, 5)) -> dict:
+    """More splits for the pretrained-vs-random question: the same protocol and models as the
+    main table (splits 0..4 ARE the table's splits: `kshot_splits` seeds each split by its index),
+    `splits` splits per k, paired per split (same train / validation / test nodes and adapter
+    seed on both models): per arm mean ± std, and the paired gap's mean, std, standard error,
+    95 % t interval, wins / losses and t-test p (`_common.paired_summary`)."""
+    model, cfg, names = load_pretrained(_run_dir(name, runs))
+    acfg = dataclasses.replace(cfg.adapt, splits=splits, shots=list(shots))
+    dom = load_domain(acfg.target, cfg.data, seed=cfg.seed, max_nodes=model.cfg.max_nodes)
+    arms = {}
+    for init, m in (("pretrained", model), ("random_init", make_model(cfg, len(names)))):
+        batcher = _Batcher(dom, m, acfg.eval_batch_size, seed=cfg.seed)
+        feats = target_features(m, dom, AdapterSpec(), data_dir=cfg.data.data_dir, seed=cfg.seed, batcher=batcher)
+        arms[init] = {v: run_kshot(m, feats, dom.labels, acfg, VARIANTS[v], seed=cfg.seed) for v in variants}
+    out: dict = {"target": dom.name, "splits": splits, "variants": {}}
+    for v in variants:
+        for k in map(str, shots):
+            a = np.asarray(arms["pretrained"][v][k]["accs"]) * 100
+            b = np.asarray(arms["random_init"][v][k]["accs"]) * 100
+            out["variants"].setdefault(v, {})[k] = {
+                "pretrained": {"mean": float(a.mean()), "std": float(a.std()), "accs": a.round(3).tolist()},
+                "random_init": {"mean": float(b.mean()), "std": float(b.std()), "accs": b.round(3).tolist()},
+                "first5_pretrained_mean": float(a[:5].mean()), "first5_random_init_mean": float(b[:5].mean()),
+                "paired_gap": paired_summary(a - b)}
+            g = out["variants"][v][k]["paired_gap"]
+            print(f"  power {name} {v} {k}-shot: pretrained {a.mean():.2f}, random {b.mean():.2f}, gap "
+                  f"{g['mean']:+.2f} (95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, p {g['p_two_sided']:.2g}, "
+                  f"wins {g['wins']}/{g['n']})", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="experiment names (default: all)")
@@ -345,7 +381,27 @@ def main() -> None:
                    help="only add the kNN label agreement of the feature spaces (feature_diagnostics)")
     p.add_argument("--probe-only", action="store_true",
                    help="only add the frozen-z prototype / linear-probe check to an existing result file")
+    p.add_argument("--power", type=int, metavar="SPLITS",
+                   help="only the pretrained-vs-random power check: SPLITS splits per k (the first 5 are the "
+                        "table's) for the --variants (default full, backbone_full) of the --only experiments "
+                        "(default cora_gated), written to --power-out")
+    p.add_argument("--power-out", default=str(ROOT / "bench" / "results" / "pretrain_kshot_power.json"))
     args = p.parse_args()
+    if args.power:
+        out_path = Path(args.power_out)
+        res = json.loads(out_path.read_text()) if out_path.is_file() else {"experiments": {}}
+        res["machine"] = machine_info(note="2-core CPU box")
+        res["what"] = ("pretrained vs randomly initialised backbone, same adapter, same splits: does the gap hold "
+                       "with more splits? splits 0..4 are the main table's (bench/results/pretrain_kshot.json)")
+        for name in args.only or ["cora_gated"]:
+            t0 = time.perf_counter()
+            res["experiments"][name] = power_check(name, Path(args.runs), args.power,
+                                                   args.variants or ["full", "backbone_full"])
+            res["experiments"][name]["seconds"] = time.perf_counter() - t0
+            res["experiments"][name]["command"] = " ".join(["bench/pretrain_kshot.py"] + sys.argv[1:])
+            out_path.write_text(json.dumps(res, indent=1))
+        print(f"wrote {out_path}")
+        return
     if args.summary_only:
         res = json.loads(Path(args.out).read_text())
         res["summary"] = summarize(res)

@@ -28,10 +28,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import machine_info  # bench/ is sys.path[0] when run as a script
+from _common import machine_info, ttest_p  # bench/ is sys.path[0] when run as a script
 
 import numpy as np
-from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,13 +113,6 @@ def mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _ttest_p(diffs: np.ndarray) -> float | None:
-    """Two-sided one-sample t-test p-value of mean(diffs) != 0 (None when undefined)."""
-    if diffs.size < 2 or np.allclose(diffs, diffs[0]):
-        return None
-    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
-
-
 def significance(rows: list[dict[str, float]], best_base: dict[str, float],
                  paired: list[dict[str, float]] | None = None) -> dict:
     """Per metric: per-seed gaps to the better baseline (mean, std, wins, t-test p) and,
@@ -130,13 +122,13 @@ def significance(rows: list[dict[str, float]], best_base: dict[str, float],
         d = np.array([r[m] - best_base[m] for r in rows])
         out["vs_best_baseline"][m] = {"gaps": d.round(4).tolist(), "mean": round(float(d.mean()), 4),
                                       "std": round(float(d.std(ddof=1)), 4) if d.size > 1 else None,
-                                      "wins": int((d > 0).sum()), "p_two_sided": _ttest_p(d)}
+                                      "wins": int((d > 0).sum()), "p_two_sided": ttest_p(d)}
     if paired is not None:
         out["gated_vs_euclidean"] = {}
         for m in METRICS:
             d = np.array([a[m] - b[m] for a, b in zip(rows, paired)])
             out["gated_vs_euclidean"][m] = {"mean": round(float(d.mean()), 4), "wins": int((d > 0).sum()),
-                                            "p_two_sided": _ttest_p(d)}
+                                            "p_two_sided": ttest_p(d)}
     return out
 
 
