@@ -390,15 +390,15 @@ def main() -> None:
     if args.power:
         out_path = Path(args.power_out)
         res = json.loads(out_path.read_text()) if out_path.is_file() else {"experiments": {}}
-        res["machine"] = machine_info(note="2-core CPU box")
         res["what"] = ("pretrained vs randomly initialised backbone, same adapter, same splits: does the gap hold "
                        "with more splits? splits 0..4 are the main table's (bench/results/pretrain_kshot.json)")
         for name in args.only or ["cora_gated"]:
-            t0 = time.perf_counter()
+            machine, t0 = machine_info(note="2-core CPU box"), time.perf_counter()
             res["experiments"][name] = power_check(name, Path(args.runs), args.power,
                                                    args.variants or ["full", "backbone_full"])
             res["experiments"][name]["seconds"] = time.perf_counter() - t0
             res["experiments"][name]["command"] = " ".join(["bench/pretrain_kshot.py"] + sys.argv[1:])
+            res["experiments"][name]["machine"] = machine
             out_path.write_text(json.dumps(res, indent=1))
         print(f"wrote {out_path}")
         return
