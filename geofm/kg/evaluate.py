@@ -16,7 +16,10 @@ turned into padded (row, col) pairs per query chunk and scattered into a
 
 The target's score is computed by the same `score_fn` with the targets as a
 [C]-candidate block (diagonal), and the target's own column is excluded
-explicitly, so the target never ties with itself.
+explicitly, so the target never ties with itself. NaN compares false with
+everything, so unchecked it would rank the target first: a NaN target score makes
+`evaluate` raise FloatingPointError, and a NaN candidate score counts as above the
+target (it can only worsen the rank; no extra pass over the scores).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import typing
 from typing import Any, Callable, Sequence
 
 import jax
@@ -150,8 +154,9 @@ def _chunk_ranks(
     f_row: jnp.ndarray,
     f_col: jnp.ndarray,
     f_valid: jnp.ndarray,
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Optimistic/pessimistic ranks [C] for one padded query chunk."""
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Optimistic/pessimistic ranks [C] for one padded query chunk, and per query whether
+    its target scored NaN (bool [C]); NaN candidates count as above the target."""
     c = h.shape[0]
     target_scores = jnp.diagonal(score_fn(params, h, r, t))
     n_blocks = -(-num_entities // entity_chunk)
@@ -162,6 +167,7 @@ def _chunk_ranks(
         cand = start + jnp.arange(entity_chunk, dtype=jnp.int32)
         in_range = cand < num_entities
         scores = score_fn(params, h, r, jnp.where(in_range, cand, 0))
+        scores = jnp.where(jnp.isnan(scores), jnp.inf, scores)  # a NaN candidate beats the target
         local = f_col - start
         hit = f_valid & (local >= 0) & (local < entity_chunk)
         filtered = jnp.zeros((c, entity_chunk), bool).at[f_row, jnp.where(hit, local, entity_chunk)].set(
@@ -173,7 +179,7 @@ def _chunk_ranks(
 
     zeros = jnp.zeros(c, jnp.int32)
     (gt, ge), _ = jax.lax.scan(block, (zeros, zeros), jnp.arange(n_blocks, dtype=jnp.int32))
-    return gt + 1, ge + 1
+    return gt + 1, ge + 1, jnp.isnan(target_scores)
 
 
 class RankingEvaluator:
@@ -198,6 +204,8 @@ class RankingEvaluator:
     ) -> None:
         if query_chunk < 1 or entity_chunk < 1:
             raise ValueError("query_chunk and entity_chunk must be >= 1")
+        if policy not in typing.get_args(TiePolicy):
+            raise ValueError(f"policy must be one of {typing.get_args(TiePolicy)}, got {policy!r}")
         self.num_entities, self.num_relations = int(num_entities), int(num_relations)
         self.filter = FilterIndex.build(known, num_relations)
         self.query_chunk = int(query_chunk)
@@ -217,10 +225,21 @@ class RankingEvaluator:
         return self._jitted[score_fn]
 
     def evaluate(self, score_fn: ScoreFn, params: Any, triples: np.ndarray) -> EvalResult:
-        """Rank both directions of `triples` [n, 3]; no triple is dropped."""
-        triples = np.asarray(triples).reshape(-1, 3)
-        if len(triples) and (triples[:, [0, 2]].max() >= self.num_entities or triples[:, 1].max() >= self.num_relations):
-            raise ValueError("evaluate: triple ids exceed the evaluator's vocabulary")
+        """Rank both directions of `triples` [n, 3] (int ids); no triple is dropped.
+        Raises ValueError on a wrong shape or ids outside [0, num_entities) / [0,
+        num_relations), FloatingPointError when score_fn returns NaN for a target."""
+        triples = np.asarray(triples)
+        if triples.ndim != 2 or triples.shape[1] != 3 or not np.issubdtype(triples.dtype, np.integer):
+            if not (triples.size == 0 and triples.ndim <= 2):
+                raise ValueError(f"evaluate: triples must be an int array [n, 3] of (head, relation, tail) ids, got "
+                                 f"shape {triples.shape} dtype {triples.dtype}")
+        triples = triples.reshape(-1, 3).astype(np.int64)
+        if len(triples) and (triples.min() < 0 or triples[:, [0, 2]].max() >= self.num_entities
+                             or triples[:, 1].max() >= self.num_relations):
+            raise ValueError(f"evaluate: triple ids must lie in [0, {self.num_entities}) for entities and "
+                             f"[0, {self.num_relations}) for relations; got entities "
+                             f"{triples[:, [0, 2]].min()}..{triples[:, [0, 2]].max()}, relations "
+                             f"{triples[:, 1].min()}..{triples[:, 1].max()}")
         t0 = time.perf_counter()
         q_h, q_r, q_t, head = make_queries(triples, self.num_relations)
         rows, cols = self.filter.pairs(q_h, q_r, q_t)
@@ -237,10 +256,17 @@ class RankingEvaluator:
             f_col = np.zeros(size, np.int32)
             f_valid = np.zeros(size, bool)
             f_row[: b - a], f_col[: b - a], f_valid[: b - a] = rows[a:b] - s, cols[a:b], True
-            gt, ge = kernel(params, pad(q_h), pad(q_r), pad(q_t), f_row, f_col, f_valid)
-            outs.append((gt, ge, n))
-        opt = np.concatenate([np.asarray(g)[:n] for g, _, n in outs]) if outs else np.zeros(0, np.int32)
-        pes = np.concatenate([np.asarray(e)[:n] for _, e, n in outs]) if outs else np.zeros(0, np.int32)
+            gt, ge, nan = kernel(params, pad(q_h), pad(q_r), pad(q_t), f_row, f_col, f_valid)
+            outs.append((gt, ge, nan, n))
+        opt = np.concatenate([np.asarray(g)[:n] for g, _, _, n in outs]) if outs else np.zeros(0, np.int32)
+        pes = np.concatenate([np.asarray(e)[:n] for _, e, _, n in outs]) if outs else np.zeros(0, np.int32)
+        nan = np.concatenate([np.asarray(x)[:n] for _, _, x, n in outs]) if outs else np.zeros(0, bool)
+        if nan.any():
+            i = int(np.flatnonzero(nan)[0])
+            raise FloatingPointError(
+                f"evaluate: score_fn returned a NaN target score for {int(nan.sum())} of {len(nan)} queries (first: head "
+                f"{int(q_h[i])}, relation {int(q_r[i])} of 2R={2 * self.num_relations}, target {int(q_t[i])}); "
+                "NaN ranks nothing, so these metrics would be meaningless")
         unseen = ~(self.seen[q_h] & self.seen[q_t])
         return EvalResult(
             optimistic=opt,

@@ -79,6 +79,54 @@ def test_constant_scorer_gets_realistic_mean_rank() -> None:
     assert m["tie_policy"] == "realistic" and m["mr"] > N / 3 and m["mrr_optimistic"] == 1.0
 
 
+def test_nan_scores_never_rank_first() -> None:
+    """NaN compares false with everything: unchecked, a NaN model would get MRR 1. A NaN
+    target raises; a NaN candidate counts as above the target (it can only hurt the rank)."""
+    train, valid, test = _graph(3)
+    ev = RankingEvaluator(N, R, [train, valid, test], train, query_chunk=16, entity_chunk=13)
+
+    def nan_score(params, h, r, cand):
+        return jnp.full((h.shape[0], cand.shape[0]), jnp.nan, jnp.float32)
+
+    with pytest.raises(FloatingPointError, match=f"NaN target score for {2 * len(test)} of {2 * len(test)} queries"):
+        ev.evaluate(nan_score, None, test)
+
+    def ramp(params, h, r, cand):  # distinct finite scores: no ties
+        return jnp.broadcast_to(cand.astype(jnp.float32)[None, :], (h.shape[0], cand.shape[0]))
+
+    bad = 0  # entity 0's score turns NaN; it is never the best-scored finite candidate
+
+    def ramp_nan(params, h, r, cand):
+        s = ramp(params, h, r, cand)
+        return jnp.where((cand == bad)[None, :], jnp.nan, s)
+
+    keep = (test[:, 0] != bad) & (test[:, 2] != bad)  # no NaN target
+    ref, res = ev.evaluate(ramp, None, test[keep]), ev.evaluate(ramp_nan, None, test[keep])
+    q_h, q_r, q_t, _ = make_queries(test[keep], R)
+    rows, cols = FilterIndex.build([np.concatenate([train, valid, test])], R).pairs(q_h, q_r, q_t)
+    filtered_bad = np.zeros(len(q_h), bool)
+    filtered_bad[rows[cols == bad]] = True
+    # entity 0 scored lowest before: now above every target unless filtered out for that query
+    np.testing.assert_array_equal(res.optimistic, ref.optimistic + ~filtered_bad)
+    np.testing.assert_array_equal(res.pessimistic, ref.pessimistic + ~filtered_bad)
+
+
+def test_bad_triples_and_policy_are_refused() -> None:
+    train, valid, test = _graph(4)
+    ev = RankingEvaluator(N, R, [train, valid, test], train)
+    with pytest.raises(ValueError, match=r"entities and \[0, 3\) for relations; got entities -1"):
+        ev.evaluate(const_score, None, np.array([[-1, 0, 1]]))
+    with pytest.raises(ValueError, match="got entities 0..37"):
+        ev.evaluate(const_score, None, np.array([[0, 0, N]]))
+    with pytest.raises(ValueError, match=r"int array \[n, 3\].*shape \(3, 4\)"):
+        ev.evaluate(const_score, None, test[:4].T)
+    with pytest.raises(ValueError, match="dtype float"):
+        ev.evaluate(const_score, None, test[:4].astype(float))
+    assert ev.evaluate(const_score, None, np.zeros((0, 3), np.int64)).optimistic.size == 0
+    with pytest.raises(ValueError, match="policy must be one of"):
+        RankingEvaluator(N, R, [train], train, policy="mean")
+
+
 def test_breakdowns_unseen_and_compile_once() -> None:
     train, valid, test = _graph(3)
     test = np.concatenate([test, [[N - 1, 0, 0]]])
