@@ -14,10 +14,13 @@ GEOFM_NUM_PROCESSES, GEOFM_PROCESS_ID). On CPU the cross-process collectives use
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["initialize", "add_distributed_args", "data_mesh"]
 
@@ -64,16 +67,26 @@ def initialize(coordinator_address: str | None, num_processes: int | None, proce
 
 
 def data_mesh(parallel: int) -> tuple[jax.sharding.Mesh, NamedSharding, NamedSharding]:
-    """(mesh, replicated sharding, batch sharding) over min(parallel, devices) devices.
+    """(mesh, replicated sharding, batch sharding) for ``parallel`` sub-batches per step.
 
-    ``parallel`` (sub-batches per step) must be a multiple of the devices used.
+    One process: the mesh spans the largest number of local devices that divides
+    ``parallel`` (all of them when it is a multiple of the device count; a warning names
+    the devices left idle otherwise). Several processes: every device, so ``parallel``
+    must be a multiple of the global device count (ValueError otherwise).
     """
     if parallel < 1:
         raise ValueError(f"train.parallel must be >= 1, got {parallel}")
     n = jax.device_count()
-    use = n if parallel % n == 0 else 1 if jax.process_count() == 1 else n
-    if parallel % use:
-        raise ValueError(f"train.parallel={parallel} must be a multiple of the {use} devices")
+    if jax.process_count() > 1:
+        use = n
+        if parallel % n:
+            raise ValueError(f"train.parallel={parallel} must be a multiple of the {n} devices of the "
+                             f"{jax.process_count()} processes")
+    else:
+        use = max(d for d in range(1, min(parallel, n) + 1) if parallel % d == 0)
+        if use < n:
+            log.warning("train.parallel=%d shards over %d of the %d devices (%d idle): use a multiple of %d to "
+                        "use them all", parallel, use, n, n - use, n)
     devices = jax.devices()[:use]
     mesh = jax.sharding.Mesh(devices, ("data",))
     return mesh, NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))

@@ -481,10 +481,12 @@ def _git_commit() -> str | None:
         return None
 
 
-def run_record(cfg: PretrainConfig, domains: list[Domain]) -> dict[str, Any]:
+def run_record(cfg: PretrainConfig, domains: list[Domain], mesh_devices: int | None = None) -> dict[str, Any]:
+    """run.json: versions, commit, seed, devices (all / in the data mesh), processes, domains, config."""
     return {
         "geofm_version": geofm.__version__, "git_commit": _git_commit(), "jax_version": jax.__version__,
-        "seed": cfg.seed, "devices": jax.device_count(), "processes": jax.process_count(),
+        "seed": cfg.seed, "devices": jax.device_count(), "mesh_devices": mesh_devices,
+        "processes": jax.process_count(),
         "domains": [{"name": d.name, "num_nodes": d.num_nodes, "inputs": d.inputs, "checksum": d.checksum,
                      "source_checksum": d.source_checksum}
                     for d in domains],
@@ -555,7 +557,7 @@ def pretrain(
     model = make_model(cfg, len(domains))
     optimizer = make_optimizer(model, tc, steps)
     run.mkdir(parents=True, exist_ok=True)  # once the config has built a model
-    record = run_record(cfg, domains)
+    record = run_record(cfg, domains, mesh.size)
     is_main = jax.process_index() == 0
     metadata = {"config": to_dict(cfg), "domains": [d.name for d in domains],
                 "checksums": {d.name: d.checksum for d in domains},

@@ -183,6 +183,28 @@ def test_data_parallel_matches_single_device(tmp_path: Path):
     np.testing.assert_allclose(out[4]["grad"], out[1]["grad"], rtol=1e-4, atol=1e-6)
 
 
+MESH_SCRIPT = r"""
+import json, logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from geofm.distributed import data_mesh
+print(json.dumps({p: data_mesh(p)[0].size for p in (1, 2, 3, 4, 6, 8)}))
+"""
+
+
+def test_data_mesh_uses_the_largest_dividing_device_count(tmp_path: Path):
+    """4 devices: parallel 2 -> 2 devices, 3 -> 3, 6 -> 3, 8 -> 4 (not a silent fallback to 1), with a
+    warning naming the idle devices."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-c", MESH_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"1": 1, "2": 2, "3": 3, "4": 4, "6": 3, "8": 4}
+    assert "train.parallel=6 shards over 3 of the 4 devices (1 idle)" in r.stderr
+
+
 def test_plots(reference_run: Path, tmp_path: Path):
     from geofm.plot import plot_run, poincare_2d
 
