@@ -61,7 +61,7 @@ import scipy.sparse as sp
 from flax import nnx
 
 from geofm import ops
-from geofm.config import dump_config, from_dict, to_dict
+from geofm.config import check_config, check_sequence, dump_config, from_dict, to_dict
 from geofm.data.types import TAGDataset
 from geofm.experts import MixtureEncoder
 from geofm.graph import CSR, add_self_loops, build_csr, symmetrize
@@ -650,6 +650,8 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
     `callback(step, model)` runs after each step listed in callback_steps (1-based; e.g.
     to score a held-out source for early stopping), the model back in train mode after it.
     Returns losses, the domain of each step and how many step executables were compiled."""
+    check_config(cfg, AlignConfig, "train_aligner")
+    domains = check_sequence(domains, "train_aligner domains", DomainInputs)
     if not domains:
         raise ValueError("train_aligner needs at least one source domain")
     tc, lc = cfg.train, cfg.loss

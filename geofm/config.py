@@ -34,6 +34,8 @@ __all__ = [
     "apply_overrides",
     "from_dict",
     "to_dict",
+    "check_config",
+    "check_sequence",
     "dump_config",
     "load_config",
 ]
@@ -298,6 +300,35 @@ def from_dict(cls: type[T], data: Mapping[str, Any], origins: Mapping[str, str] 
     return _build(cls, data, "", origins or {})
 
 
+def check_sequence(value: Any, name: str, item: type | tuple[type, ...] | None = None) -> list[Any]:
+    """``value`` as a list; TypeError naming ``name`` when it is a bare string (whose
+    characters would be iterated), not a list/tuple, or (with ``item``) holds another type."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a list, got the single string {value!r}: wrap it in a list")
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+    if item is not None:
+        for i, v in enumerate(value):
+            if not isinstance(v, item) or (item is int and isinstance(v, bool)):
+                kinds = "/".join(t.__name__ for t in (item if isinstance(item, tuple) else (item,)))
+                raise TypeError(f"{name}[{i}] must be {kinds}, got {type(v).__name__}")
+    return list(value)
+
+
+def check_config(cfg: Any, cls: type, what: str) -> None:
+    """Entry-point check of a config built in Python (which skips `load_config`'s checks):
+    TypeError unless ``cfg`` is a ``cls``; ConfigError naming the key when a value does not
+    match its field's type (e.g. a bare string where a list of names belongs). what: the
+    function's name, for the message."""
+    if not isinstance(cfg, cls):
+        raise TypeError(f"{what}: expected a {cls.__name__} (e.g. geofm.config.load_config(PATH, {cls.__name__})), "
+                        f"got {type(cfg).__name__}")
+    try:
+        from_dict(cls, to_dict(cfg))
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
 def to_dict(cfg: Any) -> Any:
     """A dataclass config (or any nesting of them) as plain YAML/JSON-able data."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
@@ -317,5 +348,5 @@ def dump_config(cfg: Any) -> str:
 def load_config(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
     """Load a YAML file (with `base:` chain), apply `--set` overrides, validate into `cls`."""
     tree, origins = load_yaml_tree(path)
-    apply_overrides(tree, list(overrides or []), origins)
+    apply_overrides(tree, check_sequence(overrides or [], "overrides", str), origins)
     return from_dict(cls, tree, origins)

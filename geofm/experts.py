@@ -24,6 +24,7 @@ from flax import nnx
 from scipy.sparse.csgraph import shortest_path
 
 from geofm import ops
+from geofm.config import check_sequence
 from geofm.gating import GraphShaperGate, fuse_tangent, load_balance_loss, node_entropy
 from geofm.graph import CSR
 from geofm.nn.layers import GeoGATConv, GeoGCNConv
@@ -196,6 +197,7 @@ class MixtureEncoder(nnx.Module):
         rngs: nnx.Rngs,
         **expert_defaults: Any,
     ):
+        experts = check_sequence(experts, "MixtureEncoder experts", (str, dict))
         if not experts:
             raise ValueError("MixtureEncoder needs at least one expert")
         self.names = tuple(_spec(e)[0] for e in experts)

@@ -47,7 +47,7 @@ from flax import nnx
 
 import geofm
 from geofm.checkpoint import CheckpointError, Checkpointer, check_resume, latest_metadata
-from geofm.config import dump_config, to_dict
+from geofm.config import check_config, dump_config, to_dict
 from geofm.data.cache import atomic_write_bytes, atomic_write_text
 from geofm.data.mixture import subgraph_mixture
 from geofm.data.sampler import SubgraphSampler, loader
@@ -149,6 +149,7 @@ def check_adapt(acfg: AdaptConfig, data: DataConfig) -> None:
     from geofm.data.registry import find_dataset
     from geofm.data.synthetic import GENERATORS
 
+    check_config(acfg, AdaptConfig, "adapt")
     if not acfg.shots or any(k < 1 for k in acfg.shots):
         raise ValueError(f"adapt.shots must be a non-empty list of k >= 1, got {acfg.shots}")
     if acfg.splits < 1 or acfg.epochs < 1:
@@ -544,6 +545,7 @@ def pretrain(
     """
     from geofm.distributed import data_mesh
 
+    check_config(cfg, PretrainConfig, "pretrain")
     run = Path(run_dir)
     if not resume and (latest := latest_metadata(run / "checkpoints")) is not None:  # before any data is loaded
         raise CheckpointError(f"{run} already holds checkpoints (up to step {latest[0]}): use another run folder, "

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from geofm.config import check_sequence
 from geofm.metrics import accuracy, macro_f1
 
 log = logging.getLogger("geofm.zero_shot")
@@ -243,7 +244,7 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
         "correction_scale": float(correction_scale),
         "overlap_scope": scope,
     }
-    if few_shot_k:
+    if check_sequence(few_shot_k, "evaluate_target few_shot_k", int):
         prop = base["text_propagation"]["embedding"]
         result["few_shot"] = {
             str(k): {
@@ -466,8 +467,10 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
     it to `out`. `domains` optionally maps source names to prepared `DomainInputs`."""
     import time
 
-    from geofm.align import build_aligner, save_aligner, train_aligner
+    from geofm.align import AlignConfig, build_aligner, save_aligner, train_aligner
+    from geofm.config import check_config
 
+    check_config(cfg, AlignConfig, "train_run")
     if Path(out).exists() and not (Path(out).is_dir() and not any(Path(out).iterdir())):
         raise ValueError(f"run folder {out} exists and is not an empty folder: choose another --out (an aligner "
                          "is saved once, into a new folder)")

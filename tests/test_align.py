@@ -137,6 +137,8 @@ def test_bad_model_options_are_named(domains):
                           text_dim=384)
     with pytest.raises(ValueError, match="mix_hops"):
         embed_nodes(model, domains[0])  # prepared without depths
+    with pytest.raises(TypeError, match="domains must be a list, got DomainInputs"):
+        train_aligner(model, domains[0], config_from_dict(TINY))  # one domain, not wrapped in a list
 
 
 def test_depth_mix_learns_and_callback_sees_steps(domains):

@@ -92,3 +92,24 @@ def test_circular_base_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad, Cfg)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml", Cfg)
+
+
+def test_check_config_and_check_sequence_catch_python_built_mistakes(tmp_path: Path) -> None:
+    from geofm.config import check_config, check_sequence
+
+    check_config(Cfg(tags=("a",)), Cfg, "fn")  # a valid config passes
+    with pytest.raises(TypeError, match="fn: expected a Cfg .*got str"):
+        check_config("cfg.yaml", Cfg, "fn")
+    with pytest.raises(ConfigError, match="fn: config key 'tags': expected a list, got 'abc'"):
+        check_config(Cfg(tags="abc"), Cfg, "fn")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="config key 'optim.lr': expected float"):
+        check_config(Cfg(optim=Optim(lr="fast")), Cfg, "fn")  # type: ignore[arg-type]
+    assert check_sequence((1, 2), "k", int) == [1, 2]
+    with pytest.raises(TypeError, match="the single string 'abc': wrap it in a list"):
+        check_sequence("abc", "names")
+    with pytest.raises(TypeError, match=r"k\[1\] must be int, got bool"):
+        check_sequence([1, True], "k", int)
+    with pytest.raises(TypeError, match="must be a list, got int"):
+        check_sequence(5, "k", int)
+    with pytest.raises(TypeError, match="overrides must be a list, got the single string"):
+        load_config(_write(tmp_path / "c.yaml", {"seed": 1}), Cfg, "seed=2")  # type: ignore[arg-type]

@@ -34,6 +34,8 @@ def test_registry_by_name_and_errors():
         build_expert("elliptic", 4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="already registered"):
         register_expert("euclidean", lambda dim, **kw: None)
+    with pytest.raises(TypeError, match="experts must be a list, got the single string 'hyperbolic'"):
+        MixtureEncoder(5, 6, experts="hyperbolic", rngs=nnx.Rngs(0))
 
 
 def test_mixture_outputs_and_single_expert_has_no_gate():

@@ -34,7 +34,7 @@ from flax import nnx
 
 import geofm
 from geofm.checkpoint import CheckpointError, Checkpointer, check_resume, latest_metadata
-from geofm.config import dump_config, to_dict
+from geofm.config import check_config, dump_config, to_dict
 from geofm.data.cache import atomic_write_text
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig, LossConfig, OptimConfig
@@ -289,9 +289,10 @@ def train_kg(
     text_encoder: for `init.kind: text`, an object with `encode(texts) -> [n, D]`
     (None = geofm.text.TextEncoder named by `init.encoder`); see geofm.kg.init.
     """
-    if not isinstance(cfg, KGConfig):
-        raise TypeError(f"train_kg: cfg must be a KGConfig (geofm.config.load_config(path, KGConfig)), "
-                        f"got {type(cfg).__name__}")
+    check_config(cfg, KGConfig, "train_kg")
+    if dataset is not None and not isinstance(dataset, KGDataset):
+        raise TypeError(f"train_kg: dataset must be a KGDataset (geofm.data.load_dataset of a KG folder), got "
+                        f"{type(dataset).__name__}")
     if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1 or cfg.train.patience < 1:
         raise ValueError("train.epochs must be >= 0, train.batch_size, train.valid_every and train.patience >= 1")
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:

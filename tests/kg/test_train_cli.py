@@ -190,10 +190,19 @@ def test_out_naming_a_file_and_the_generated_tiny_kg(tmp_path: Path, capsys) -> 
 
 
 def test_train_kg_and_load_dataset_name_wrong_argument_types() -> None:
+    import dataclasses
+
+    from geofm.config import ConfigError, load_config
     from geofm.data import load_dataset
+    from geofm.kg.config import KGConfig
     from geofm.kg.train import train_kg
 
-    with pytest.raises(TypeError, match="cfg must be a KGConfig"):
+    with pytest.raises(TypeError, match="train_kg: expected a KGConfig"):
         train_kg("configs/kg/tiny.yaml")  # type: ignore[arg-type]
+    cfg = load_config(TINY, KGConfig)
+    with pytest.raises(TypeError, match="dataset must be a KGDataset.*got dict"):
+        train_kg(cfg, dataset={"train": []})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="train_kg: config key 'train.epochs': expected int"):
+        train_kg(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs="5")))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expected a name or a folder path, got int"):
         load_dataset(123)  # type: ignore[arg-type]

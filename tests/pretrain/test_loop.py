@@ -123,6 +123,18 @@ def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: P
         load_config(TINY, PretrainConfig, ["train.epochs=many"])
     with pytest.raises(ValueError, match="unknown|not found|known"):
         pretrain(load_config(TINY, PretrainConfig, ["data.datasets=[no-such-dataset]"]), tmp_path, progress=False)
+    import dataclasses
+
+    from geofm.pretrain import check_adapt
+
+    cfg = load_config(TINY, PretrainConfig)
+    with pytest.raises(ConfigError, match="pretrain: config key 'data.datasets': expected a list, got 'synthetic-tree'"):
+        pretrain(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, datasets="synthetic-tree")), tmp_path / "s")
+    with pytest.raises(TypeError, match="pretrain: expected a PretrainConfig"):
+        pretrain(TINY, tmp_path / "s")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="adapt: config key 'shots': expected a list, got 1"):
+        check_adapt(dataclasses.replace(cfg.adapt, shots=1), cfg.data)  # type: ignore[arg-type]
+    assert not (tmp_path / "s").exists()
 
 
 def test_adapt_kshot_runs(reference_run: Path):
