@@ -150,6 +150,8 @@ class Checkpointer:
         if mode not in ("max", "min"):
             raise ValueError(f"Checkpointer mode must be 'max' or 'min', got {mode!r}")
         self.directory = Path(directory).resolve()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(f"checkpoint folder {self.directory} is a file, not a folder")
         self.metric, self.mode = metric, mode
         self.metadata = dict(metadata or {})
         sign = 1.0 if mode == "max" else -1.0
@@ -182,6 +184,12 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
 
+    def step_for(self, which: Literal["latest", "best"]) -> int | None:
+        """The latest or the best step (None when there is none); ValueError for another ``which``."""
+        if which not in ("latest", "best"):
+            raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+        return self.latest_step() if which == "latest" else self.best_step()
+
     def best_step(self) -> int | None:
         steps = self.all_steps()
         scored = [(s, self._score(s)) for s in steps]
@@ -210,7 +218,11 @@ class Checkpointer:
 
     # -------------------------------------------------------- save/restore ---
     def save(self, step: int, state: Any, *, metrics: dict[str, float] | None = None, extra: dict | None = None) -> None:
-        """Save `state` (pytree of arrays) at `step`; returns when it is on disk."""
+        """Save `state` (pytree of arrays) at `step`; returns when it is on disk.
+        CheckpointError when `step` is already saved (a checkpoint is never overwritten)."""
+        if int(step) in self.all_steps():
+            raise CheckpointError(f"checkpoint {self.directory} already holds step {int(step)}; a saved step is "
+                                  "never overwritten")
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         meta = {
             "step": int(step),
@@ -236,7 +248,7 @@ class Checkpointer:
         checkpoint, when shapes/dtypes/keys differ, or when files are damaged.
         """
         if step is None:
-            step = self.latest_step() if which == "latest" else self.best_step()
+            step = self.step_for(which)
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         if step not in self.all_steps():

@@ -150,8 +150,12 @@ def plot_embeddings(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, embeddings: bool = True) -> list[Path]:
-    """Write the run's PNGs into out_dir (default: the run folder); returns their paths."""
+    """Write the run's PNGs into out_dir (default: the run folder); returns their paths.
+    ValueError (and no folder created) when run_dir holds no metrics.jsonl or out_dir is a file."""
+    read_metrics(run_dir)  # refuse a non-run folder before creating anything
     out = Path(out_dir or run_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder (the plots are written into a folder)")
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_losses(run_dir, out / "loss_curves.png")]
     g = plot_gates(run_dir, out / "gate_weights.png")

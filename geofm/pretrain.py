@@ -732,7 +732,7 @@ def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[Glue
                               "(`geofm pretrain --config C --out RUN` writes one)")
     ckpt = Checkpointer(Path(run_dir) / "checkpoints", metric="loss", mode="min")
     try:
-        step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
+        step = ckpt.step_for(which)  # type: ignore[arg-type]
         if step is None:
             raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
         meta = ckpt.read_meta(step).get("metadata", {})

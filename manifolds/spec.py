@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from manifolds import lorentz as _lo
 from manifolds import stereographic as _st
-from manifolds._common import Array, ArrayLike, safe_norm, sq_norm
+from manifolds._common import Array, ArrayLike, check_same_dim, safe_norm, sq_norm
 
 __all__ = ["ManifoldSpec", "Stereographic", "Lorentz", "Euclidean", "random_unit"]
 
@@ -115,10 +115,11 @@ class Stereographic(ManifoldSpec):
         return jnp.zeros(shape, dtype)
 
     def contains(self, x, *, atol: float = 0.0) -> Array:
-        """Boolean [...]: finite and (k<0) strictly inside the ball."""
+        """Boolean [...]: finite and (k<0) inside the ball: k|x|^2 > -1 - atol (atol 0:
+        strictly inside; atol > 0 tolerates points that far past the rim, in units of k|x|^2)."""
         x = jnp.asarray(x)
         k = jnp.asarray(self.k, x.dtype)
-        inside = (k >= 0) | (k * sq_norm(x) > -1.0)
+        inside = (k >= 0) | (k * sq_norm(x) > -1.0 - atol)
         return jnp.all(jnp.isfinite(x), axis=-1) & inside[..., 0]
 
     def random_point(self, key, shape, *, radius: float = 2.0, dtype=jnp.float32):
@@ -238,10 +239,14 @@ class Euclidean(ManifoldSpec):
         return ambient_dim
 
     def expmap(self, x, v):
-        return jnp.asarray(x) + jnp.asarray(v)
+        x, v = jnp.asarray(x), jnp.asarray(v)
+        check_same_dim(x, v, "Euclidean.expmap")
+        return x + v
 
     def logmap(self, x, y):
-        return jnp.asarray(y) - jnp.asarray(x)
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        check_same_dim(x, y, "Euclidean.logmap")
+        return y - x
 
     def expmap0(self, v):
         return jnp.asarray(v)
@@ -250,10 +255,14 @@ class Euclidean(ManifoldSpec):
         return jnp.asarray(y)
 
     def dist(self, x, y, *, keepdims: bool = False):
-        return safe_norm(jnp.asarray(x) - jnp.asarray(y), keepdims=keepdims)
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        check_same_dim(x, y, "Euclidean.dist")
+        return safe_norm(x - y, keepdims=keepdims)
 
     def inner(self, x, u, v, *, keepdims: bool = False):
-        return jnp.sum(jnp.asarray(u) * jnp.asarray(v), axis=-1, keepdims=keepdims)
+        u, v = jnp.asarray(u), jnp.asarray(v)
+        check_same_dim(u, v, "Euclidean.inner")
+        return jnp.sum(u * v, axis=-1, keepdims=keepdims)
 
     def ptransp(self, x, y, v):
         return jnp.asarray(v)
@@ -274,6 +283,7 @@ class Euclidean(ManifoldSpec):
         return jnp.zeros(shape, dtype)
 
     def contains(self, x, *, atol: float = 0.0) -> Array:
+        """Boolean [...]: finite (R^d has no constraint for atol to relax)."""
         return jnp.all(jnp.isfinite(jnp.asarray(x)), axis=-1)
 
     def random_point(self, key, shape, *, radius: float = 2.0, dtype=jnp.float32):

@@ -42,6 +42,15 @@ def test_incompatible_target_is_a_clear_error(tmp_path: Path) -> None:
             ck.restore(_state(0), step=9)
     with Checkpointer(tmp_path / "empty") as ck, pytest.raises(CheckpointError, match="no checkpoint"):
         ck.restore(_state(0))
+    with Checkpointer(tmp_path) as ck:
+        with pytest.raises(ValueError, match="which must be 'latest' or 'best', got 'bestt'"):
+            ck.restore(_state(0), which="bestt")  # type: ignore[arg-type]
+        with pytest.raises(CheckpointError, match="already holds step 1; a saved step is never overwritten"):
+            ck.save(1, _state(2.0))
+        assert float(ck.restore(_state(0))[0]["params"]["w"][0, 0]) == 1.0
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CheckpointError, match="afile is a file, not a folder"):
+        Checkpointer(tmp_path / "afile")
 
 
 def test_damaged_files_are_a_clear_error(tmp_path: Path) -> None:

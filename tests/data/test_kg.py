@@ -85,6 +85,9 @@ def test_single_alternative_entity_text_is_picked(tmp_path: Path) -> None:
     assert load_kg(root, entity_text=None).entity_text is None
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         load_kg(root, entity_text="nope.txt")
+    with pytest.raises(FileNotFoundError, match="relation text file 'relation2txt.txt' not found"):
+        load_kg(root, relation_text="relation2txt.txt")
+    assert load_kg(root).relation_text is None  # the default name may be absent
 
 
 def test_crlf_lines_accepted(tmp_path: Path) -> None:

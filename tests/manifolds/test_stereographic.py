@@ -171,6 +171,11 @@ def test_bad_input_raises_value_error():
         st.weighted_midpoint(x[None], jnp.ones((5,), DTYPE), k=-1.0)
     with pytest.raises(ValueError, match="at least one axis"):
         st.expmap0(1.0, k=-1.0)
+    with pytest.raises(ValueError, match="Euclidean.dist: expected the same last-axis size"):
+        M.Euclidean().dist(jnp.zeros(3, DTYPE), jnp.zeros(1, DTYPE))  # would broadcast to 0.0
+    edge = jnp.array([[0.9999, 0.0], [1.0001, 0.0]], DTYPE)
+    np.testing.assert_array_equal(M.Stereographic(-1.0).contains(edge), [True, False])
+    np.testing.assert_array_equal(M.Stereographic(-1.0).contains(edge, atol=1e-3), [True, True])
 
 
 _CHECK_FINITE_SCRIPT = """

@@ -224,6 +224,12 @@ def test_plots(reference_run: Path, tmp_path: Path):
     assert [p.name for p in paths] == ["loss_curves.png"] and paths[0].stat().st_size > 1000
     xy = poincare_2d(np.random.default_rng(0).standard_normal((50, 8)) * 30)
     assert xy.shape == (50, 2) and np.all(np.linalg.norm(xy, axis=1) < 1.0)
+    with pytest.raises(ValueError, match="metrics.jsonl: not found"):
+        plot_run(tmp_path / "no-such-run")
+    assert not (tmp_path / "no-such-run").exists()  # nothing created for a typo
+    (tmp_path / "a.png").write_text("")
+    with pytest.raises(ValueError, match="a.png: exists and is not a folder"):
+        plot_run(reference_run, tmp_path / "a.png", embeddings=False)
 
 
 def _free_port() -> int:
