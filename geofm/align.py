@@ -473,7 +473,7 @@ class GraphTextAligner(nnx.Module):
             raise ValueError(f"model.mix_hops must be >= 1 with model.depth_mix, got {cfg.mix_hops}")
         if not cfg.residual and not cfg.head:
             raise ValueError("model.residual: false needs model.head: true (z would not depend on the graph)")
-        self.residual, self.use_adapter = cfg.residual, cfg.adapter
+        self.residual, self.use_adapter, self.text_dim = cfg.residual, cfg.adapter, int(text_dim)
         self.num_depths = cfg.mix_hops + 1 if cfg.depth_mix else 0
         self.encoder = MixtureEncoder(2 * text_dim, cfg.dim, experts=list(cfg.experts),
                                       descriptor_dim=descriptor_dim, gate_hidden=cfg.gate_hidden,
@@ -600,6 +600,13 @@ def _depths(d: DomainInputs) -> np.ndarray:
     return d.depths if d.depths is not None else d.text[:, None, :]
 
 
+def check_text_dim(model: GraphTextAligner, d: DomainInputs) -> None:
+    """ValueError when the domain's text embeddings are not as wide as the aligner's text space."""
+    if d.text.ndim != 2 or d.text.shape[1] != model.text_dim:
+        raise ValueError(f"domain {d.name!r}: text embeddings of shape {tuple(d.text.shape)} do not match the "
+                         f"aligner's text_dim {model.text_dim} (built for another text encoder?)")
+
+
 def _device_domain(d: DomainInputs) -> dict[str, Any]:
     return {"text": jnp.asarray(d.text), "prop": jnp.asarray(d.prop), "desc": jnp.asarray(d.descriptors),
             "csr": d.csr, "w": d.weights, "cls": jnp.asarray(d.class_emb), "depths": jnp.asarray(_depths(d))}
@@ -654,6 +661,8 @@ def train_aligner(model: GraphTextAligner, domains: Sequence[DomainInputs], cfg:
     domains = check_sequence(domains, "train_aligner domains", DomainInputs)
     if not domains:
         raise ValueError("train_aligner needs at least one source domain")
+    for d in domains:
+        check_text_dim(model, d)
     tc, lc = cfg.train, cfg.loss
     if tc.steps < 0 or tc.batch_nodes < 2:
         raise ValueError(f"train.steps must be >= 0 and train.batch_nodes >= 2, got {tc.steps}, {tc.batch_nodes}")
@@ -709,6 +718,7 @@ def embed_nodes(model: GraphTextAligner, d: DomainInputs, *, correction_scale: f
     1 = as trained, 0 with scope "all" = the text+propagation baseline). The parts stay
     unscaled, so `compose(out, scale=..., scope=...)` rescores other scales for free."""
     check_scope(scope)
+    check_text_dim(model, d)
     model.eval()
     out = AlignOutput(*(np.asarray(a) for a in _embed(model, _device_domain(d))))
     if correction_scale == 1.0:

@@ -155,7 +155,13 @@ def build_expert(spec: str | dict[str, Any], dim: int, *, rngs: nnx.Rngs, **defa
     name, kwargs = _spec(spec)
     if name not in EXPERTS:
         raise ValueError(f"unknown expert {name!r}; known: {sorted(EXPERTS)}")
-    return EXPERTS[name](dim, rngs=rngs, **{**defaults, **kwargs})
+    try:
+        return EXPERTS[name](dim, rngs=rngs, **{**defaults, **kwargs})
+    except TypeError as err:  # a misspelled keyword: name the expert and the keywords given
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise TypeError(f"expert {name!r}: {err}; keywords given (expert kwargs and MixtureEncoder extra keywords): "
+                        f"{sorted({**defaults, **kwargs})}") from None
 
 
 # ----------------------------------------------------------------------------- mixture
@@ -221,6 +227,13 @@ class MixtureEncoder(nnx.Module):
         descriptors: jax.Array | None = None,
     ) -> MixtureOutput:
         """x [N, in_dim]; csr; edge weights [E] (default `ops.gcn_norm(csr)`); descriptors [N, F]."""
+        if x.ndim != 2 or x.shape[1] != self.proj.in_features:
+            raise ValueError(f"MixtureEncoder: x must be [N, {self.proj.in_features}] (in_dim), got {tuple(x.shape)}")
+        if self.gate is not None and self.descriptor_dim and (
+                descriptors is None or tuple(descriptors.shape) != (x.shape[0], self.descriptor_dim)):
+            got = None if descriptors is None else tuple(descriptors.shape)
+            raise ValueError(f"MixtureEncoder: descriptors must be [N, descriptor_dim] = "
+                             f"[{x.shape[0]}, {self.descriptor_dim}], got {got}")
         if weights is None:
             weights = ops.gcn_norm(csr)
         u0 = self.proj(self.input_dropout(x))

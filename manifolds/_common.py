@@ -35,28 +35,31 @@ def as_float(x: ArrayLike, name: str = "x") -> Array:
     return x
 
 
-def as_curvature(k: ArrayLike, dtype: Any, points: tuple[int, ...] | None = None, name: str = "x") -> Array:
+def as_curvature(k: ArrayLike, dtype: Any, points: tuple[int, ...] | None = None, name: str = "x",
+                 what: str = "k") -> Array:
     """`k` as an array of `dtype`: a scalar or an array whose last axis has size 1.
 
     The trailing 1 makes per-point curvature explicit: for points `[..., n, d]`
     a per-point `k` has shape `[..., n, 1]` (a `[n]`-shaped k would silently
     broadcast against the coordinate axis, so it is rejected). points: the shape of
     the points `name` the curvature applies to; when given, `k` must broadcast
-    against `points[:-1] + (1,)` (ValueError naming both shapes otherwise).
+    against `points[:-1] + (1,)` (ValueError naming both shapes otherwise). what: the
+    argument's name in messages (the same rule serves other per-point scalars, e.g. the
+    factor of `mobius_scalar_mul`).
     """
     k = jnp.asarray(k, dtype=dtype)
     if k.ndim > 0 and k.shape[-1] != 1:
         raise ValueError(
-            f"k must be a scalar or have a trailing axis of size 1 (got shape {k.shape}); "
-            "for per-point curvature of points [..., d] pass k[..., None]"
+            f"{what} must be a scalar or have a trailing axis of size 1 (got shape {k.shape}); "
+            f"for per-point values of points [..., d] pass {what}[..., None]"
         )
     if points is not None and k.ndim > 0:
         try:
             np.broadcast_shapes(tuple(points[:-1]) + (1,), k.shape)
         except ValueError:
             raise ValueError(
-                f"per-point k of shape {k.shape} does not broadcast against {name} of shape {tuple(points)} "
-                f"(k needs shape [..., 1] matching {name}[..., :1], here {tuple(points[:-1]) + (1,)})"
+                f"per-point {what} of shape {k.shape} does not broadcast against {name} of shape {tuple(points)} "
+                f"({what} needs shape [..., 1] matching {name}[..., :1], here {tuple(points[:-1]) + (1,)})"
             ) from None
     return k
 

@@ -319,10 +319,10 @@ def dist0(x: ArrayLike, *, k: ArrayLike, keepdims: bool = False) -> Array:
 def mobius_scalar_mul(r: ArrayLike, x: ArrayLike, *, k: ArrayLike) -> Array:
     """r ⊗_k x = tan_k(r artan_k|x|) x/|x| = expmap0(r logmap0(x)).
 
-    r: scalar or broadcastable to [..., 1]; x: [..., d] -> [..., d].
+    r: scalar or [..., 1] broadcastable against x[..., :1]; x: [..., d] -> [..., d].
     """
     x, k = _prep(x, k)
-    r = jnp.asarray(r, dtype=x.dtype)
+    r = as_curvature(r, x.dtype, x.shape, "x", what="r")
     return _expmap0(r * _logmap0(x, k), k)
 
 

@@ -139,6 +139,9 @@ def test_bad_model_options_are_named(domains):
         embed_nodes(model, domains[0])  # prepared without depths
     with pytest.raises(TypeError, match="domains must be a list, got DomainInputs"):
         train_aligner(model, domains[0], config_from_dict(TINY))  # one domain, not wrapped in a list
+    narrow = build_aligner(config_from_dict(TINY), text_dim=128)
+    with pytest.raises(ValueError, match="do not match the aligner's text_dim 128"):
+        embed_nodes(narrow, domains[0])
 
 
 def test_depth_mix_learns_and_callback_sees_steps(domains):

@@ -36,6 +36,14 @@ def test_registry_by_name_and_errors():
         register_expert("euclidean", lambda dim, **kw: None)
     with pytest.raises(TypeError, match="experts must be a list, got the single string 'hyperbolic'"):
         MixtureEncoder(5, 6, experts="hyperbolic", rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="expert 'hyperbolic': .*'descriptr_dim'.*keywords given"):
+        MixtureEncoder(5, 6, descriptr_dim=3, rngs=nnx.Rngs(0))
+    ei, n = syn.balanced_tree(2, 2)
+    m = MixtureEncoder(5, 6, descriptor_dim=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x must be \[N, 5\] \(in_dim\), got \(7, 4\)"):
+        m(jnp.ones((n, 4)), _csr(ei, n), descriptors=jnp.ones((n, 3)))
+    with pytest.raises(ValueError, match=r"descriptors must be \[N, descriptor_dim\] = \[7, 3\], got None"):
+        m(jnp.ones((n, 5)), _csr(ei, n))
 
 
 def test_mixture_outputs_and_single_expert_has_no_gate():

@@ -163,6 +163,9 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match=r"against x of shape \(4, 3\)"):
         st.mobius_add(x, x, k=-jnp.ones((3, 1), DTYPE))
     assert st.expmap0(x[None], k=-jnp.ones((2, 4, 1), DTYPE)).shape == (2, 4, 3)  # k may add leading axes
+    with pytest.raises(ValueError, match=r"r must be a scalar or have a trailing axis of size 1 \(got shape \(3,\)\)"):
+        st.mobius_scalar_mul(jnp.ones(3, DTYPE), x, k=-1.0)  # would scale each coordinate
+    assert st.mobius_scalar_mul(jnp.ones((4, 1), DTYPE), x, k=-1.0).shape == (4, 3)
     with pytest.raises(ValueError, match=r"m of shape \[d_out, 3\]"):
         st.mobius_matvec(jnp.ones((2, 4), DTYPE), x, k=-1.0)
     with pytest.raises(ValueError, match="non-last axis"):
