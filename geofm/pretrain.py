@@ -159,7 +159,7 @@ def check_adapt(acfg: AdaptConfig, data: DataConfig) -> None:
     if acfg.target.lower() not in GENERATORS:
         try:
             find_dataset(acfg.target, data.data_dir)
-        except ValueError as err:
+        except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"adapt.target: {err}") from None
 
 

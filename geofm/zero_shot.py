@@ -60,6 +60,10 @@ def class_scores(node_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
     node_emb, class_emb = np.asarray(node_emb, np.float32), np.asarray(class_emb, np.float32)
     if node_emb.ndim != 2 or class_emb.ndim != 2 or node_emb.shape[1] != class_emb.shape[1]:
         raise ValueError(f"class_scores: need [N, D] and [C, D], got {node_emb.shape} and {class_emb.shape}")
+    for what, a in (("node", node_emb), ("class", class_emb)):
+        if not np.all(np.isfinite(a)):
+            bad = int(np.sum(~np.all(np.isfinite(a), axis=1)))
+            raise ValueError(f"class_scores: {bad} {what} embedding row(s) hold NaN/inf (argmax would pick class 0)")
     return node_emb @ class_emb.T
 
 

@@ -53,6 +53,8 @@ def test_zero_shot_predicts_nearest_class_text():
     assert class_scores(nodes, cls).shape == (3, 3)
     with pytest.raises(ValueError, match="class_scores"):
         class_scores(nodes, cls[:, :3])
+    with pytest.raises(ValueError, match=r"1 node embedding row\(s\) hold NaN/inf"):
+        zero_shot_predict(np.where(np.arange(3)[:, None] == 1, np.nan, nodes), cls)
 
 
 def test_metrics_ignore_unlabelled_and_match_hand_counts():

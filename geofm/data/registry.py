@@ -163,6 +163,8 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
                              f"(missing {', '.join(no_tag)}); a knowledge graph needs train/valid/test.txt "
                              f"(missing {', '.join(no_kg)})")
         return path
+    if (os.sep in str(name_or_path) or path.is_absolute()) and not path.exists():
+        raise FileNotFoundError(f"dataset folder {path} does not exist")
     found = discover(data_dir, cache_dir)
     key = str(name_or_path).lower()
     if key in found:

@@ -57,6 +57,8 @@ def test_flat_root_and_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert find_dataset("USERS-GRAPH", data_dir=flat) == folder
     ds = load_dataset(str(folder), cache=False)  # any folder in the format, not only known names
     assert ds.num_nodes == 2 and ds.name == "users-graph"
+    with pytest.raises(FileNotFoundError, match="dataset folder .*no-such/cora does not exist"):
+        load_dataset(str(tmp_path / "no-such" / "cora"), cache=False)
 
 
 def test_unknown_name_lists_known(isolated: Path) -> None:
