@@ -119,11 +119,14 @@ def _run_dir(name: str, runs: Path) -> Path:
     return runs / name
 
 
-def ensure_pretrained(name: str, config: str, runs: Path) -> tuple[Path, float | None]:
+def ensure_pretrained(name: str, config: str, runs: Path, *, seed_offset: int = 0) -> tuple[Path, float | None]:
     """The run folder (pretrained here, or resumed when an earlier run stopped early) and the
-    pretraining seconds when known."""
-    run = _run_dir(name, runs)
+    pretraining seconds when known. seed_offset > 0: the config's seed + seed_offset, in the
+    folder NAME_seedS (another pretraining run of the same design)."""
+    run = _run_dir(name if not seed_offset else f"{name}_seed{seed_offset}", runs)
     cfg = load_config(ROOT / "configs" / "pretrain" / config, PretrainConfig)
+    if seed_offset:
+        cfg = dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
     steps = cfg.train.epochs * (cfg.train.local_steps + cfg.train.global_steps + cfg.train.refine_steps)
     rows = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
             if (run / "metrics.jsonl").is_file() else [])
@@ -336,21 +339,29 @@ def add_variants(args: argparse.Namespace) -> None:
     print(f"wrote {out_path}")
 
 
-def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: tuple[int, ...] = (1, 5)) -> dict:
+def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: tuple[int, ...] = (1, 5),
+                seed_offset: int = 0) -> dict:
     """More splits for the pretrained-vs-random question: the same protocol and models as the
     main table (splits 0..4 ARE the table's splits: `kshot_splits` seeds each split by its index),
     `splits` splits per k, paired per split (same train / validation / test nodes and adapter
     seed on both models): per arm mean ± std, and the paired gap's mean, std, standard error,
-    95 % t interval, wins / losses and t-test p (`_common.paired_summary`)."""
-    model, cfg, names = load_pretrained(_run_dir(name, runs))
+    95 % t interval, wins / losses and t-test p (`_common.paired_summary`). That interval holds
+    split noise only, for two fixed models; seed_offset S > 0 repeats the check with another
+    pretraining run (config seed + S, folder NAME_seedS, `ensure_pretrained`) against a random
+    init drawn with that seed, on the SAME splits and adapter seeds as the table."""
+    config = {e[0]: e[1] for e in EXPERIMENTS}[name]
+    run, _ = ensure_pretrained(name, config, runs, seed_offset=seed_offset)
+    model, cfg, names = load_pretrained(run)
+    base_seed = cfg.seed - seed_offset  # the table's split and adapter seeds
     acfg = dataclasses.replace(cfg.adapt, splits=splits, shots=list(shots))
     dom = load_domain(acfg.target, cfg.data, seed=cfg.seed, max_nodes=model.cfg.max_nodes)
     arms = {}
     for init, m in (("pretrained", model), ("random_init", make_model(cfg, len(names)))):
         batcher = _Batcher(dom, m, acfg.eval_batch_size, seed=cfg.seed)
         feats = target_features(m, dom, AdapterSpec(), data_dir=cfg.data.data_dir, seed=cfg.seed, batcher=batcher)
-        arms[init] = {v: run_kshot(m, feats, dom.labels, acfg, VARIANTS[v], seed=cfg.seed) for v in variants}
-    out: dict = {"target": dom.name, "splits": splits, "variants": {}}
+        arms[init] = {v: run_kshot(m, feats, dom.labels, acfg, VARIANTS[v], seed=base_seed) for v in variants}
+    out: dict = {"target": dom.name, "splits": splits, "model_seed": cfg.seed, "split_seed": base_seed,
+                 "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run), "variants": {}}
     for v in variants:
         for k in map(str, shots):
             a = np.asarray(arms["pretrained"][v][k]["accs"]) * 100
@@ -361,11 +372,11 @@ def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: 
                 "first5_pretrained_mean": float(a[:5].mean()), "first5_random_init_mean": float(b[:5].mean()),
                 "paired_gap": paired_summary(a - b)}
             g = out["variants"][v][k]["paired_gap"]
-            print(f"  power {name} {v} {k}-shot: pretrained {a.mean():.2f}, random {b.mean():.2f}, gap "
-                  f"{g['mean']:+.2f} (95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, p {g['p_two_sided']:.2g}, "
+            p = "n/a" if g["p_two_sided"] is None else f"{g['p_two_sided']:.2g}"
+            print(f"  power {name} model seed {cfg.seed} {v} {k}-shot: pretrained {a.mean():.2f}, random "
+                  f"{b.mean():.2f}, gap {g['mean']:+.2f} (95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, p {p}, "
                   f"wins {g['wins']}/{g['n']})", flush=True)
     return out
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -386,7 +397,12 @@ def main() -> None:
                         "table's) for the --variants (default full, backbone_full) of the --only experiments "
                         "(default cora_gated), written to --power-out")
     p.add_argument("--power-out", default=str(ROOT / "bench" / "results" / "pretrain_kshot_power.json"))
+    p.add_argument("--seed-offset", type=int, default=0,
+                   help="with --power: another pretraining run / random init with the config seed + this (folder "
+                        "NAME_seedS, result key NAME_seedS), on the table's splits")
     args = p.parse_args()
+    if args.power is not None and (args.power < 2 or args.seed_offset < 0):
+        p.error("--power needs at least 2 splits (a paired interval) and --seed-offset >= 0")
     if args.power:
         out_path = Path(args.power_out)
         res = json.loads(out_path.read_text()) if out_path.is_file() else {"experiments": {}}
@@ -394,11 +410,13 @@ def main() -> None:
                        "with more splits? splits 0..4 are the main table's (bench/results/pretrain_kshot.json)")
         for name in args.only or ["cora_gated"]:
             machine, t0 = machine_info(note="2-core CPU box"), time.perf_counter()
-            res["experiments"][name] = power_check(name, Path(args.runs), args.power,
-                                                   args.variants or ["full", "backbone_full"])
-            res["experiments"][name]["seconds"] = time.perf_counter() - t0
-            res["experiments"][name]["command"] = " ".join(["bench/pretrain_kshot.py"] + sys.argv[1:])
-            res["experiments"][name]["machine"] = machine
+            key = name if not args.seed_offset else f"{name}_seed{args.seed_offset}"
+            res["experiments"][key] = power_check(name, Path(args.runs), args.power,
+                                                  args.variants or ["full", "backbone_full"],
+                                                  seed_offset=args.seed_offset)
+            res["experiments"][key]["seconds"] = time.perf_counter() - t0
+            res["experiments"][key]["command"] = " ".join(["bench/pretrain_kshot.py"] + sys.argv[1:])
+            res["experiments"][key]["machine"] = machine
             out_path.write_text(json.dumps(res, indent=1))
         print(f"wrote {out_path}")
         return

@@ -204,6 +204,10 @@ def _convert(value: Any, tp: Any, key: str, origins: Mapping[str, str]) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar from Python code
+        value = value.item()
+    if tp is str and isinstance(value, Path):  # a config built in Python may hold paths
+        value = str(value)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -104,6 +104,9 @@ def test_check_config_and_check_sequence_catch_python_built_mistakes(tmp_path: P
         check_config(Cfg(tags="abc"), Cfg, "fn")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="config key 'optim.lr': expected float"):
         check_config(Cfg(optim=Optim(lr="fast")), Cfg, "fn")  # type: ignore[arg-type]
+    import numpy as np
+
+    check_config(Cfg(epochs=np.int64(3), optim=Optim(lr=np.float32(0.1)), note=tmp_path), Cfg, "fn")  # type: ignore[arg-type]
     assert check_sequence((1, 2), "k", int) == [1, 2]
     with pytest.raises(TypeError, match="the single string 'abc': wrap it in a list"):
         check_sequence("abc", "names")

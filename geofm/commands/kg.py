@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path("runs") / "kg" / f"{cfg.model.name}_{Path(cfg.data.name).name}_{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         results = train_kg(cfg, out, progress=None if not args.quiet else False)
-    except (ValueError, FileNotFoundError) as err:
+    except FloatingPointError as err:  # non-finite loss or scores: the last good checkpoint stays on disk
+        print(f"geofm kg: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
         print(f"geofm kg: {err}", file=sys.stderr)
         return 2
     test = results["test"]

@@ -112,7 +112,9 @@ def load_kg(
     entity_text: file name of the entity texts (default `entity2text.txt`; when
         that is absent and exactly one `entity2text*.txt` exists it is used;
         None skips texts; another name that is missing is a FileNotFoundError).
-        relation_text: likewise for relations (default `relation2text.txt`).
+        relation_text: file name of the relation texts (default `relation2text.txt`, used
+        when present; None or "" skips them; another name that is missing is a
+        FileNotFoundError).
     on_duplicate: a triple repeated within a split is dropped with a warning
         ("drop") or raises ("error"). on_self_loop: triples with head == tail are
         kept, dropped with a warning, or rejected.
@@ -150,7 +152,7 @@ def load_kg(
     _warn_leakage(splits, files)
     ent_text, ent_info = read_id_texts(pick_entity_text(root, entity_text), ent, "entity")
     rel_file = root / relation_text if relation_text and (root / relation_text).is_file() else None
-    if relation_text is not None and rel_file is None and relation_text != DEFAULT_RELATION_TEXT:
+    if relation_text and rel_file is None and relation_text != DEFAULT_RELATION_TEXT:
         raise FileNotFoundError(f"{root}: relation text file {relation_text!r} not found")
     rel_text, rel_info = read_id_texts(rel_file, rel, "relation")
     meta = {

@@ -17,9 +17,9 @@ turned into padded (row, col) pairs per query chunk and scattered into a
 The target's score is computed by the same `score_fn` with the targets as a
 [C]-candidate block (diagonal), and the target's own column is excluded
 explicitly, so the target never ties with itself. NaN compares false with
-everything, so unchecked it would rank the target first: a NaN target score makes
-`evaluate` raise FloatingPointError, and a NaN candidate score counts as above the
-target (it can only worsen the rank; no extra pass over the scores).
+everything, so unchecked it would rank the target first: a NaN (or +inf) target
+score makes `evaluate` raise FloatingPointError, and a NaN candidate score counts as
+above the (finite) target (it can only worsen the rank; no extra pass over the scores).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _chunk_ranks(
     f_valid: jnp.ndarray,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """Optimistic/pessimistic ranks [C] for one padded query chunk, and per query whether
-    its target scored NaN (bool [C]); NaN candidates count as above the target."""
+    its target scored NaN or +inf (bool [C]); NaN candidates count as above the target."""
     c = h.shape[0]
     target_scores = jnp.diagonal(score_fn(params, h, r, t))
     n_blocks = -(-num_entities // entity_chunk)
@@ -179,7 +179,7 @@ def _chunk_ranks(
 
     zeros = jnp.zeros(c, jnp.int32)
     (gt, ge), _ = jax.lax.scan(block, (zeros, zeros), jnp.arange(n_blocks, dtype=jnp.int32))
-    return gt + 1, ge + 1, jnp.isnan(target_scores)
+    return gt + 1, ge + 1, jnp.isnan(target_scores) | (target_scores == jnp.inf)
 
 
 class RankingEvaluator:
@@ -227,7 +227,7 @@ class RankingEvaluator:
     def evaluate(self, score_fn: ScoreFn, params: Any, triples: np.ndarray) -> EvalResult:
         """Rank both directions of `triples` [n, 3] (int ids); no triple is dropped.
         Raises ValueError on a wrong shape or ids outside [0, num_entities) / [0,
-        num_relations), FloatingPointError when score_fn returns NaN for a target."""
+        num_relations), FloatingPointError when score_fn returns NaN or +inf for a target."""
         triples = np.asarray(triples)
         if triples.ndim != 2 or triples.shape[1] != 3 or not np.issubdtype(triples.dtype, np.integer):
             if not (triples.size == 0 and triples.ndim <= 2):
@@ -264,7 +264,7 @@ class RankingEvaluator:
         if nan.any():
             i = int(np.flatnonzero(nan)[0])
             raise FloatingPointError(
-                f"evaluate: score_fn returned a NaN target score for {int(nan.sum())} of {len(nan)} queries (first: head "
+                f"evaluate: score_fn returned a NaN or +inf target score for {int(nan.sum())} of {len(nan)} queries (first: head "
                 f"{int(q_h[i])}, relation {int(q_r[i])} of 2R={2 * self.num_relations}, target {int(q_t[i])}); "
                 "NaN ranks nothing, so these metrics would be meaningless")
         unseen = ~(self.seen[q_h] & self.seen[q_t])

@@ -88,8 +88,14 @@ def test_nan_scores_never_rank_first() -> None:
     def nan_score(params, h, r, cand):
         return jnp.full((h.shape[0], cand.shape[0]), jnp.nan, jnp.float32)
 
-    with pytest.raises(FloatingPointError, match=f"NaN target score for {2 * len(test)} of {2 * len(test)} queries"):
+    with pytest.raises(FloatingPointError, match=f"NaN or \\+inf target score for {2 * len(test)} of {2 * len(test)} q"):
         ev.evaluate(nan_score, None, test)
+
+    def inf_score(params, h, r, cand):  # +inf everywhere would otherwise tie at optimistic rank 1
+        return jnp.full((h.shape[0], cand.shape[0]), jnp.inf, jnp.float32)
+
+    with pytest.raises(FloatingPointError, match="target score"):
+        ev.evaluate(inf_score, None, test)
 
     def ramp(params, h, r, cand):  # distinct finite scores: no ties
         return jnp.broadcast_to(cand.astype(jnp.float32)[None, :], (h.shape[0], cand.shape[0]))

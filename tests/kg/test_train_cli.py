@@ -206,3 +206,14 @@ def test_train_kg_and_load_dataset_name_wrong_argument_types() -> None:
         train_kg(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs="5")))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="expected a name or a folder path, got int"):
         load_dataset(123)  # type: ignore[arg-type]
+
+
+def test_non_finite_training_exits_3_without_traceback(capsys, tmp_path: Path, monkeypatch) -> None:
+    import geofm.kg.train as kg_train
+
+    def boom(*args, **kwargs):
+        raise FloatingPointError("training loss became nan at epoch 2; lower optim.lr")
+
+    monkeypatch.setattr(kg_train, "train_kg", boom)
+    code, _, err = _run(capsys, "--config", TINY, "--quiet", "--out", str(tmp_path / "r"))
+    assert code == 3 and "geofm kg: training loss became nan" in err and "Traceback" not in err
