@@ -50,6 +50,12 @@ Power check (the pretrained-vs-random gap on more splits, paired per split, 95 %
 p-value; the first 5 splits are the table's; bench/results/pretrain_kshot_power.json):
 
     nice -n 5 .venv/bin/python bench/pretrain_kshot.py --power 30 --only cora_gated cora_gcn
+
+That interval covers split noise for two fixed models (one pretraining run, one random init).
+--seed-offset S repeats it with another pretraining run (config seed + S, run folder
+NAME_seedS) and a random init drawn with that seed, on the same splits (result key NAME_seedS):
+
+    nice -n 5 .venv/bin/python bench/pretrain_kshot.py --power 30 --only cora_gated --variants full --seed-offset 1
 """
 
 from __future__ import annotations
