@@ -47,6 +47,8 @@ def as_curvature(k: ArrayLike, dtype: Any, points: tuple[int, ...] | None = None
     argument's name in messages (the same rule serves other per-point scalars, e.g. the
     factor of `mobius_scalar_mul`).
     """
+    if isinstance(k, (str, bytes)):
+        raise TypeError(f"{what} must be a number or an array, got the string {k!r}")
     k = jnp.asarray(k, dtype=dtype)
     if k.ndim > 0 and k.shape[-1] != 1:
         raise ValueError(

@@ -174,6 +174,8 @@ def test_bad_input_raises_value_error():
         st.weighted_midpoint(x[None], jnp.ones((5,), DTYPE), k=-1.0)
     with pytest.raises(ValueError, match="at least one axis"):
         st.expmap0(1.0, k=-1.0)
+    with pytest.raises(TypeError, match="k must be a number or an array, got the string '-1'"):
+        st.expmap0(x, k="-1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Euclidean.dist: expected the same last-axis size"):
         M.Euclidean().dist(jnp.zeros(3, DTYPE), jnp.zeros(1, DTYPE))  # would broadcast to 0.0
     edge = jnp.array([[0.9999, 0.0], [1.0001, 0.0]], DTYPE)
