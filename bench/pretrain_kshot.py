@@ -384,6 +384,34 @@ def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: 
                   f"wins {g['wins']}/{g['n']})", flush=True)
     return out
 
+def power_over_seeds(experiments: dict) -> dict:
+    """For each experiment with --seed-offset repeats (keys NAME, NAME_seedS): per variant and k,
+    the paired gap of every model seed, the seed-level mean ± std and t-test p (seeds as the
+    unit: pretraining and init variation), and the gap averaged over seeds per split (seeds
+    fixed, split noise only)."""
+    out: dict = {}
+    for name, base in experiments.items():
+        reps = [base] + [e for key, e in sorted(experiments.items()) if key.startswith(f"{name}_seed")]
+        if len(reps) < 2 or "_seed" in name:
+            continue
+        for v in base["variants"]:
+            for k in base["variants"][v]:
+                rows = [e["variants"][v][k] for e in reps if v in e["variants"]]
+                if len(rows) < 2:  # this variant was not repeated with another seed
+                    continue
+                gaps = np.array([r["paired_gap"]["mean"] for r in rows])
+                per_split = np.mean([np.subtract(r["pretrained"]["accs"], r["random_init"]["accs"]) for r in rows], 0)
+                out.setdefault(name, {}).setdefault(v, {})[k] = {
+                    "model_seeds": [e.get("model_seed", 0) for e in reps if v in e["variants"]],
+                    "pretrained_mean_per_seed": [round(r["pretrained"]["mean"], 2) for r in rows],
+                    "random_init_mean_per_seed": [round(r["random_init"]["mean"], 2) for r in rows],
+                    "gap_per_seed": gaps.round(2).tolist(),
+                    "seeds_with_ci_above_0": int(sum(r["paired_gap"]["ci95"][0] > 0 for r in rows)),
+                    "over_seeds": paired_summary(gaps),
+                    "seed_averaged_per_split": paired_summary(per_split)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="experiment names (default: all)")
@@ -423,6 +451,7 @@ def main() -> None:
             res["experiments"][key]["seconds"] = time.perf_counter() - t0
             res["experiments"][key]["command"] = " ".join(["bench/pretrain_kshot.py"] + sys.argv[1:])
             res["experiments"][key]["machine"] = machine
+            res["over_seeds"] = power_over_seeds(res["experiments"])
             out_path.write_text(json.dumps(res, indent=1))
         print(f"wrote {out_path}")
         return
