@@ -43,6 +43,17 @@ def project(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.where(n > maxn, x / n * maxn, x)
 
 
+def atth_query(head: torch.Tensor, diag: torch.Tensor, ctx: torch.Tensor, rel: torch.Tensor,
+               c: torch.Tensor) -> torch.Tensor:
+    """AttH query point [B, d] on the ball of curvature -c: attention (context ctx [B, d]) over
+    the Givens reflection and rotation (diag [B, d]: rotation | reflection halves) of the head
+    embedding [B, d], Möbius-translated by the relation vector rel [B, d] (not projected)."""
+    rot, ref = torch.chunk(diag, 2, dim=1)
+    cands = torch.stack([givens(ref, head, True), givens(rot, head, False)], 1)
+    att = torch.softmax((ctx[:, None, :] * cands).sum(-1) / head.shape[1] ** 0.5, dim=1)
+    return mobius_add(expmap0((att[..., None] * cands).sum(1), c), expmap0(rel, c), c)
+
+
 def triples_factory(ds, triples):
     """A PyKEEN TriplesFactory over `triples` [n, 3] (geofm ids) with the dataset's vocabulary."""
     from pykeen.triples import TriplesFactory

@@ -72,21 +72,15 @@ def torch_atth_eval(ds, model) -> tuple[dict, np.ndarray] | None:
     """Public-AttH-style evaluation in PyTorch with our parameters (float32)."""
     try:
         import torch
-        from _torch_kg import expmap0, givens, mobius_add, project
+        from _torch_kg import atth_query, project
     except ImportError:
         return None
     p = {k: torch.tensor(np.asarray(v[...])) for k, v in nnx.state(model, nnx.Param).items()}
     ent, rel, diag, ctx, kraw, bh, bt = (p[n] for n in ("entity", "rel", "rel_diag", "context", "k_raw", "bh", "bt"))
-    d = ent.shape[1]
 
     def query(h, r):
         c = torch.nn.functional.softplus(kraw[r])
-        head = ent[h]
-        rot, ref = torch.chunk(diag[r], 2, dim=1)
-        cands = torch.stack([givens(ref, head, True), givens(rot, head, False)], 1)
-        att = torch.softmax((ctx[r][:, None, :] * cands).sum(-1) / d**0.5, dim=1)
-        q = (att[..., None] * cands).sum(1)
-        return project(mobius_add(expmap0(q, c), expmap0(rel[r], c), c), c), c
+        return project(atth_query(ent[h], diag[r], ctx[r], rel[r], c), c), c
 
     def score_all(x, c):
         sc = c.sqrt()

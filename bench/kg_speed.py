@@ -59,7 +59,7 @@ def torch_steps(ds, train: np.ndarray, steps: int, double_neg: bool) -> float | 
     try:
         import torch
         import torch.nn.functional as F
-        from _torch_kg import expmap0, givens, mobius_add
+        from _torch_kg import atth_query, expmap0, mobius_add
     except ImportError:
         return None
     torch.manual_seed(0)
@@ -74,11 +74,7 @@ def torch_steps(ds, train: np.ndarray, steps: int, double_neg: bool) -> float | 
 
     def score(h, r, t):
         c = F.softplus(P["c"][r])
-        head = P["ent"][h]
-        rot, ref = torch.chunk(P["diag"][r], 2, dim=1)
-        cands = torch.stack([givens(ref, head, True), givens(rot, head, False)], 1)
-        att = torch.softmax((P["ctx"][r][:, None] * cands).sum(-1) / d**0.5, 1)
-        q = mobius_add(expmap0((att[..., None] * cands).sum(1), c), expmap0(P["rel"][r], c), c)
+        q = atth_query(P["ent"][h], P["diag"][r], P["ctx"][r], P["rel"][r], c)
         y = expmap0(P["ent"][t], c)
         sc = c.sqrt()
         u = (mobius_add(-q, y, c).norm(dim=-1, keepdim=True) * sc).clamp(max=1 - 1e-7)

@@ -125,11 +125,16 @@ def _run_dir(name: str, runs: Path) -> Path:
     return runs / name
 
 
+def _seed_name(name: str, seed_offset: int) -> str:
+    """The run folder / result key of another pretraining seed of experiment `name`."""
+    return name if not seed_offset else f"{name}_seed{seed_offset}"
+
+
 def ensure_pretrained(name: str, config: str, runs: Path, *, seed_offset: int = 0) -> tuple[Path, float | None]:
     """The run folder (pretrained here, or resumed when an earlier run stopped early) and the
     pretraining seconds when known. seed_offset > 0: the config's seed + seed_offset, in the
     folder NAME_seedS (another pretraining run of the same design)."""
-    run = _run_dir(name if not seed_offset else f"{name}_seed{seed_offset}", runs)
+    run = _run_dir(_seed_name(name, seed_offset), runs)
     cfg = load_config(ROOT / "configs" / "pretrain" / config, PretrainConfig)
     if seed_offset:
         cfg = dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
@@ -370,11 +375,11 @@ def power_check(name: str, runs: Path, splits: int, variants: list[str], shots: 
                  "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run), "variants": {}}
     for v in variants:
         for k in map(str, shots):
-            a = np.asarray(arms["pretrained"][v][k]["accs"]) * 100
-            b = np.asarray(arms["random_init"][v][k]["accs"]) * 100
+            pa, ra = arms["pretrained"][v][k], arms["random_init"][v][k]
+            a, b = np.asarray(pa["accs"]) * 100, np.asarray(ra["accs"]) * 100
             out["variants"].setdefault(v, {})[k] = {
-                "pretrained": {"mean": float(a.mean()), "std": float(a.std()), "accs": a.round(3).tolist()},
-                "random_init": {"mean": float(b.mean()), "std": float(b.std()), "accs": b.round(3).tolist()},
+                "pretrained": {"mean": pa["mean"], "std": pa["std"], "accs": a.round(3).tolist()},
+                "random_init": {"mean": ra["mean"], "std": ra["std"], "accs": b.round(3).tolist()},
                 "first5_pretrained_mean": float(a[:5].mean()), "first5_random_init_mean": float(b[:5].mean()),
                 "paired_gap": paired_summary(a - b)}
             g = out["variants"][v][k]["paired_gap"]
@@ -391,18 +396,19 @@ def power_over_seeds(experiments: dict) -> dict:
     fixed, split noise only)."""
     out: dict = {}
     for name, base in experiments.items():
-        reps = [base] + [e for key, e in sorted(experiments.items()) if key.startswith(f"{name}_seed")]
-        if len(reps) < 2 or "_seed" in name:
+        if "_seed" in name:
             continue
+        reps = [base] + [e for key, e in sorted(experiments.items()) if key.startswith(f"{name}_seed")]
         for v in base["variants"]:
+            reps_v = [e for e in reps if v in e["variants"]]
+            if len(reps_v) < 2:  # this variant was not repeated with another seed
+                continue
             for k in base["variants"][v]:
-                rows = [e["variants"][v][k] for e in reps if v in e["variants"]]
-                if len(rows) < 2:  # this variant was not repeated with another seed
-                    continue
+                rows = [e["variants"][v][k] for e in reps_v]
                 gaps = np.array([r["paired_gap"]["mean"] for r in rows])
                 per_split = np.mean([np.subtract(r["pretrained"]["accs"], r["random_init"]["accs"]) for r in rows], 0)
                 out.setdefault(name, {}).setdefault(v, {})[k] = {
-                    "model_seeds": [e.get("model_seed", 0) for e in reps if v in e["variants"]],
+                    "model_seeds": [e.get("model_seed", 0) for e in reps_v],
                     "pretrained_mean_per_seed": [round(r["pretrained"]["mean"], 2) for r in rows],
                     "random_init_mean_per_seed": [round(r["random_init"]["mean"], 2) for r in rows],
                     "gap_per_seed": gaps.round(2).tolist(),
@@ -444,7 +450,7 @@ def main() -> None:
                        "with more splits? splits 0..4 are the main table's (bench/results/pretrain_kshot.json)")
         for name in args.only or ["cora_gated"]:
             machine, t0 = machine_info(note="2-core CPU box"), time.perf_counter()
-            key = name if not args.seed_offset else f"{name}_seed{args.seed_offset}"
+            key = _seed_name(name, args.seed_offset)
             res["experiments"][key] = power_check(name, Path(args.runs), args.power,
                                                   args.variants or ["full", "backbone_full"],
                                                   seed_offset=args.seed_offset)

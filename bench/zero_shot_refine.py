@@ -30,13 +30,16 @@ from pathlib import Path
 from _common import machine_info  # bench/ is sys.path[0] when run as a script
 
 import numpy as np
+from scipy.special import softmax
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geofm.align import AlignConfig, normalized_adjacency, unit_rows  # noqa: E402
 from geofm.config import load_config  # noqa: E402
-from geofm.zero_shot import evaluate_embeddings, load_text_encoder, prepare_named, score_baselines  # noqa: E402
+from geofm.adapt import label_propagation  # noqa: E402
+from geofm.zero_shot import (classification_metrics, evaluate_embeddings, load_text_encoder,  # noqa: E402
+                             prepare_named, score_baselines)
 
 TARGETS = ("cora", "arxiv2023", "webkb-cornell", "webkb-texas")
 EM_GRID = [(alpha, tau) for alpha in (0.0, 1.0) for tau in (0.02, 0.05)]
@@ -45,27 +48,19 @@ ROUNDS = 10
 OUT = ROOT / "bench" / "results" / "zero_shot_refine.json"
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def em_prototypes(z: np.ndarray, c: np.ndarray, *, alpha: float, tau: float) -> np.ndarray:
     """Class prototypes [C, D] re-estimated from unit node embeddings z [N, D], starting at c [C, D]."""
     p_ = c.copy()
     for _ in range(ROUNDS):
-        p = _softmax(z @ p_.T / tau)
+        p = softmax(z @ p_.T / tau, axis=1)
         p_ = unit_rows(alpha * c + (p.T @ z) / np.maximum(p.sum(0)[:, None], 1e-9))
     return p_
 
 
 def smoothed_scores(z: np.ndarray, c: np.ndarray, s, *, a: float) -> np.ndarray:
-    """Class probabilities [N, C] propagated over the graph (s: [N, N] sparse)."""
-    y0 = _softmax(z @ c.T / 0.05)
-    y = y0
-    for _ in range(ROUNDS):
-        y = (1 - a) * y0 + a * (s @ y)
-    return y
+    """Class probabilities [N, C] propagated over the graph (s: [N, N] sparse); nothing clamped."""
+    none = np.zeros(0, np.int64)
+    return label_propagation(softmax(z @ c.T / 0.05, axis=1), s, none, none, alpha=a, iters=ROUNDS)
 
 
 def main() -> None:
@@ -90,7 +85,7 @@ def main() -> None:
                     z, em_prototypes(z, d.class_emb, alpha=alpha, tau=tau), d.labels)[0]
             for a in SMOOTH_GRID:
                 y = smoothed_scores(z, d.class_emb, s, a=a)
-                row[f"{bn} + smooth(a={a})"] = evaluate_embeddings(y, np.eye(y.shape[1], dtype=np.float32), d.labels)[0]
+                row[f"{bn} + smooth(a={a})"] = classification_metrics(y.argmax(1), d.labels, y.shape[1])
         rows[name] = row
         print(name, json.dumps({k: round(v["accuracy"], 4) for k, v in row.items()}), flush=True)
     ref = "text_propagation"

@@ -220,9 +220,6 @@ class Checkpointer:
     def save(self, step: int, state: Any, *, metrics: dict[str, float] | None = None, extra: dict | None = None) -> None:
         """Save `state` (pytree of arrays) at `step`; returns when it is on disk.
         CheckpointError when `step` is already saved (a checkpoint is never overwritten)."""
-        if int(step) in self.all_steps():
-            raise CheckpointError(f"checkpoint {self.directory} already holds step {int(step)}; a saved step is "
-                                  "never overwritten")
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         meta = {
             "step": int(step),
@@ -231,12 +228,16 @@ class Checkpointer:
             "extra": dict(extra or {}),
             "fingerprint": tree_fingerprint(state),
         }
-        self._mgr.save(
-            int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics=metrics,
-            force=True,
-        )
+        try:
+            self._mgr.save(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                metrics=metrics,
+                force=True,
+            )
+        except ocp.checkpoint_manager.StepAlreadyExistsError:
+            raise CheckpointError(f"checkpoint {self.directory} already holds step {int(step)}; a saved step is "
+                                  "never overwritten") from None
         self._mgr.wait_until_finished()
 
     def restore(

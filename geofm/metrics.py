@@ -10,6 +10,7 @@ A constant scorer therefore gets realistic rank (N + 1) / 2, not 1.
 
 from __future__ import annotations
 
+import typing
 from typing import Literal, Sequence
 
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ __all__ = [
     "accuracy",
     "macro_f1",
     "tie_ranks",
+    "check_tie_policy",
     "combine_ranks",
     "ranking_metrics",
 ]
@@ -69,16 +71,17 @@ def tie_ranks(
     return gt, ge
 
 
+def check_tie_policy(policy: str) -> None:
+    """ValueError unless ``policy`` is one of `TiePolicy`."""
+    if policy not in typing.get_args(TiePolicy):
+        raise ValueError(f"tie policy must be one of {typing.get_args(TiePolicy)}, got {policy!r}")
+
+
 def combine_ranks(optimistic: np.ndarray, pessimistic: np.ndarray, policy: TiePolicy = "realistic") -> np.ndarray:
     """Ranks [n] float64 under a tie policy from optimistic/pessimistic int ranks."""
+    check_tie_policy(policy)
     o, p = np.asarray(optimistic, np.float64), np.asarray(pessimistic, np.float64)
-    if policy == "optimistic":
-        return o
-    if policy == "pessimistic":
-        return p
-    if policy == "realistic":
-        return 0.5 * (o + p)
-    raise ValueError(f"unknown tie policy {policy!r}; known: optimistic, pessimistic, realistic")
+    return o if policy == "optimistic" else p if policy == "pessimistic" else 0.5 * (o + p)
 
 
 def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 3, 10)) -> dict[str, float]:

@@ -564,11 +564,11 @@ def pretrain(
     metadata = {"config": to_dict(cfg), "domains": [d.name for d in domains],
                 "checksums": {d.name: d.checksum for d in domains},
                 "source_checksums": {d.name: d.source_checksum for d in domains}}
-    ckpt = Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1, metadata=metadata)
-    base_key = jax.random.key(cfg.seed)
-    start = 0
-    if ckpt.latest_step() is not None:  # resume is on (checked above)
-        try:
+    with Checkpointer(run / "checkpoints", metric="loss", mode="min", keep_last=2, keep_best=1,
+                      metadata=metadata) as ckpt:  # closed on every exit
+        base_key = jax.random.key(cfg.seed)
+        start = 0
+        if ckpt.latest_step() is not None:  # resume is on (checked above)
             saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
             if saved.get("domains") not in (None, metadata["domains"]):
                 raise CheckpointError(f"cannot resume {run}: its checkpoints were trained on {saved['domains']}, "
@@ -582,99 +582,95 @@ def pretrain(
                 log.warning("resuming %s although the inputs computed from its data hash differently (text "
                             "embeddings or structural features recomputed with other rounding)", run)
             tree, meta = ckpt.restore(_ckpt_tree(model, optimizer, base_key, 0))
-        except CheckpointError:
-            ckpt.close()
-            raise
-        _restore_into(model, optimizer, tree)
-        start = int(np.asarray(tree["step"]))
-        log.info("resumed from %s at step %d", run / "checkpoints", start)
-    kept: list[dict[str, Any]] = []
-    if is_main:  # written only once the run folder is known to fit this config
-        atomic_write_text(run / "config.yaml", dump_config(cfg))
-        atomic_write_text(run / "run.json", json.dumps(record, indent=2))
-        atomic_write_bytes(run / "projections.npz", lambda f: np.savez(f, **{d.name: d.projection for d in domains}))
-        kept = _metric_rows(run / "metrics.jsonl", upto=start)
-        atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in kept))
-    # replicate the model / optimizer on the mesh
-    nnx.update(model, _replicate(nnx.state(model), rep))
-    nnx.update(optimizer, _replicate(nnx.state(optimizer), rep))
-    streams = Streams(domains, cfg, steps)
-    plan = schedule(cfg)
-    step_fn = make_train_step(tc)
-    rows = _local_rows(tc.parallel)
-    ex = ThreadPoolExecutor(max_workers=1) if tc.prefetch else None
+            _restore_into(model, optimizer, tree)
+            start = int(np.asarray(tree["step"]))
+            log.info("resumed from %s at step %d", run / "checkpoints", start)
+        kept: list[dict[str, Any]] = []
+        if is_main:  # written only once the run folder is known to fit this config
+            atomic_write_text(run / "config.yaml", dump_config(cfg))
+            atomic_write_text(run / "run.json", json.dumps(record, indent=2))
+            atomic_write_bytes(run / "projections.npz", lambda f: np.savez(f, **{d.name: d.projection for d in domains}))
+            kept = _metric_rows(run / "metrics.jsonl", upto=start)
+            atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in kept))
+        # replicate the model / optimizer on the mesh
+        nnx.update(model, _replicate(nnx.state(model), rep))
+        nnx.update(optimizer, _replicate(nnx.state(optimizer), rep))
+        streams = Streams(domains, cfg, steps)
+        plan = schedule(cfg)
+        step_fn = make_train_step(tc)
+        rows = _local_rows(tc.parallel)
+        ex = ThreadPoolExecutor(max_workers=1) if tc.prefetch else None
 
-    def host_batch(t: int) -> GlueBatch:
-        return streams.batch(plan[t][0], t, rows)
+        def host_batch(t: int) -> GlueBatch:
+            return streams.batch(plan[t][0], t, rows)
 
-    end = steps if stop_after is None else min(steps, stop_after)
-    metrics_f = open(run / "metrics.jsonl", "a") if is_main else None
-    bar = _bar(end - start, progress)
-    t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
-    loss_v, terms_v = math.nan, {}
-    last = kept[-1] if kept else {}
-    if last.get("step") == start and start > 0:  # a resumed run: report its last logged loss until a new one
-        loss_v = float(last["loss"])
-        terms_v = {k: float(last[k]) for k in _TERMS.get(last.get("phase"), ()) if k in last}
-    gate_acc: dict[str, np.ndarray] = {}
-    pending = ex.submit(host_batch, start) if (ex and start < end) else None
-    try:
-        for t in range(start, end):
-            phase, epoch = plan[t]
-            hb = pending.result() if pending is not None else host_batch(t)
-            pending = ex.submit(host_batch, t + 1) if (ex and t + 1 < end) else None
-            batch = _put_batch(hb, dat, tc.parallel)
-            key = jax.random.fold_in(base_key, t)
-            loss, terms, gate = step_fn(model, optimizer, batch, key, phase_flags(phase, epoch, tc))
-            log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
-            loss_now = float(loss)  # one scalar sync per step: never checkpoint a NaN state
-            if not math.isfinite(loss_now):
-                terms_now = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_now} "
-                    f"terms={terms_now}; the last good checkpoint in {run / 'checkpoints'} is kept")
-            if gate is not None:
-                gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
-                for i, d in enumerate(domains):
-                    if gc[i] > 0:
-                        gate_acc[d.name] = gs[i] / gc[i]
-            if log_now:
-                loss_v = float(loss)
-                terms_v = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
-                if not math.isfinite(loss_v) or not all(math.isfinite(v) for v in terms_v.values()):
+        end = steps if stop_after is None else min(steps, stop_after)
+        metrics_f = open(run / "metrics.jsonl", "a") if is_main else None
+        bar = _bar(end - start, progress)
+        t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
+        loss_v, terms_v = math.nan, {}
+        last = kept[-1] if kept else {}
+        if last.get("step") == start and start > 0:  # a resumed run: report its last logged loss until a new one
+            loss_v = float(last["loss"])
+            terms_v = {k: float(last[k]) for k in _TERMS.get(last.get("phase"), ()) if k in last}
+        gate_acc: dict[str, np.ndarray] = {}
+        pending = ex.submit(host_batch, start) if (ex and start < end) else None
+        try:
+            for t in range(start, end):
+                phase, epoch = plan[t]
+                hb = pending.result() if pending is not None else host_batch(t)
+                pending = ex.submit(host_batch, t + 1) if (ex and t + 1 < end) else None
+                batch = _put_batch(hb, dat, tc.parallel)
+                key = jax.random.fold_in(base_key, t)
+                loss, terms, gate = step_fn(model, optimizer, batch, key, phase_flags(phase, epoch, tc))
+                log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
+                loss_now = float(loss)  # one scalar sync per step: never checkpoint a NaN state
+                if not math.isfinite(loss_now):
+                    terms_now = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
                     raise NonFiniteLossError(
-                        f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_v} "
-                        f"terms={terms_v}; the last good checkpoint in {run / 'checkpoints'} is kept")
-                now = time.perf_counter()
-                rate = (t + 1 - last_step) / max(now - last_t, 1e-9)
-                row = {"step": t + 1, "epoch": epoch, "phase": phase, "loss": loss_v, **terms_v,
-                       "steps_per_s": rate, "samples_per_s": rate * tc.batch_size * tc.parallel,
-                       "time": now - t0}
-                if gate_acc:
-                    row["gate"] = {k: v.tolist() for k, v in gate_acc.items()}
-                last_t, last_step = now, t + 1
-                if metrics_f:
-                    metrics_f.write(json.dumps(row) + "\n")
-                    metrics_f.flush()
-                if bar is not None:
-                    bar.set_postfix({"phase": phase, "loss": f"{loss_v:.3f}", "it/s": f"{rate:.1f}"})
-            if bar is not None:
-                bar.update(1)
-            if (t + 1) % tc.checkpoint_every == 0 or t + 1 == end:
-                if not log_now:
+                        f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_now} "
+                        f"terms={terms_now}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                if gate is not None:
+                    gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
+                    for i, d in enumerate(domains):
+                        if gc[i] > 0:
+                            gate_acc[d.name] = gs[i] / gc[i]
+                if log_now:
                     loss_v = float(loss)
-                ckpt.save(t + 1, _ckpt_tree(model, optimizer, base_key, t + 1), metrics={"loss": loss_v},
-                          extra={"phase": phase, "epoch": epoch, "sampler": {"next_index": t + 1}})
-    finally:
-        if pending is not None:
-            pending.cancel()
-        if ex is not None:
-            ex.shutdown(wait=True)
-        if metrics_f:
-            metrics_f.close()
-        if bar is not None:
-            bar.close()
-        ckpt.close()
+                    terms_v = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
+                    if not math.isfinite(loss_v) or not all(math.isfinite(v) for v in terms_v.values()):
+                        raise NonFiniteLossError(
+                            f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_v} "
+                            f"terms={terms_v}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                    now = time.perf_counter()
+                    rate = (t + 1 - last_step) / max(now - last_t, 1e-9)
+                    row = {"step": t + 1, "epoch": epoch, "phase": phase, "loss": loss_v, **terms_v,
+                           "steps_per_s": rate, "samples_per_s": rate * tc.batch_size * tc.parallel,
+                           "time": now - t0}
+                    if gate_acc:
+                        row["gate"] = {k: v.tolist() for k, v in gate_acc.items()}
+                    last_t, last_step = now, t + 1
+                    if metrics_f:
+                        metrics_f.write(json.dumps(row) + "\n")
+                        metrics_f.flush()
+                    if bar is not None:
+                        bar.set_postfix({"phase": phase, "loss": f"{loss_v:.3f}", "it/s": f"{rate:.1f}"})
+                if bar is not None:
+                    bar.update(1)
+                if (t + 1) % tc.checkpoint_every == 0 or t + 1 == end:
+                    if not log_now:
+                        loss_v = float(loss)
+                    ckpt.save(t + 1, _ckpt_tree(model, optimizer, base_key, t + 1), metrics={"loss": loss_v},
+                              extra={"phase": phase, "epoch": epoch, "sampler": {"next_index": t + 1}})
+        finally:
+            if pending is not None:
+                pending.cancel()
+            if ex is not None:
+                ex.shutdown(wait=True)
+            if metrics_f:
+                metrics_f.close()
+            if bar is not None:
+                bar.close()
     del mesh
     return {"step": end, "loss": loss_v, "terms": terms_v, "seconds": time.perf_counter() - t0,
             "run_dir": str(run), "gate": {k: v.tolist() for k, v in gate_acc.items()}}

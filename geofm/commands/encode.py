@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from geofm.commands import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,7 @@ def dataset_texts(ds: object) -> tuple[list[str | None], str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(quiet=True)
     if args.batch_size < 1:
         print(f"geofm encode: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2

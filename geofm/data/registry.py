@@ -155,15 +155,17 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"dataset: expected a name or a folder path, got {type(name_or_path).__name__}")
     path = Path(name_or_path).expanduser()
-    if path.is_dir() and (detect_format(path) or os.sep in str(name_or_path) or path.is_absolute()):
-        if not detect_format(path):
+    as_path = os.sep in str(name_or_path) or path.is_absolute()  # written as a path, not a name
+    fmt = detect_format(path) if path.is_dir() else None
+    if path.is_dir() and (fmt or as_path):
+        if not fmt:
             no_tag = [f for f in TAG_REQUIRED if not (path / f).is_file()]
             no_kg = [f"{s}.txt" for s in ("train", "valid", "test") if find_split_file(path, s) is None]
             raise ValueError(f"{path}: not a dataset folder: a text-attributed graph needs {', '.join(TAG_REQUIRED)} "
                              f"(missing {', '.join(no_tag)}); a knowledge graph needs train/valid/test.txt "
                              f"(missing {', '.join(no_kg)})")
         return path
-    if (os.sep in str(name_or_path) or path.is_absolute()) and not path.exists():
+    if as_path and not path.exists():
         raise FileNotFoundError(f"dataset folder {path} does not exist")
     found = discover(data_dir, cache_dir)
     key = str(name_or_path).lower()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from geofm.config import Spec
+from geofm.metrics import TiePolicy
 
 __all__ = ["DataConfig", "LossConfig", "OptimConfig", "TrainConfig", "EvalConfig", "EntityInitConfig", "KGConfig"]
 
@@ -80,7 +81,7 @@ class EvalConfig:
 
     query_chunk: int = 512
     entity_chunk: int = 8192
-    tie_policy: Literal["optimistic", "pessimistic", "realistic"] = "realistic"
+    tie_policy: TiePolicy = "realistic"
     valid_max_triples: int | None = None
 
 

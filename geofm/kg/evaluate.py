@@ -27,14 +27,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import typing
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geofm.metrics import TiePolicy, combine_ranks, ranking_metrics, tie_ranks
+from geofm.metrics import TiePolicy, check_tie_policy, combine_ranks, ranking_metrics, tie_ranks
 
 ScoreFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -204,8 +203,7 @@ class RankingEvaluator:
     ) -> None:
         if query_chunk < 1 or entity_chunk < 1:
             raise ValueError("query_chunk and entity_chunk must be >= 1")
-        if policy not in typing.get_args(TiePolicy):
-            raise ValueError(f"policy must be one of {typing.get_args(TiePolicy)}, got {policy!r}")
+        check_tie_policy(policy)
         self.num_entities, self.num_relations = int(num_entities), int(num_relations)
         self.filter = FilterIndex.build(known, num_relations)
         self.query_chunk = int(query_chunk)
@@ -258,9 +256,8 @@ class RankingEvaluator:
             f_row[: b - a], f_col[: b - a], f_valid[: b - a] = rows[a:b] - s, cols[a:b], True
             gt, ge, nan = kernel(params, pad(q_h), pad(q_r), pad(q_t), f_row, f_col, f_valid)
             outs.append((gt, ge, nan, n))
-        opt = np.concatenate([np.asarray(g)[:n] for g, _, _, n in outs]) if outs else np.zeros(0, np.int32)
-        pes = np.concatenate([np.asarray(e)[:n] for _, e, _, n in outs]) if outs else np.zeros(0, np.int32)
-        nan = np.concatenate([np.asarray(x)[:n] for _, _, x, n in outs]) if outs else np.zeros(0, bool)
+        opt, pes, nan = ((np.concatenate([np.asarray(o[j])[: o[3]] for o in outs]) if outs else np.zeros(0, dt))
+                         for j, dt in ((0, np.int32), (1, np.int32), (2, bool)))
         if nan.any():
             i = int(np.flatnonzero(nan)[0])
             raise FloatingPointError(

@@ -324,11 +324,11 @@ def build_run_model(cfg: KGConfig, ds: KGDataset, dtype: Any, *, text_encoder: A
     return model, init_info
 
 
-def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
+def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest", step: int | None = None,
                   entity_init: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Restore {"params", "opt_state"} (structure of `template`) from a run's checkpoints.
 
-    Checkpoints written before leaves were keyed by path name (leaf names carried
+    step (when known) wins over which. Checkpoints written before leaves were keyed by path name (leaf names carried
     a 4-digit flatten-index prefix, "0015_params_entity_value") are read too.
     entity_init: the init summary of the model being restored (`build_run_model`); a
     frozen entity table (text model, learned text projection) must match the one recorded
@@ -337,7 +337,7 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
     from geofm.kg.init import check_table_fingerprint
 
     flat = _flat(template)
-    step = ckpt.latest_step() if which == "latest" else ckpt.best_step()
+    step = ckpt.step_for(which) if step is None else step  # type: ignore[arg-type]
     meta = ckpt.read_meta(step) if step is not None else {}
     recorded = meta.get("metadata", {}).get("entity_init", {}).get("table_fingerprint")
     if recorded and entity_init is None:
@@ -351,9 +351,9 @@ def restore_state(ckpt: Checkpointer, template: Any, *, which: str = "latest",
         if missing or extra:
             raise CheckpointError(f"checkpoint {ckpt.directory} step {step} does not match the model/optimizer being "
                                   f"restored: missing {missing[:5]}, unexpected {extra[:5]}")
-        state, info = ckpt.restore({by_name[k]: v for k, v in flat.items()}, which=which)
+        state, info = ckpt.restore({by_name[k]: v for k, v in flat.items()}, step=step)
         return _unflat(template, {k[5:]: v for k, v in state.items()}), info
-    state, info = ckpt.restore(flat, which=which)
+    state, info = ckpt.restore(flat, step=step)
     return _unflat(template, state), info
 
 
@@ -408,81 +408,81 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
     meta = {"config": to_dict(cfg), "model": cfg.model.name, "dataset": ds.name, "entity_init": init_info,
             "checksums": ds.meta.get("checksums")}
     ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr", metadata=meta) if run is not None else None
-    start_epoch, best, bad, history = 1, -math.inf, 0, []
-    template = {"params": params, "opt_state": opt_state}
-    if ckpt is not None and ckpt.latest_step() is not None:  # a run folder `_check_run_folder` let through
-        try:
+    try:  # the checkpoint folder is closed on every exit (errors, NaN loss included)
+        start_epoch, best, bad, history = 1, -math.inf, 0, []
+        template = {"params": params, "opt_state": opt_state}
+        if ckpt is not None and ckpt.latest_step() is not None:  # a run folder `_check_run_folder` let through
             restored, info = restore_state(ckpt, template, entity_init=init_info)
-        except (CheckpointError, ValueError):
-            ckpt.close()
-            raise
-        params, opt_state = restored["params"], restored["opt_state"]
-        extra = info.get("extra", {})
-        start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
-        log.info("resumed from %s at epoch %d", ckpt.directory, extra["epoch"])
-    if run is not None:  # written only once the run folder is known to fit this config
-        atomic_write_text(run / "config.yaml", dump_config(cfg))
-        atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+            params, opt_state = restored["params"], restored["opt_state"]
+            extra = info.get("extra", {})
+            start_epoch, best, bad, history = extra["epoch"] + 1, extra["best"], extra["bad"], extra["history"]
+            log.info("resumed from %s at epoch %d", ckpt.directory, extra["epoch"])
+        if run is not None:  # written only once the run folder is known to fit this config
+            atomic_write_text(run / "config.yaml", dump_config(cfg))
+            atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
 
-    bar = _progress(cfg.train.epochs, progress)
-    if bar is not None:
-        bar.update(start_epoch - 1)
-    epoch_times: list[float] = []
-    eval_times: list[float] = []
-    best_params, best_epoch = params, start_epoch - 1
-    stopped_early = stopped_by_time = False
-    t_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        params, opt_state, loss = epoch_fn(params, opt_state, rest, jax.random.fold_in(base_key, epoch), train)
-        loss = float(loss)
-        epoch_times.append(time.perf_counter() - t0)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower optim.lr or use train.dtype=float64")
-        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": epoch_times[-1]}
-        budget = cfg.train.max_seconds
-        stopped_by_time = budget is not None and time.perf_counter() - t_start >= budget and epoch < cfg.train.epochs
-        if epoch % cfg.train.valid_every == 0 or epoch == cfg.train.epochs or stopped_by_time:
-            res = evaluator.evaluate(score_fn, (params, rest), valid)
-            eval_times.append(res.seconds)
-            m = res.metrics(breakdown=False)
-            row.update({"valid_mrr": m["mrr"], "valid_hits@10": m["hits@10"], "eval_seconds": res.seconds})
-            improved = m["mrr"] > best
-            best, bad = (m["mrr"], 0) if improved else (best, bad + 1)
-            if improved:
-                best_params, best_epoch = params, epoch  # kept in memory too (runs without run_dir)
-            history.append(row)
-            if ckpt is not None:
-                ckpt.save(epoch, _flat({"params": params, "opt_state": opt_state}), metrics={"valid_mrr": m["mrr"]},
-                          extra={"epoch": epoch, "best": best, "bad": bad, "history": history})
-            if bad >= cfg.train.patience:
-                stopped_early = True
-        else:
-            history.append(row)
-        if run is not None:
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-        if on_epoch is not None:
-            on_epoch(row)
+        bar = _progress(cfg.train.epochs, progress)
         if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4f}", valid_mrr=f"{best:.4f}" if math.isfinite(best) else "-")
-            bar.update(1)
-        if stopped_early:
-            log.info("early stop at epoch %d (best valid MRR %.4f)", epoch, best)
-            break
-        if stopped_by_time:
-            log.info("time budget of %.0f s reached at epoch %d (best valid MRR %.4f)", budget, epoch, best)
-            break
-    if bar is not None:
-        bar.close()
+            bar.update(start_epoch - 1)
+        epoch_times: list[float] = []
+        eval_times: list[float] = []
+        best_params, best_epoch = params, start_epoch - 1
+        stopped_early = stopped_by_time = False
+        t_start = time.perf_counter()
+        for epoch in range(start_epoch, cfg.train.epochs + 1):
+            t0 = time.perf_counter()
+            params, opt_state, loss = epoch_fn(params, opt_state, rest, jax.random.fold_in(base_key, epoch), train)
+            loss = float(loss)
+            epoch_times.append(time.perf_counter() - t0)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower optim.lr or use train.dtype=float64")
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": epoch_times[-1]}
+            budget = cfg.train.max_seconds
+            stopped_by_time = budget is not None and time.perf_counter() - t_start >= budget and epoch < cfg.train.epochs
+            if epoch % cfg.train.valid_every == 0 or epoch == cfg.train.epochs or stopped_by_time:
+                res = evaluator.evaluate(score_fn, (params, rest), valid)
+                eval_times.append(res.seconds)
+                m = res.metrics(breakdown=False)
+                row.update({"valid_mrr": m["mrr"], "valid_hits@10": m["hits@10"], "eval_seconds": res.seconds})
+                improved = m["mrr"] > best
+                best, bad = (m["mrr"], 0) if improved else (best, bad + 1)
+                if improved:
+                    best_params, best_epoch = params, epoch  # kept in memory too (runs without run_dir)
+                history.append(row)
+                if ckpt is not None:
+                    ckpt.save(epoch, _flat({"params": params, "opt_state": opt_state}), metrics={"valid_mrr": m["mrr"]},
+                              extra={"epoch": epoch, "best": best, "bad": bad, "history": history})
+                if bad >= cfg.train.patience:
+                    stopped_early = True
+            else:
+                history.append(row)
+            if run is not None:
+                with open(run / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if on_epoch is not None:
+                on_epoch(row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", valid_mrr=f"{best:.4f}" if math.isfinite(best) else "-")
+                bar.update(1)
+            if stopped_early:
+                log.info("early stop at epoch %d (best valid MRR %.4f)", epoch, best)
+                break
+            if stopped_by_time:
+                log.info("time budget of %.0f s reached at epoch %d (best valid MRR %.4f)", budget, epoch, best)
+                break
+        if bar is not None:
+            bar.close()
 
-    if ckpt is not None and ckpt.best_step() is not None:
-        restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, which="best", entity_init=init_info)
-        params, best_epoch = restored["params"], info["step"]
-    else:
-        params = best_params
-    if ckpt is not None:
-        ckpt.close()
+        best_step = ckpt.best_step() if ckpt is not None else None
+        if best_step is not None:
+            restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, step=best_step,
+                                           entity_init=init_info)
+            params, best_epoch = restored["params"], info["step"]
+        else:
+            params = best_params
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     final_model = nnx.merge(graphdef, params, rest)
     res_valid = evaluator.evaluate(score_fn, (params, rest), ds.valid)
     res_test = evaluator.evaluate(score_fn, (params, rest), ds.test)
