@@ -37,6 +37,11 @@ class LossConfig:
     (self-adversarial, Sun et al. 2019). reduction "mean_all" averages
     log-sigmoid terms over positives and negatives together (Chami et al.'s
     code); "balanced" averages the positive term and the weighted negative term.
+
+    relation_prediction: weight of an auxiliary term added to any of the
+    above (Chen et al. 2021): cross entropy of the true relation among all
+    2R relations (reciprocals included) given (head, tail). Needs a model with
+    `score_relations` (complex); 0 turns it off.
     """
 
     name: Literal["1n_ce", "sampled_ce", "neg_sampling"] = "neg_sampling"
@@ -45,6 +50,7 @@ class LossConfig:
     double_neg: bool = False
     adversarial_temperature: float = 0.0
     reduction: Literal["mean_all", "balanced"] = "mean_all"
+    relation_prediction: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,11 @@ class KGModel(nnx.Module):
     def regularizer(self, h: jax.Array, r: jax.Array, t: jax.Array) -> jax.Array:
         return jnp.zeros((), self.dtype)
 
+    def score_relations(self, h: jax.Array, t: jax.Array) -> jax.Array:
+        """Scores [B, 2R] of every relation (reciprocals included) between heads `h` [B] and tails
+        `t` [B], equal to scoring (h, r, t) for each r; used by `loss.relation_prediction`."""
+        raise NotImplementedError(f"model {self.registry_name!r} has no relation scores (loss.relation_prediction)")
+
     def aux_loss(self, q: Any) -> jax.Array:
         """Extra training loss computed from a query (e.g. CAT's router entropy); 0 by default."""
         return jnp.zeros((), self.dtype)
@@ -221,6 +226,12 @@ class ComplEx(KGModel):
 
     def score_rows(self, q, t):
         return jnp.einsum("bd,bkd->bk", q, self.entity_rows(t))
+
+    def score_relations(self, h, t):
+        # Re(<h, w, conj(t)>) = <w_re, h_re t_re + h_im t_im> + <w_im, h_re t_im - h_im t_re>
+        hre, him = _complex(self.entity_rows(h))
+        tre, tim = _complex(self.entity_rows(t))
+        return jnp.concatenate([hre * tre + him * tim, hre * tim - him * tre], -1) @ self.rel[...].T
 
     def regularizer(self, h, r, t):
         def mod3(x):

@@ -217,3 +217,16 @@ def test_router_plot_keeps_the_most_distinctive_rows(tmp_path) -> None:
         plot_router_weights(router, tmp_path / "s.png", which="score")
     with pytest.raises(ValueError, match="which must be"):
         plot_router_weights(router, tmp_path / "s.png", which="blocks")
+
+
+def test_complex_relation_scores_equal_triple_scores() -> None:
+    """score_relations(h, t)[:, r] is the triple score of (h, r, t) for every r, reciprocals included."""
+    m = build_model("complex", N, R, seed=2, dim=8, init_size=0.5)
+    h, t = jnp.array([0, 3, 9, 29]), jnp.array([1, 3, 4, 17])
+    got = m.score_relations(h, t)
+    assert got.shape == (4, 2 * R)
+    for r in range(2 * R):
+        want = m.score_rows(m.query(h, jnp.full_like(h, r)), t[:, None])[:, 0]
+        np.testing.assert_allclose(got[:, r], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="'atth' has no relation scores"):
+        build_model("atth", N, R, dim=8).score_relations(h, t)

@@ -217,3 +217,38 @@ def test_non_finite_training_exits_3_without_traceback(capsys, tmp_path: Path, m
     monkeypatch.setattr(kg_train, "train_kg", boom)
     code, _, err = _run(capsys, "--config", TINY, "--quiet", "--out", str(tmp_path / "r"))
     assert code == 3 and "geofm kg: training loss became nan" in err and "Traceback" not in err
+
+
+def test_relation_prediction_term(tiny: Path, tmp_path: Path, capsys) -> None:
+    """loss.relation_prediction adds w * CE(true relation | h, t) to the loss; ComplEx learns with it;
+    a model without relation scores or a negative weight is refused before training."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from geofm.kg.config import LossConfig
+    from geofm.kg.models import build_model
+    from geofm.kg.train import make_loss_fn
+
+    m = build_model("complex", 20, 3, seed=0, dim=8, init_size=0.5)
+    gd, params, rest = nnx.split(m, nnx.Param, ...)
+    batch, w, key = jnp.array([[0, 1, 2], [3, 5, 4], [7, 0, 9]], jnp.int32), jnp.ones(3), jax.random.key(0)
+    base = make_loss_fn(LossConfig(name="1n_ce"), gd, 20)(params, rest, batch, w, key)
+    with_rp = make_loss_fn(LossConfig(name="1n_ce", relation_prediction=2.0), gd, 20)(params, rest, batch, w, key)
+    logp = jax.nn.log_softmax(m.score_relations(batch[:, 0], batch[:, 2]), -1)
+    want = -2.0 * jnp.mean(logp[jnp.arange(3), batch[:, 1]])
+    np.testing.assert_allclose(with_rp - base, want, rtol=1e-5)
+
+    args = ["--config", TINY, "--dataset", str(tiny), "--json", "--quiet", "--set", "train.epochs=6",
+            "--set", "model.name=complex", "--set", "model.kwargs={dim: 16, n3: 0.01, init_size: 0.1}",
+            "--set", "loss.name=1n_ce", "--set", "optim.name=adagrad", "--set", "optim.lr=0.1"]
+    code, rp, _ = _run(capsys, *args, "--out", str(tmp_path / "rp"), "--set", "loss.relation_prediction=1.0")
+    _, untrained, _ = _run(capsys, *args, "--out", str(tmp_path / "u"), "--set", "optim.lr=1e-9")
+    assert code == 0 and rp["mrr"] > untrained["mrr"] + 0.05
+    code, _, err = _run(capsys, *args, "--out", str(tmp_path / "a"), "--set", "model.name=atth",
+                        "--set", "model.kwargs={dim: 8}", "--set", "loss.relation_prediction=1.0")
+    assert code == 2 and "relation_prediction" in err and "'atth'" in err and "complex" in err
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    code, _, err = _run(capsys, *args, "--out", str(tmp_path / "n"), "--set", "loss.relation_prediction=-1")
+    assert code == 2 and "relation_prediction" in err
