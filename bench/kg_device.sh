@@ -11,7 +11,7 @@
 # $WN_TEXT, a [40943, 384] .npy from `geofm encode --dataset WN18RR --out FILE`, and the FB15k-237
 # text member $FB_TEXT, from `geofm encode --dataset FB15k-237 --entity-text
 # entity2text_firstsentence.txt --out FILE` (so the accelerator machine needs no text-encoder
-# weights). FUSE="complex_big_fb15k237,atth_fb15k237,text_fb15k237" fuses those finished runs
+# weights). FUSE="complex_rp_fb15k237,atth_fb15k237,text_fb15k237" fuses those finished runs
 # afterwards (`geofm kg-ensemble RUN ...`, weights on validation; skipped if one has no results.json),
 # as configs/kg/ensemble_fb15k237.yaml does; a member written "a|b" is whichever of the finished runs
 # a, b has the higher validation MRR. The fusion is cut at T_END seconds after the start (default
