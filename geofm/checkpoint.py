@@ -59,11 +59,11 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any], *, allo
     return out
 
 
-def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, allowed: Sequence[str], where: str,
+def check_resume(metadata: Mapping[str, Any], *, config: Any | None, checksums: Any, allowed: Sequence[str], where: str,
                  hint: str, checksums_key: str = "checksums") -> None:
     """Refuse (CheckpointError, nothing written) to resume a checkpoint whose recorded
     resolved config differs outside the `allowed` keys, or whose recorded data checksums
-    differ from this run's.
+    differ from this run's (config None / checksums None: that part is not compared).
 
     config: this run's config dataclass; the recorded one is read back through the same
     schema, so keys added to the schema since the checkpoint was written take their
@@ -71,7 +71,7 @@ def check_resume(metadata: Mapping[str, Any], *, config: Any, checksums: Any, al
     lacks (older checkpoints) are not compared; checksums are read from metadata[checksums_key].
     hint: what to do instead."""
     problems = []
-    saved_cfg = metadata.get("config")
+    saved_cfg = metadata.get("config") if config is not None else None
     if isinstance(saved_cfg, Mapping):
         try:
             saved_cfg = to_dict(from_dict(type(config), saved_cfg))

@@ -547,9 +547,12 @@ def pretrain(
 
     check_config(cfg, PretrainConfig, "pretrain")
     run = Path(run_dir)
-    if not resume and (latest := latest_metadata(run / "checkpoints")) is not None:  # before any data is loaded
-        raise CheckpointError(f"{run} already holds checkpoints (up to step {latest[0]}): use another run folder, "
-                              "or resume them")
+    hint = f"Use another run folder, or the recorded config ({run / 'config.yaml'})"
+    if (latest := latest_metadata(run / "checkpoints")) is not None:  # refusals come before any data is loaded
+        if not resume:
+            raise CheckpointError(f"{run} already holds checkpoints (up to step {latest[0]}): use another run folder, "
+                                  "or resume them")
+        check_resume(latest[1], config=cfg, checksums=None, allowed=RESUMABLE_KEYS, where=str(run), hint=hint)
     tc = cfg.train
     domains = domains if domains is not None else load_domains(cfg)
     steps = total_steps(cfg)
@@ -575,9 +578,8 @@ def pretrain(
                                       f"this config uses {metadata['domains']}")
             # the dataset files must be the same; the inputs computed from them (text embeddings,
             # spectral features) may be rounded differently on another machine: reported, not refused
-            check_resume(saved, config=cfg, checksums=metadata["source_checksums"], checksums_key="source_checksums",
-                         allowed=RESUMABLE_KEYS, where=str(run),
-                         hint=f"Use another run folder, or the recorded config ({run / 'config.yaml'})")
+            check_resume(saved, config=None, checksums=metadata["source_checksums"], checksums_key="source_checksums",
+                         allowed=RESUMABLE_KEYS, where=str(run), hint=hint)  # the config was checked above
             if saved.get("checksums") not in (None, metadata["checksums"]):
                 log.warning("resuming %s although the inputs computed from its data hash differently (text "
                             "embeddings or structural features recomputed with other rounding)", run)

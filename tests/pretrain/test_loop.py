@@ -107,7 +107,18 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
     ck.close()
 
 
-def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path):
+def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path, monkeypatch):
+    import geofm.pretrain as gp
+
+    def no_data(cfg):
+        raise AssertionError("data loaded before the checkpoint folder was checked")
+
+    with monkeypatch.context() as m:  # config refusals come before any dataset is read
+        m.setattr(gp, "load_domains", no_data)
+        with pytest.raises(CheckpointError, match=r"the config differs: seed: 0 -> 1"):
+            pretrain(load_config(TINY, PretrainConfig, ["seed=1"]), reference_run, progress=False)
+        with pytest.raises(CheckpointError, match="already holds checkpoints"):
+            pretrain(load_config(TINY, PretrainConfig), reference_run, progress=False, resume=False)
     other = load_config(TINY, PretrainConfig, ["model.dim=8", "model.att_dim=8"])
     before = {f: (reference_run / f).read_bytes() for f in ("config.yaml", "run.json", "metrics.jsonl", "projections.npz")}
     with pytest.raises(CheckpointError, match=r"cannot resume .*model.att_dim: 16 -> 8; model.dim: 16 -> 8"):
