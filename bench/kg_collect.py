@@ -76,7 +76,7 @@ def summarize(records: dict[str, dict]) -> dict:
         ok = {v: m for v, m in variants.items() if m is not None}
         best_v = max(ok, key=ok.get) if ok else None
         m_cat = _mrr(records, jobs["cat"])
-        params = {v: records.get(j, {}).get("num_params") for v, j in jobs.items()}
+        params = {v: (_record(records, j) or {}).get("num_params") for v, j in jobs.items()}
         cat[ds] = {
             "test_mrr": {"cat": m_cat, **variants},
             "best_fixed_variant": best_v,
@@ -84,7 +84,7 @@ def summarize(records: dict[str, dict]) -> dict:
             "target_relative_gain": 0.10,
             "num_params": params,
             "param_overhead_vs_best_variant": (params["cat"] / params[best_v] - 1) if best_v and params.get("cat") and params.get(best_v) else None,
-            "epochs_run": {v: records.get(j, {}).get("epochs_run") for v, j in jobs.items()},
+            "epochs_run": {v: (_record(records, j) or {}).get("epochs_run") for v, j in jobs.items()},
         }
     best = {}
     for ds, jobs in BEST_CANDIDATES.items():

@@ -15,7 +15,8 @@
 # afterwards (`geofm kg-ensemble RUN ...`, weights on validation; skipped if one has no results.json),
 # as configs/kg/ensemble_fb15k237.yaml does; a member written "a|b" is whichever of the finished runs
 # a, b has the higher validation MRR. The fusion is cut at T_END seconds after the start (default
-# BUDGET + 190) and written to $RUNS/$FUSE_NAME (default: ensemble). Writes $OUT/kg_device_runs.tgz
+# BUDGET + 190), uses weight-grid step STEP (default 0.1) and is written to $RUNS/$FUSE_NAME (default:
+# ensemble). Writes $OUT/kg_device_runs.tgz
 # (results.json, metrics.jsonl, logs, router plots; no checkpoints) once the jobs end and again after
 # the fusion, and prints a one-line summary per job.
 set -u
@@ -46,6 +47,9 @@ declare -A ARGS=(
   [cat_s_wn18rr]="--config configs/kg/cat_s_wn18rr.yaml"
 )
 JOBS=${JOBS:-${!ARGS[*]}}
+save_runs() {  # the run folders without checkpoints; replaced whole, so a kill mid-write keeps the last archive
+  tar czf "$OUT/.kg_device_runs.tgz.tmp" -C "$RUNS" --exclude=checkpoints . && mv "$OUT/.kg_device_runs.tgz.tmp" "$OUT/kg_device_runs.tgz"
+}
 t0=$(date +%s)
 for name in $JOBS; do
   # shellcheck disable=SC2086
@@ -63,7 +67,7 @@ done
 for name in $JOBS; do
   echo "== $name: $(tail -n 1 "$RUNS/$name.log" | cut -c1-200)"
 done
-tar czf "$OUT/kg_device_runs.tgz" -C "$RUNS" --exclude=checkpoints .
+save_runs
 if [ -n "$FUSE" ]; then  # late fusion of finished member runs (each rebuilt from its own config)
   members=(); missing=""
   for m in ${FUSE//,/ }; do
@@ -88,6 +92,6 @@ PICK
       --json --quiet > "$RUNS/$FUSE_NAME.log" 2>&1
     echo "== fusion: $(tail -n 1 "$RUNS/$FUSE_NAME.log" | cut -c1-200)"
   fi
-  tar czf "$OUT/kg_device_runs.tgz" -C "$RUNS" --exclude=checkpoints .
+  save_runs
 fi
 echo "done in $(( $(date +%s) - t0 )) s"

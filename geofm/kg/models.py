@@ -33,7 +33,7 @@ from geofm.kg.scoring import (
 from geofm.nn.curvature import curvature_to_raw, raw_to_curvature
 from manifolds import stereographic as st
 
-__all__ = ["KGModel", "MODELS", "register_model", "build_model", "TransE", "RotatE", "ComplEx", "MuRP", "AttH", "RotH", "RefH", "TextKG"]
+__all__ = ["KGModel", "MODELS", "register_model", "model_class", "build_model", "TransE", "RotatE", "ComplEx", "MuRP", "AttH", "RotH", "RefH", "TextKG"]
 
 MODELS: dict[str, type["KGModel"]] = {}
 
@@ -58,13 +58,19 @@ def load_builtin_models() -> dict[str, type["KGModel"]]:
     return MODELS
 
 
-def build_model(name: str, num_entities: int, num_relations: int, *, seed: int = 0, dtype: Any = jnp.float32, **kwargs: Any) -> "KGModel":
-    """Instantiate a registered model; num_relations is R (the model holds 2R with inverses)."""
+def model_class(name: str) -> type["KGModel"]:
+    """The registered model class called `name` (ValueError listing the known names)."""
     load_builtin_models()
     if name not in MODELS:
         raise ValueError(f"unknown KG model {name!r}; known: {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, num_entities: int, num_relations: int, *, seed: int = 0, dtype: Any = jnp.float32, **kwargs: Any) -> "KGModel":
+    """Instantiate a registered model; num_relations is R (the model holds 2R with inverses)."""
+    cls = model_class(name)
     try:
-        return MODELS[name](num_entities, num_relations, rngs=nnx.Rngs(seed), dtype=dtype, **kwargs)
+        return cls(num_entities, num_relations, rngs=nnx.Rngs(seed), dtype=dtype, **kwargs)
     except TypeError as err:
         raise ValueError(f"bad kwargs for KG model {name!r}: {err}") from None
 

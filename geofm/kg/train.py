@@ -39,7 +39,7 @@ from geofm.data.cache import atomic_write_text
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig, LossConfig, OptimConfig
 from geofm.kg.evaluate import RankingEvaluator
-from geofm.kg.models import MODELS, KGModel, build_model, load_builtin_models
+from geofm.kg.models import MODELS, KGModel, build_model, model_class
 
 log = logging.getLogger("geofm.kg")
 
@@ -108,14 +108,25 @@ def smoothed_nll(logp_true: jax.Array, logp_mean: jax.Array, eps: float) -> jax.
     return -(1.0 - eps) * logp_true - eps * logp_mean
 
 
-def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
-    """loss(params, rest, batch [B, 3], weights [B], key) -> scalar (weighted mean + regularisers)."""
+def check_loss(cfg: LossConfig, model: str | None = None) -> None:
+    """ValueError for loss settings that cannot train; with `model` (a registry name), also for
+    an unknown model and for loss.relation_prediction > 0 on a model without `score_relations`."""
     if cfg.name in ("neg_sampling", "sampled_ce") and cfg.num_negatives < 1:
         raise ValueError(f"loss.num_negatives must be >= 1 for {cfg.name}")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ValueError("loss.label_smoothing must be in [0, 1)")
     if not (cfg.relation_prediction >= 0.0 and math.isfinite(cfg.relation_prediction)):
         raise ValueError(f"loss.relation_prediction must be a finite weight >= 0, got {cfg.relation_prediction}")
+    cls = model_class(model) if model is not None else None  # an unknown name is refused here too
+    if cfg.relation_prediction and cls is not None and cls.score_relations is KGModel.score_relations:
+        have = sorted(n for n, c in MODELS.items() if c.score_relations is not KGModel.score_relations)
+        raise ValueError(f"loss.relation_prediction needs a model that scores relations; {model!r} does not "
+                         f"(models that do: {have})")
+
+
+def make_loss_fn(cfg: LossConfig, graphdef: Any, num_entities: int) -> Callable:
+    """loss(params, rest, batch [B, 3], weights [B], key) -> scalar (weighted mean + regularisers)."""
+    check_loss(cfg)
 
     def loss_fn(params, rest, batch, weights, key):
         model = nnx.merge(graphdef, params, rest)
@@ -302,7 +313,7 @@ def train_kg(
         raise ValueError("train.epochs must be >= 0, train.batch_size, train.valid_every and train.patience >= 1")
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
         raise ValueError(f"train.max_seconds must be > 0 (or null), got {cfg.train.max_seconds}")
-    _check_relation_prediction(cfg)
+    check_loss(cfg.loss, cfg.model.name)  # before any data is loaded or a folder is made
     progress = sys.stderr.isatty() if progress is None else progress
     ds = dataset if dataset is not None else load_kg_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.entity_text)
     ds = with_entity_text(ds, cfg.data.entity_text)
@@ -311,15 +322,6 @@ def train_kg(
         run.mkdir(parents=True, exist_ok=True)
     with _precision(cfg.train.dtype) as dtype:
         return _train(cfg, ds, run, dtype, progress, on_epoch, text_encoder)
-
-
-def _check_relation_prediction(cfg: KGConfig) -> None:
-    """loss.relation_prediction > 0 needs a model class that overrides KGModel.score_relations."""
-    cls = load_builtin_models().get(cfg.model.name)
-    if cfg.loss.relation_prediction and cls is not None and cls.score_relations is KGModel.score_relations:
-        have = sorted(n for n, c in MODELS.items() if c.score_relations is not KGModel.score_relations)
-        raise ValueError(f"loss.relation_prediction needs a model that scores relations; {cfg.model.name!r} does not "
-                         f"(models that do: {have})")
 
 
 def build_run_model(cfg: KGConfig, ds: KGDataset, dtype: Any, *, text_encoder: Any = None,

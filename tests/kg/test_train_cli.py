@@ -250,5 +250,9 @@ def test_relation_prediction_term(tiny: Path, tmp_path: Path, capsys) -> None:
                         "--set", "model.kwargs={dim: 8}", "--set", "loss.relation_prediction=1.0")
     assert code == 2 and "relation_prediction" in err and "'atth'" in err and "complex" in err
     assert not (tmp_path / "a" / "checkpoints").exists()
-    code, _, err = _run(capsys, *args, "--out", str(tmp_path / "n"), "--set", "loss.relation_prediction=-1")
-    assert code == 2 and "relation_prediction" in err
+    for bad in ("-1", ".nan"):
+        code, _, err = _run(capsys, *args, "--out", str(tmp_path / "n"), "--set", f"loss.relation_prediction={bad}")
+        assert code == 2 and "relation_prediction must be a finite weight" in err
+    code, _, err = _run(capsys, *args, "--out", str(tmp_path / "n"), "--set", "model.name=nope")
+    assert code == 2 and "unknown KG model 'nope'" in err
+    assert not (tmp_path / "n").exists()
