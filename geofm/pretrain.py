@@ -176,6 +176,16 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step and the loss terms."""
 
 
+def _phase_terms(terms: dict[str, Any], phase: str) -> dict[str, float]:
+    """The logged loss terms of `phase` as floats."""
+    return {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
+
+
+def _non_finite(step: int, phase: str, epoch: int, loss: float, terms: dict[str, float], run: Path) -> NonFiniteLossError:
+    return NonFiniteLossError(f"non-finite loss at step {step} (phase {phase}, epoch {epoch}): loss={loss} "
+                              f"terms={terms}; the last good checkpoint in {run / 'checkpoints'} is kept")
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -571,8 +581,8 @@ def pretrain(
                       metadata=metadata) as ckpt:  # closed on every exit
         base_key = jax.random.key(cfg.seed)
         start = 0
-        if ckpt.latest_step() is not None:  # resume is on (checked above)
-            saved = ckpt.read_meta(ckpt.latest_step()).get("metadata", {})
+        if latest is not None:  # resume is on and the config matches (checked above)
+            saved = latest[1]
             if saved.get("domains") not in (None, metadata["domains"]):
                 raise CheckpointError(f"cannot resume {run}: its checkpoints were trained on {saved['domains']}, "
                                       f"this config uses {metadata['domains']}")
@@ -628,22 +638,17 @@ def pretrain(
                 log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
                 loss_now = float(loss)  # one scalar sync per step: never checkpoint a NaN state
                 if not math.isfinite(loss_now):
-                    terms_now = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_now} "
-                        f"terms={terms_now}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                    raise _non_finite(t + 1, phase, epoch, loss_now, _phase_terms(terms, phase), run)
                 if gate is not None:
                     gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
                     for i, d in enumerate(domains):
                         if gc[i] > 0:
                             gate_acc[d.name] = gs[i] / gc[i]
                 if log_now:
-                    loss_v = float(loss)
-                    terms_v = {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
-                    if not math.isfinite(loss_v) or not all(math.isfinite(v) for v in terms_v.values()):
-                        raise NonFiniteLossError(
-                            f"non-finite loss at step {t + 1} (phase {phase}, epoch {epoch}): loss={loss_v} "
-                            f"terms={terms_v}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                    loss_v = loss_now
+                    terms_v = _phase_terms(terms, phase)
+                    if not all(math.isfinite(v) for v in terms_v.values()):  # the loss itself was checked above
+                        raise _non_finite(t + 1, phase, epoch, loss_v, terms_v, run)
                     now = time.perf_counter()
                     rate = (t + 1 - last_step) / max(now - last_t, 1e-9)
                     row = {"step": t + 1, "epoch": epoch, "phase": phase, "loss": loss_v, **terms_v,
@@ -661,7 +666,7 @@ def pretrain(
                     bar.update(1)
                 if (t + 1) % tc.checkpoint_every == 0 or t + 1 == end:
                     if not log_now:
-                        loss_v = float(loss)
+                        loss_v = loss_now
                     ckpt.save(t + 1, _ckpt_tree(model, optimizer, base_key, t + 1), metrics={"loss": loss_v},
                               extra={"phase": phase, "epoch": epoch, "sampler": {"next_index": t + 1}})
         finally:

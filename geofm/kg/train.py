@@ -492,8 +492,7 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
 
         best_step = ckpt.best_step() if ckpt is not None else None
         if best_step is not None:
-            restored, info = restore_state(ckpt, {"params": params, "opt_state": opt_state}, step=best_step,
-                                           entity_init=init_info)
+            restored, info = restore_state(ckpt, template, step=best_step, entity_init=init_info)
             params, best_epoch = restored["params"], info["step"]
         else:
             params = best_params
