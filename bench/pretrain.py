@@ -60,12 +60,14 @@ class _CompileCounter(logging.Handler):
             self.count += 1
 
 
-def _data() -> tuple[list[str], str]:
+def _data() -> tuple[list[str], str, str | None]:
+    """(domain names, input kind, data folder): the three text domains from the first of
+    $GEOFM_DATA, ../shared/data that has them, else the synthetic generators."""
     roots = [os.environ.get("GEOFM_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")]
     for root in filter(None, roots):
         if (Path(root) / "tag" / "arxiv2023").is_dir():
-            return ["arxiv2023", "webkb-cornell", "webkb-texas"], "text"
-    return ["synthetic-tree", "synthetic-cliques", "synthetic-grid"], "structural"
+            return ["arxiv2023", "webkb-cornell", "webkb-texas"], "text", root
+    return ["synthetic-tree", "synthetic-cliques", "synthetic-grid"], "structural", None
 
 
 def config(backbone: str, steps: int) -> PretrainConfig:
@@ -78,13 +80,13 @@ def config(backbone: str, steps: int) -> PretrainConfig:
             model=dataclasses.replace(cfg.model, input_projection="shared",
                                       backbone={"name": "gcn", "kwargs": {"num_layers": 2, "residual": True}}),
             train=dataclasses.replace(cfg.train, align_weight=3.0, align_target="center"))
-    names, inputs = _data()
+    names, inputs, root = _data()
     bb = {"name": "gcn", "kwargs": {"num_layers": 2}} if backbone == "gcn" else {
         "name": "gated", "kwargs": {"num_layers": 1}}
     return PretrainConfig(
         seed=0,
         model=GlueConfig(dim=128, num_generators=16, knn=5, att_dim=64, max_nodes=32, num_paths=256, backbone=bb),
-        data=DataConfig(datasets=names, inputs=inputs, in_dim=384 if inputs == "text" else 64),
+        data=DataConfig(datasets=names, inputs=inputs, in_dim=384 if inputs == "text" else 64, data_dir=root),
         train=TrainConfig(epochs=1, batch_size=128, local_steps=steps, global_steps=max(steps // 4, 1),
                           refine_steps=max(steps // 4, 1), checkpoint_every=10**9),
         adapt=AdaptConfig(),
@@ -203,7 +205,7 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "pretrain.json"))
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch + PyG comparison")
     args = p.parse_args()
-    names, inputs = _data()
+    names, inputs, _ = _data()
     info = machine_info(note="2-core box shared with other jobs: compare ratios measured in the same run")
     t0 = time.perf_counter()
     domains = load_domains(config("gcn", args.steps))

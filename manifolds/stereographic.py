@@ -465,7 +465,8 @@ def sqchord0(u: ArrayLike, v: ArrayLike, *, k: ArrayLike) -> Array:
     v = as_float(v, "v").astype(u.dtype)
     (nu, hu), (nv, hv) = _lift_terms(u, k), _lift_terms(v, k)
     hv = jnp.swapaxes(hv, -1, -2)
-    return 2.0 * (hu + hv - k * hu * hv - jnp.einsum("...td,...sd->...ts", nu, nv))
+    # full float32 in the inner products: the sum cancels for close points (TF32, JAX's GPU default, would not)
+    return 2.0 * (hu + hv - k * hu * hv - jnp.einsum("...td,...sd->...ts", nu, nv, precision=jax.lax.Precision.HIGHEST))
 
 
 def lift0(v: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:

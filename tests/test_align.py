@@ -34,7 +34,7 @@ TINY = {"model": {"dim": 8, "experts": ["hyperbolic", "euclidean"], "num_layers"
 
 
 @pytest.fixture(scope="module")
-def encoder():
+def encoder(default_text_model):
     from geofm.text import TextEncoder
 
     return TextEncoder.load()
@@ -251,15 +251,14 @@ print(json.dumps({"losses": res.losses, "z": hashlib.sha256(z.tobytes()).hexdige
 
 
 @pytest.mark.slow
-def test_same_seed_same_numbers_across_processes(tmp_path):
+def test_same_seed_same_numbers_across_processes(tmp_path, default_text_model, child_env):
     """Two fresh processes (one doing other training first) give bit-identical losses and embeddings."""
-    import os
     import subprocess
     import sys
 
     cfg = {**TINY, "model": {**TINY["model"], "depth_mix": True, "mix_hops": 2, "adapter_rank": 4},
            "train": {"steps": 8, "batch_nodes": 32}}
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = child_env(JAX_PLATFORMS="cpu")
     outs = []
     for mode in ("cold", "warm"):
         p = subprocess.run([sys.executable, "-c", _REPRO_SCRIPT, json.dumps(cfg), mode], capture_output=True,

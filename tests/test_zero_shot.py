@@ -105,7 +105,7 @@ def test_confusion_pca_and_plot(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path, capsys):
+def test_cli_end_to_end(tmp_path, capsys, default_text_model):
     from geofm.cli import main
 
     data = tmp_path / "data"
@@ -165,7 +165,7 @@ def test_validation_gain_is_the_worse_metric_margin():
     assert validation_gain({"accuracy": 0.55, "macro_f1": 0.9}, base) == pytest.approx(-0.05)
 
 
-def test_select_on_sources_never_sees_a_target_and_scores_every_fold():
+def test_select_on_sources_never_sees_a_target_and_scores_every_fold(default_text_model):
     from dataclasses import replace
 
     from geofm.align import config_from_dict, prepare_domain

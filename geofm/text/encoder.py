@@ -209,8 +209,8 @@ class TextEncoder:
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS, micro_tokens: int = DEFAULT_MICRO_TOKENS):
         """Wrap a built model; most callers want `TextEncoder.load`.
 
-        dtype: matmul input dtype, "float32" (matches sentence-transformers to
-        1e-5) or "bfloat16" (faster where the CPU has bf16 dot products;
+        dtype: matmul input dtype, "float32" (full-precision matmuls on every backend, TF32 off on
+        GPUs; matches sentence-transformers to 1e-5) or "bfloat16" (faster where the CPU has bf16 dot products;
         ~1e-2 deviation). micro_tokens: tokens per micro-batch inside a
         compiled step (rows run `micro_tokens // T` at a time under
         `lax.map`, keeping activations and attention scores cache-sized; a
@@ -342,9 +342,13 @@ class TextEncoder:
         return out, tuple(sorted(shapes))
 
     def _run(self, pb: PackedBatch) -> jax.Array:
-        return self._forward(self._state, pb.input_ids, pb.position_ids, pb.segment_ids, pb.slot_ids,
-                             num_slots=pb.num_slots, micro_rows=step_rows(pb.shape[1], budget=0, micro_tokens=self.micro_tokens)[1],
-                             modes=self.pooling, dtype=self.dtype)
+        # float32 means float32 matmuls on every backend (JAX's GPU default is TF32, ~1e-3 off torch);
+        # bfloat16 is the explicit speed choice.
+        with jax.default_matmul_precision("highest" if self.dtype == "float32" else "default"):
+            return self._forward(self._state, pb.input_ids, pb.position_ids, pb.segment_ids, pb.slot_ids,
+                                 num_slots=pb.num_slots,
+                                 micro_rows=step_rows(pb.shape[1], budget=0, micro_tokens=self.micro_tokens)[1],
+                                 modes=self.pooling, dtype=self.dtype)
 
     @staticmethod
     def _collect(item: tuple[jax.Array, np.ndarray], out: np.ndarray, bar: Any) -> None:

