@@ -285,6 +285,26 @@ def test_cache_makes_reencoding_free(tiny: tuple[Path, dict[str, np.ndarray]], t
     assert other.encode_with_stats(TINY_TEXTS)[1].n_cached == 0
 
 
+def test_cache_serves_repeated_texts(tiny: tuple[Path, dict[str, np.ndarray]], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text that occurs several times (Cora has 16 such rows) is stored once and found for every
+    row, so a second pass computes and writes nothing (it used to recompute and re-store the
+    repeats on every run, growing the cache)."""
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    enc = TextEncoder.load(tiny[0])
+    texts = ["same words", "other words", "same words", "", None, "same words"]
+    first, s1 = enc.encode_with_stats(texts)
+    shards = list((tmp_path / "cache" / "text").rglob("*.npz"))
+    assert s1.n_computed == 6 and len(shards) == 1
+    with np.load(shards[0]) as z:
+        assert len(z["keys"]) == 3  # "same words", "other words", "" (None is embedded as "")
+    second, s2 = enc.encode_with_stats(texts)
+    assert s2.n_cached == 6 and s2.n_computed == 0
+    assert len(list((tmp_path / "cache" / "text").rglob("*.npz"))) == 1
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(second[0], second[5])
+
+
 def test_cache_skips_corrupt_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = EmbeddingCache("ab" * 32, tmp_path)
     d = text_digests(["x", "y"])

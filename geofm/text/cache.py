@@ -57,15 +57,16 @@ class EmbeddingCache:
         truncated = np.zeros(n, bool)
         if n == 0:
             return emb, found, truncated
-        want = {digests[i].tobytes(): i for i in range(n)}
+        want: dict[bytes, list[int]] = {}  # a text may occur several times: every row gets the hit
+        for i in range(n):
+            want.setdefault(digests[i].tobytes(), []).append(i)
         for shard in self._shards():
             if found.all():
                 break
             try:
                 with np.load(shard, allow_pickle=False) as z:
                     keys = z["keys"]
-                    hits = [(j, want[k.tobytes()]) for j, k in enumerate(keys) if k.tobytes() in want]
-                    hits = [(j, i) for j, i in hits if not found[i]]
+                    hits = [(j, i) for j, k in enumerate(keys) for i in want.get(k.tobytes(), ()) if not found[i]]
                     if not hits:
                         continue
                     data, trunc = z["emb"], z["truncated"]
@@ -89,6 +90,9 @@ class EmbeddingCache:
         if not emb.shape[0] == truncated.shape[0] == digests.shape[0]:
             raise ValueError(f"store: {digests.shape[0]} digests, {emb.shape[0]} embeddings, "
                              f"{truncated.shape[0]} truncated flags")
+        _, first = np.unique(digests.astype(np.uint8), axis=0, return_index=True)  # one row per text
+        first = np.sort(first)
+        digests, emb, truncated = digests[first], emb[first], truncated[first]
         path = self.dir / f"{uuid.uuid4().hex}.npz"
         try:
             atomic_write_bytes(path, lambda f: np.savez(f, keys=digests.astype(np.uint8),
