@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -39,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
     p.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from geofm.commands import setup_logging
+
+    setup_logging(quiet=False)
     from geofm.adapt import adapt_kshot, format_table
     from geofm.checkpoint import CheckpointError
     from geofm.pretrain import load_pretrained

@@ -269,6 +269,12 @@ class Checkpointer:
         return out["state"], meta
 
     def close(self) -> None:
+        # orbax starts a clean-up of stale temporary folders in a thread when it opens a folder, and
+        # its close() does not wait for it: a process that exits right after (an error on a just-opened
+        # run) printed that thread's "cannot schedule new futures after interpreter shutdown" traceback
+        await_cleanup = getattr(self._mgr, "_maybe_await_cleanup_tmp_directory", None)
+        if callable(await_cleanup):
+            await_cleanup()
         self._mgr.close()
 
     def __enter__(self) -> "Checkpointer":

@@ -67,8 +67,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML: {err}") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty (or comments-only) file would silently run every default
+        raise ConfigError(f"{path}: the config file is empty; write the settings to change (a file may "
+                          "hold just `base: <file>`)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data

@@ -92,6 +92,11 @@ def test_circular_base_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad, Cfg)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml", Cfg)
+    for i, text in enumerate(("", "# only a comment\n")):  # would have run every default silently
+        empty = tmp_path / f"empty{i}.yaml"
+        empty.write_text(text)
+        with pytest.raises(ConfigError, match=rf"empty{i}\.yaml: the config file is empty"):
+            load_config(empty, Cfg)
 
 
 def test_check_config_and_check_sequence_catch_python_built_mistakes(tmp_path: Path) -> None:

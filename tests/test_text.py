@@ -457,6 +457,14 @@ def test_encode_command_reads_the_named_entity_text_file(tiny: tuple[Path, dict[
     np.testing.assert_allclose(short[2], long[2], atol=1e-6)  # c: the same text in both files
     assert not np.allclose(short[0], long[0])
     assert main(base + ["--entity-text", "nope.txt"]) == 2 and "'nope.txt' not found" in capsys.readouterr().err
+    from geofm.data.tag import TAG_REQUIRED
+
+    tag = tmp_path / "tag"
+    tag.mkdir()
+    for f in TAG_REQUIRED:  # a TAG folder (detected by its files; refused before anything is parsed)
+        (tag / f).write_text("")
+    assert main(["encode", "--dataset", str(tag), "--entity-text", "x.txt", "--quiet"]) == 2
+    assert "--entity-text applies to KG datasets only" in capsys.readouterr().err
 
 
 def test_encode_refuses_a_bare_string(tiny: tuple[Path, dict[str, np.ndarray]]) -> None:

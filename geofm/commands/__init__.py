@@ -7,7 +7,8 @@ import sys
 
 
 def setup_logging(quiet: bool) -> None:
-    """INFO to stderr, or WARNING with --quiet; orbax's INFO lines (absl) hidden either way."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save / per-restore chatter
+    """geofm's INFO lines to stderr, or WARNING with --quiet; other libraries' INFO (jax's backend
+    probing, orbax's per-save / per-restore chatter through absl) hidden either way."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("geofm").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)

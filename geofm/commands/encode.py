@@ -60,10 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geofm encode: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
     from geofm.data import load_dataset
+    from geofm.data.registry import detect_format, find_dataset
     from geofm.text import EmbeddingCache, TextEncoder
 
     try:
         opts = {} if args.entity_text is None else {"entity_text": args.entity_text}
+        if opts and detect_format(find_dataset(args.dataset, args.data_dir, args.cache_dir)) != "kg":
+            raise ValueError(f"--entity-text applies to KG datasets only; {args.dataset!r} is not one")
         ds = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir, **opts)
         texts, what = dataset_texts(ds)
         enc = TextEncoder.load(args.text_model, dtype=args.dtype)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=1, default=_json_default).encode()
     atomic_write_bytes(out_dir / "results.json", lambda f: f.write(text))
     test = results["test"]
-    log.info("ensemble weights %s (unseen-entity queries %s) -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", results["weights"], results["weights_unseen_head"],
+    log.info("ensemble weights %s (unseen-entity queries %s) -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", _fmt_w(results["weights"]), _fmt_w(results["weights_unseen_head"]),
              test["tie_policy"], test["mrr"], test["hits@1"], test["hits@10"], out_dir / "results.json")
     if args.json:
         print(json.dumps({k: test[k] for k in JSON_KEYS}))
@@ -98,3 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _fmt_w(w: list[float]) -> str:
+    """[0.2875, 0.7125] for a log line (the JSON keeps the full values)."""
+    return "[" + ", ".join(f"{x:.4g}" for x in w) + "]"

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         res = adapt_kshot(out, cfg.adapt)
         (out / "adapt.json").write_text(json.dumps(res, indent=2))
-        print(format_table(res))
+        print(format_table(res), file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
         result["adapt"] = res
     if args.json:
         print(json.dumps(result))

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.append(f"data_dir={json.dumps(args.data_dir)}")
             cfg = load_config(args.config, AlignConfig, overrides)
             run = Path(args.out) if args.out else Path("runs") / "zero_shot" / time.strftime("%Y%m%d-%H%M%S")
-            train_run(cfg, run, exclude=[args.dataset] if args.dataset else [], progress=not args.quiet)
+            train_run(cfg, run, exclude=[args.dataset] if args.dataset else [], progress=not args.quiet and sys.stderr.isatty())
             logging.getLogger("geofm.zero_shot").info("aligner saved to %s", run)
             if not args.dataset:
                 return 0

@@ -67,11 +67,19 @@ def read_text(path: str | Path) -> str:
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines of `text` without their terminators; a final newline does not add an empty line."""
+    """Lines of `text` without their terminators; a final newline does not add an empty line, and
+    whitespace-only lines at the end (an editor's extra newlines) are dropped. Line i of the
+    result is line i + 1 of the file."""
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def joined_lines(text: str, lines: list[str]) -> str:
+    """`text` ending in one newline, rebuilt from `split_lines(text)` when that dropped trailing blank lines."""
+    body = text if text.endswith("\n") else text + "\n"
+    return body if body.count("\n") == len(lines) else "\n".join(lines) + ("\n" if lines else "")
 
 
 def read_tsv_pairs(path: str | Path, *, what: str = "id<TAB>text") -> list[tuple[str, str]]:

@@ -209,7 +209,9 @@ def download_file(
         if attempt < retries:
             time.sleep(min(0.1 * 2**attempt, 2.0))
     else:
-        raise OSError(f"download of {url} failed after {retries + 1} attempt(s): {last}; partial data kept in {part}")
+        kept = (f"; partial data ({part.stat().st_size} bytes) kept in {part} for a resume"
+                if part.is_file() and part.stat().st_size else "")
+        raise OSError(f"download of {url} failed after {retries + 1} attempt(s): {last}{kept}")
     if not part.exists():
         raise OSError(f"download of {url} produced no data")
     if md5 is not None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from geofm.data._io import DataFormatError, read_text, split_lines, warn
+from geofm.data._io import DataFormatError, joined_lines, read_text, split_lines, warn
 from geofm.data.types import TAGDataset
 
 OnDuplicate = Literal["drop", "error"]
@@ -120,6 +120,7 @@ def read_edges(path: Path) -> np.ndarray:
     if header.strip().split("\t") != ["src", "dst"]:
         raise DataFormatError(path, 1, f"expected header `src<TAB>dst`, got {header[:60]!r}")
     lines = split_lines(body)
+    body = joined_lines(body, lines)
     tokens = body.split()
     ok = len(tokens) == 2 * len(lines) and body.count("\t") == len(lines)
     if ok:

@@ -344,11 +344,17 @@ def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
     # where the data lives is checked by its checksums; a training time budget does not change
     # what a finished run is (its results.json records how many epochs it ran)
-    diff = config_changes(to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg),
-                          allowed=("train.resume", "data.data_dir", "train.max_seconds"))
+    from geofm.kg.train import RESUMABLE_KEYS
+
+    saved, wanted = to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg)
+    diff = config_changes(saved, wanted, allowed=("train.resume", "data.data_dir", "train.max_seconds"))
     if diff:
+        hint = ("; point `run:` to a new folder to train this one, or add the run's values to the member's "
+                "`set:` to fuse it as it is")
+        if not config_changes(saved, wanted, allowed=RESUMABLE_KEYS):  # budgets only: `geofm kg` continues it
+            hint += f", or continue it under this budget first: geofm kg --config <member config> --out {run}"
         raise ValueError(f"{where}: run folder {run} was trained with another config (run -> config: "
-                         f"{'; '.join(diff[:4])}); point `run:` to a new folder to train this one")
+                         f"{'; '.join(diff[:4])}){hint}")
 
 
 def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, progress: bool = False,

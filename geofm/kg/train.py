@@ -309,8 +309,9 @@ def train_kg(
     if dataset is not None and not isinstance(dataset, KGDataset):
         raise TypeError(f"train_kg: dataset must be a KGDataset (geofm.data.load_dataset of a KG folder), got "
                         f"{type(dataset).__name__}")
-    if cfg.train.epochs < 0 or cfg.train.batch_size < 1 or cfg.train.valid_every < 1 or cfg.train.patience < 1:
-        raise ValueError("train.epochs must be >= 0, train.batch_size, train.valid_every and train.patience >= 1")
+    for key, low in (("epochs", 0), ("batch_size", 1), ("valid_every", 1), ("patience", 1)):
+        if getattr(cfg.train, key) < low:
+            raise ValueError(f"train.{key} must be >= {low}, got {getattr(cfg.train, key)}")
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
         raise ValueError(f"train.max_seconds must be > 0 (or null), got {cfg.train.max_seconds}")
     check_loss(cfg.loss, cfg.model.name)  # before any data is loaded or a folder is made

@@ -162,6 +162,12 @@ def test_malformed_edge_rows(tmp_path: Path, edges: str, line: int, match: str) 
     _raises(write_tag(tmp_path / "g", edges=edges), "edges.tsv", line, match)
 
 
+def test_trailing_blank_lines_are_ignored_in_edges(tmp_path: Path) -> None:
+    a = load_tag(write_tag(tmp_path / "a", edges="src\tdst\n0\t1\n1\t2\n"))
+    b = load_tag(write_tag(tmp_path / "b", edges="src\tdst\n0\t1\n1\t2\n\n  \n"))
+    np.testing.assert_array_equal(a.edge_index, b.edge_index)
+
+
 def test_out_of_range_edge_id(tmp_path: Path) -> None:
     _raises(write_tag(tmp_path / "g", edges="src\tdst\n0\t1\n2\t3\n"), "edges.tsv", 3, "out of range")
 

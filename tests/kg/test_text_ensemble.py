@@ -210,8 +210,12 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
 
     cfg = load_config(root / "struct" / "config.yaml", KGConfig, ["train.max_seconds=50", "train.resume=false"])
     _check_same_config(root / "struct", cfg, "members[0]")
-    with pytest.raises(ValueError, match="train.epochs: 12 -> 13"):
+    with pytest.raises(ValueError, match="train.epochs: 12 -> 13") as err:
         _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["train.epochs=13"]), "m")
+    assert "continue it under this budget first: geofm kg --config" in str(err.value)  # a budget: `geofm kg` resumes
+    with pytest.raises(ValueError, match="optim.lr") as err:
+        _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["optim.lr=0.123"]), "m")
+    assert "continue it" not in str(err.value) and "point `run:` to a new folder" in str(err.value)
 
 
 def test_runs_saved_with_index_prefixed_leaf_names_still_load(two_runs, tmp_path: Path) -> None:

@@ -69,6 +69,9 @@ def test_tiny_config_as_shipped(tiny: Path, tmp_path: Path, capsys) -> None:
 def test_bad_inputs(tiny: Path, tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--set", "train.epochz=3")
     assert code == 2 and "train.epochz" in err
+    for key, value, low in (("epochs", -1, 0), ("batch_size", 0, 1), ("patience", 0, 1)):  # names the key and value
+        code, _, err = _run(capsys, "--config", TINY, "--dataset", str(tiny), "--set", f"train.{key}={value}")
+        assert code == 2 and f"train.{key} must be >= {low}, got {value}" in err
     bad = tmp_path / "bad_kg"
     bad.mkdir()
     for split in ("train", "valid", "test"):

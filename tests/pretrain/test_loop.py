@@ -160,6 +160,22 @@ def test_adapt_kshot_runs(reference_run: Path):
     assert "1-shot" in format_table(res)
 
 
+def test_cli_adapt_json_keeps_stdout_json(reference_run: Path, tmp_path: Path, capsys):
+    """`geofm pretrain --adapt --json`: stdout is one JSON object (the k-shot table goes to stderr)."""
+    import json
+    import shutil
+
+    from geofm.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)  # a finished run: resumes at its last step, then adapts
+    assert main(["pretrain", "--config", str(TINY), "--out", str(run), "--adapt", "--json", "--quiet",
+                 "--set", "adapt.shots=[1]", "--set", "adapt.splits=2", "--set", "adapt.epochs=5"]) == 0
+    out = capsys.readouterr()
+    assert isinstance(json.loads(out.out), dict)
+    assert "1-shot acc" in out.err and (run / "adapt.json").is_file()
+
+
 DP_SCRIPT = r"""
 import os, sys, json
 import jax, jax.numpy as jnp, numpy as np
