@@ -111,15 +111,21 @@ def simplex_grid(num: int, step: float) -> np.ndarray:
     return (np.diff(edges, axis=1) - 1).astype(np.float64) / parts
 
 
+def _run_config(run: Path) -> Path:
+    """run/config.yaml of a `geofm kg` run folder; FileNotFoundError naming what is missing."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such run folder")
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}: not a `geofm kg` run folder (no config.yaml)")
+    return run / "config.yaml"
+
+
 def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = None) -> Member:
     """Rebuild a `geofm kg` run's model from run_dir/config.yaml and restore its best checkpoint."""
     from geofm.kg.train import _precision, build_run_model, make_optimizer, restore_state, with_entity_text
 
     run = Path(run_dir)
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run}: not a `geofm kg` run folder (no config.yaml)")
-    cfg = load_config(cfg_path, KGConfig)
+    cfg = load_config(_run_config(run), KGConfig)
     ckpt = Checkpointer(run / "checkpoints", metric="valid_mrr")
     try:
         if ckpt.best_step() is None:
@@ -156,10 +162,7 @@ def load_ensemble(run_dirs: Sequence[str | Path], *, dataset: KGDataset | None =
     if not run_dirs:
         raise ValueError("an ensemble needs at least one run folder")
     if dataset is None:
-        first = Path(run_dirs[0]) / "config.yaml"
-        if not first.is_file():
-            raise FileNotFoundError(f"{run_dirs[0]}: not a `geofm kg` run folder (no config.yaml)")
-        data = load_config(first, KGConfig).data
+        data = load_config(_run_config(Path(run_dirs[0])), KGConfig).data
         dataset = load_kg_dataset(name or data.name, data_dir or data.data_dir)
     for r in run_dirs:
         _check_same_data(Path(r), dataset)

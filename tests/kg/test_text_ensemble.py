@@ -179,6 +179,7 @@ def test_kg_ensemble_bad_input(two_runs, tmp_path: Path, capsys) -> None:
 
     root, *_ = two_runs
     assert main([str(tmp_path)]) == 2 and "no config.yaml" in capsys.readouterr().err
+    assert main([str(tmp_path / "typo")]) == 2 and "typo: no such run folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     shutil.copy(root / "struct" / "config.yaml", tmp_path / "empty" / "config.yaml")
     assert main([str(root / "struct"), str(tmp_path / "empty")]) == 2 and "no checkpoint" in capsys.readouterr().err
