@@ -7,6 +7,12 @@ with an entity unseen in training, and per relation, beside each member alone.
 
     nice -n 5 python bench/kg_ensemble.py [--config configs/kg/ensemble_wn18rr.yaml] [--data-dir DIR] [--out FILE]
 Writes bench/results/kg_ensemble_<dataset>.json (or --out).
+
+--speed: only the full ensemble's weight search, twice in one run: one weight vector per pass
+over the entities (batch 1: every member re-scores every chunk for every grid point, the
+search as it was before session 10) and 8 per pass (`fit_ensemble(batch=8)`, the default);
+checks that both choose the same weights and metrics, and writes the times and their ratio to
+bench/results/kg_ensemble_speed.json.
 """
 
 from __future__ import annotations
@@ -44,12 +50,15 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs/kg/ensemble_wn18rr.yaml"))
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="results JSON (default bench/results/kg_ensemble_<dataset>.json)")
+    p.add_argument("--speed", action="store_true", help="time the weight search with 1 vs 8 weight vectors per pass")
     args = p.parse_args()
     overrides = [f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else []
     t0 = time.perf_counter()
     ecfg, ens = run_ensemble_config(args.config, overrides)
     if len(ens.members) < 2:
         raise SystemExit(f"{args.config}: an ensemble benchmark needs at least two members")
+    if args.speed:
+        return speed(args, ecfg, ens)
     names = [f"{m.cfg.model.name}:{m.run.name}" for m in ens.members]
     fits = {}
     for size in range(len(ens.members), 1, -1):
@@ -90,6 +99,35 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}: test MRR {full['test']['mrr']:.4f} (best member {best_alone['test']['mrr']:.4f})")
+
+
+def speed(args: argparse.Namespace, ecfg, ens: Ensemble) -> None:
+    """Weight search with batch 1 vs 8 on the same loaded members, same run; same choice required."""
+    runs, fits = {}, {}
+    for batch in (1, 8):
+        t = time.perf_counter()
+        fits[batch] = fit_ensemble(ens, step=ecfg.step, refine=ecfg.refine, split_unseen=ecfg.split_unseen,
+                                   seed=ecfg.seed, batch=batch)
+        runs[batch] = {"seconds": time.perf_counter() - t, "points_tried": len(fits[batch]["grid"]),
+                       "weights": fits[batch]["weights"], "weights_unseen_head": fits[batch]["weights_unseen_head"],
+                       "valid_mrr": fits[batch]["valid"]["mrr"], "test_mrr": fits[batch]["test"]["mrr"]}
+        print(f"batch {batch}: {runs[batch]['seconds']:.1f} s, {runs[batch]['points_tried']} weight vectors", flush=True)
+    a, b = fits[1], fits[8]
+    diff = max([abs(x["valid_mrr"] - y["valid_mrr"]) for x, y in zip(a["grid"], b["grid"])]
+               + [abs(a["test"]["mrr"] - b["test"]["mrr"])])
+    same = (a["weights"] == b["weights"] and a["weights_unseen_head"] == b["weights_unseen_head"]
+            and len(a["grid"]) == len(b["grid"]) and diff <= 1e-6)
+    rel = os.path.relpath(Path(args.config).resolve(), REPO)
+    out = {"benchmark": "kg_ensemble --speed", "command": f"python bench/kg_ensemble.py --config {rel} --speed",
+           "dataset": a["dataset"]["name"], "members": [f"{m.cfg.model.name}:{m.run.name}" for m in ens.members],
+           "step": ecfg.step, "refine": ecfg.refine, "runs": {str(k): v for k, v in runs.items()},
+           "speedup_batch8_over_batch1": runs[1]["seconds"] / runs[8]["seconds"],
+           "identical_choice_and_metrics": same, "max_abs_mrr_difference": diff, "machine": machine_info()}
+    path = Path(args.out) if args.out else REPO / "bench" / "results" / "kg_ensemble_speed.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path}: {out['speedup_batch8_over_batch1']:.2f}x, identical: {same}")
+    if not same:
+        raise SystemExit("batch 1 and batch 8 chose differently: a bug in the batched search")
 
 
 if __name__ == "__main__":

@@ -59,15 +59,16 @@ def tie_ranks(
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Partial tie-aware counts for one block of candidates.
 
-    scores: [Q, E]; target_scores: [Q]; keep: [Q, E] bool (candidate counts:
-    not filtered, not padding); is_target: [Q, E] bool. Returns (n_greater,
-    n_greater_or_equal) as int32 [Q], the target itself never counted. Sum
-    over blocks and add 1 for optimistic / pessimistic ranks.
+    scores: [..., Q, E]; target_scores: [..., Q]; keep: [Q, E] bool (candidate counts:
+    not filtered, not padding); is_target: [Q, E] bool (both broadcast over the leading
+    axes, e.g. several scorers ranked at once). Returns (n_greater, n_greater_or_equal)
+    as int32 [..., Q], the target itself never counted. Sum over blocks and add 1 for
+    optimistic / pessimistic ranks.
     """
     keep = keep & ~is_target
-    st = target_scores[:, None]
-    gt = jnp.sum(keep & (scores > st), axis=1, dtype=jnp.int32)
-    ge = jnp.sum(keep & (scores >= st), axis=1, dtype=jnp.int32)
+    st = target_scores[..., None]
+    gt = jnp.sum(keep & (scores > st), axis=-1, dtype=jnp.int32)
+    ge = jnp.sum(keep & (scores >= st), axis=-1, dtype=jnp.int32)
     return gt, ge
 
 

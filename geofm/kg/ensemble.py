@@ -192,18 +192,19 @@ def member_scale(model: Any, triples: np.ndarray, num_relations: int, *, seed: i
 
 
 def _score_fn(graphdefs: Sequence[Any], dtype: Any) -> Callable:
-    """score(params, h, r, cand) -> [C, E] in `dtype`.
+    """score(params, h, r, cand) -> [G, C, E] in `dtype`: G weightings of the same member scores
+    (each member scores the chunk once, whatever G is).
 
-    params = (coef [2, M]: weights / scales for queries whose entity h was seen in training
+    params = (coef [G, 2, M]: weights / scales for queries whose entity h was seen in training
     (row 0) or not (row 1), seen [N] bool, member states).
     """
 
     def score(params, h, r, cand):
         coef, seen, states = params
-        c = coef[jnp.where(seen[h], 0, 1)]  # [C, M]
+        c = coef[:, jnp.where(seen[h], 0, 1)]  # [G, C, M]
         total = None
         for i, (gd, st) in enumerate(zip(graphdefs, states)):
-            s = c[:, i : i + 1] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(dtype)
+            s = c[:, :, i : i + 1] * nnx.merge(gd, *st).score_candidates(h, r, cand).astype(dtype)[None]
             total = s if total is None else total + s
         return total
 
@@ -217,7 +218,7 @@ def _group_mrr(res: Any, group: np.ndarray) -> list[float | None]:
 
 
 def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_unseen: bool = True, seed: int = 0,
-                 query_chunk: int = 512, entity_chunk: int = 8192,
+                 query_chunk: int = 512, entity_chunk: int = 4096, batch: int = 8,
                  progress: Callable[[np.ndarray, float], None] | None = None) -> dict[str, Any]:
     """Choose the weights on validation MRR over `simplex_grid(M, step)`, then `refine` rounds of
     moving step/2, step/4, ... between two members from the best point; evaluate valid and test.
@@ -225,6 +226,8 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
     split_unseen: queries whose entity h never occurs in the training triples get their own
     weights (a structure model knows nothing about such an entity; a text model does), chosen
     on the validation queries of that kind; the grouping uses the training triples only.
+    batch: weight vectors ranked per pass over the entities (each member scores a chunk once per
+    pass; memory ~ batch x query_chunk x entity_chunk floats).
     Returns a JSON-able dict: weights (seen-entity queries), weights_unseen_head, scales, every
     evaluated point's validation MRR (overall and per group), each member alone on valid/test,
     and the ensemble's valid/test metrics (tie-aware, filtered).
@@ -235,6 +238,8 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
     ds, members = ens.dataset, ens.members
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     grid = simplex_grid(len(members), step)
     ev = RankingEvaluator(ds.num_entities, ds.num_relations, [ds.train, ds.valid, ds.test], ds.train,
                           query_chunk=query_chunk, entity_chunk=entity_chunk, policy=members[0].cfg.eval.tie_policy)
@@ -250,48 +255,57 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
         fn = _score_fn(graphdefs, dtype)
         scales = np.array([m.scale for m in members])
 
-        def evaluate(w: np.ndarray, w_unseen: np.ndarray, triples: np.ndarray):
-            coef = np.stack([w, w_unseen]) / scales
-            return ev.evaluate(fn, (jnp.asarray(coef, dtype), jnp.asarray(seen), states), triples)
+        def evaluate_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], triples: np.ndarray) -> list:
+            """EvalResults of (w, w_unseen) pairs, `batch` at a time (the last batch padded with its
+            first pair, so every call has one shape and compiles once)."""
+            out = []
+            for s in range(0, len(pairs), batch):
+                part = list(pairs[s : s + batch])
+                coef = np.stack([np.stack(p) for p in part + [part[0]] * (batch - len(part))]) / scales
+                out += ev.evaluate_many(fn, (jnp.asarray(coef, dtype), jnp.asarray(seen), states), triples)[: len(part)]
+            return out
 
         tried: list[dict[str, Any]] = []
 
-        def try_pair(w: np.ndarray, w_unseen: np.ndarray, level: int) -> list[float | None]:
-            res = evaluate(w, w_unseen, ds.valid)
-            mrr, by_group = res.metrics(breakdown=False)["mrr"], _group_mrr(res, group)
-            tried.append({"weights": w.tolist(), "weights_unseen_head": w_unseen.tolist(), "valid_mrr": float(mrr),
-                          "valid_mrr_seen_head": by_group[0], "valid_mrr_unseen_head": by_group[1], "refinement": level})
-            if progress is not None:
-                progress(w, mrr)
-            return by_group
+        def try_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: int) -> list[list[float | None]]:
+            by_groups = []
+            for (w, w_unseen), res in zip(pairs, evaluate_pairs(pairs, ds.valid)):
+                mrr, by_group = res.metrics(breakdown=False)["mrr"], _group_mrr(res, group)
+                tried.append({"weights": w.tolist(), "weights_unseen_head": w_unseen.tolist(), "valid_mrr": float(mrr),
+                              "valid_mrr_seen_head": by_group[0], "valid_mrr_unseen_head": by_group[1],
+                              "refinement": level})
+                if progress is not None:
+                    progress(w, mrr)
+                by_groups.append(by_group)
+            return by_groups
 
-        scores = np.array([[-1.0 if x is None else x for x in try_pair(w, w, 0)] for w in grid])  # [G, 2]
-        best = [grid[int(np.argmax(scores[:, g]))] for g in (0, 1)]
+        scores = np.array([[-1.0 if x is None else x for x in got] for got in try_pairs([(w, w) for w in grid], 0)])
+        best = [grid[int(np.argmax(scores[:, g]))] for g in (0, 1)]  # scores: [grid points, 2 groups]
         best_mrr = [float(scores[:, g].max()) for g in (0, 1)]
         delta = step
         for level in range(1, refine + 1):  # move weight between two members in halved steps, both groups at once
             delta /= 2
             cand = [_neighbours(best[g], delta) for g in (0, 1)]
-            for k in range(max(len(cand[0]), len(cand[1]))):
-                pair = [cand[g][k] if k < len(cand[g]) else best[g] for g in (0, 1)]
-                got = try_pair(pair[0], pair[1], level)
+            pairs = [tuple(cand[g][k] if k < len(cand[g]) else best[g] for g in (0, 1))
+                     for k in range(max(len(cand[0]), len(cand[1])))]
+            for pair, got in zip(pairs, try_pairs(pairs, level)):  # in order: the first strict improvement wins
                 for g in (0, 1):
                     if got[g] is not None and got[g] > best_mrr[g]:
                         best[g], best_mrr[g] = pair[g], got[g]
         if not np.any(group == 1):
             best[1] = best[0]  # no validation query of that kind: nothing to choose on
-        res_valid = evaluate(best[0], best[1], ds.valid)
-        res_test = evaluate(best[0], best[1], ds.test)
+        res_valid = evaluate_pairs([(best[0], best[1])], ds.valid)[0]
+        corners = [(w, w) for w in np.eye(len(members))]
+        res_test, *alone_test = evaluate_pairs([(best[0], best[1])] + corners, ds.test)
         alone = []
         for i, m in enumerate(members):
-            w = np.eye(len(members))[i]
             alone.append({
                 "run": str(m.run),
                 "model": m.cfg.model.name,
                 "config": to_dict(m.cfg),
                 "scale": m.scale,
-                "valid_mrr": tried[_grid_index(grid, w)]["valid_mrr"],
-                "test": evaluate(w, w, ds.test).metrics(ds.relations),
+                "valid_mrr": tried[_grid_index(grid, corners[i][0])]["valid_mrr"],
+                "test": alone_test[i].metrics(ds.relations),
                 "results_json": _read_results_summary(m.run),
             })
     import geofm

@@ -7,6 +7,8 @@ other known true answers (train + valid + test) are filtered out.
 
 A scorer is a pure function `score_fn(params, h, r, cand) -> [C, E]` with
 h, r: int32 [C] (r in [0, 2R)), cand: int32 [E] entity ids; higher = better.
+`evaluate_many` takes a scorer returning [G, C, E]: G scorers (e.g. G fusion weight
+vectors over the same member scores) ranked in one pass over the entities.
 The per-chunk kernel is jit-compiled once per (query chunk, filter bucket)
 shape; the last query chunk is padded. Memory is O(query_chunk * entity_chunk).
 
@@ -154,10 +156,11 @@ def _chunk_ranks(
     f_col: jnp.ndarray,
     f_valid: jnp.ndarray,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Optimistic/pessimistic ranks [C] for one padded query chunk, and per query whether
-    its target scored NaN or +inf (bool [C]); NaN candidates count as above the target."""
+    """Optimistic/pessimistic ranks [..., C] for one padded query chunk, and per query whether
+    its target scored NaN or +inf (bool [..., C]); NaN candidates count as above the target.
+    The leading axes are the scorer's own ([G] for `evaluate_many`, none for `evaluate`)."""
     c = h.shape[0]
-    target_scores = jnp.diagonal(score_fn(params, h, r, t))
+    target_scores = jnp.diagonal(score_fn(params, h, r, t), axis1=-2, axis2=-1)
     n_blocks = -(-num_entities // entity_chunk)
 
     def block(carry, b):
@@ -176,7 +179,7 @@ def _chunk_ranks(
         g, e = tie_ranks(scores, target_scores, keep, cand[None, :] == t[:, None])
         return (gt + g, ge + e), None
 
-    zeros = jnp.zeros(c, jnp.int32)
+    zeros = jnp.zeros(target_scores.shape, jnp.int32)
     (gt, ge), _ = jax.lax.scan(block, (zeros, zeros), jnp.arange(n_blocks, dtype=jnp.int32))
     return gt + 1, ge + 1, jnp.isnan(target_scores) | (target_scores == jnp.inf)
 
@@ -226,6 +229,15 @@ class RankingEvaluator:
         """Rank both directions of `triples` [n, 3] (int ids); no triple is dropped.
         Raises ValueError on a wrong shape or ids outside [0, num_entities) / [0,
         num_relations), FloatingPointError when score_fn returns NaN or +inf for a target."""
+        return self._evaluate(score_fn, params, triples, batched=False)[0]
+
+    def evaluate_many(self, score_fn: ScoreFn, params: Any, triples: np.ndarray) -> list[EvalResult]:
+        """`evaluate` for a scorer returning [G, C, E] (G scorers on the same queries, one pass
+        over the entities and one compile per G): a list of G results, each equal to what
+        `evaluate` gives for that scorer alone."""
+        return self._evaluate(score_fn, params, triples, batched=True)
+
+    def _evaluate(self, score_fn: ScoreFn, params: Any, triples: np.ndarray, *, batched: bool) -> list[EvalResult]:
         triples = np.asarray(triples)
         if triples.ndim != 2 or triples.shape[1] != 3 or not np.issubdtype(triples.dtype, np.integer):
             if not (triples.size == 0 and triples.ndim <= 2):
@@ -255,25 +267,24 @@ class RankingEvaluator:
             f_valid = np.zeros(size, bool)
             f_row[: b - a], f_col[: b - a], f_valid[: b - a] = rows[a:b] - s, cols[a:b], True
             gt, ge, nan = kernel(params, pad(q_h), pad(q_r), pad(q_t), f_row, f_col, f_valid)
-            outs.append((gt, ge, nan, n))
-        opt, pes, nan = ((np.concatenate([np.asarray(o[j])[: o[3]] for o in outs]) if outs else np.zeros(0, dt))
-                         for j, dt in ((0, np.int32), (1, np.int32), (2, bool)))
+            outs.append(tuple(np.atleast_2d(np.asarray(x))[:, :n] for x in (gt, ge, nan)))  # [G, n]
+        if outs:
+            opt, pes, nan = (np.concatenate([o[j] for o in outs], axis=1) for j in range(3))
+        else:  # no triples: one empty result (G unknown without a call)
+            opt, pes, nan = np.zeros((1, 0), np.int32), np.zeros((1, 0), np.int32), np.zeros((1, 0), bool)
         if nan.any():
-            i = int(np.flatnonzero(nan)[0])
+            g, i = (int(x[0]) for x in np.nonzero(nan))
+            which = f"scorer {g}: " if batched else ""
             raise FloatingPointError(
-                f"evaluate: score_fn returned a NaN or +inf target score for {int(nan.sum())} of {len(nan)} queries (first: head "
-                f"{int(q_h[i])}, relation {int(q_r[i])} of 2R={2 * self.num_relations}, target {int(q_t[i])}); "
-                "NaN ranks nothing, so these metrics would be meaningless")
+                f"evaluate: {which}score_fn returned a NaN or +inf target score for {int(nan[g].sum())} of "
+                f"{nan.shape[1]} queries (first: head {int(q_h[i])}, relation {int(q_r[i])} of "
+                f"2R={2 * self.num_relations}, target {int(q_t[i])}); NaN ranks nothing, so these metrics "
+                "would be meaningless")
         unseen = ~(self.seen[q_h] & self.seen[q_t])
-        return EvalResult(
-            optimistic=opt,
-            pessimistic=pes,
-            query_relation=q_r % self.num_relations,
-            is_head_query=head,
-            has_unseen=unseen,
-            policy=self.policy,
-            seconds=time.perf_counter() - t0,
-        )
+        seconds = time.perf_counter() - t0
+        return [EvalResult(optimistic=opt[g], pessimistic=pes[g], query_relation=q_r % self.num_relations,
+                           is_head_query=head, has_unseen=unseen, policy=self.policy, seconds=seconds)
+                for g in range(opt.shape[0])]
 
 
 def naive_ranks(

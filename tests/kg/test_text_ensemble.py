@@ -123,7 +123,17 @@ def test_ensemble_corners_reproduce_each_member_and_fusion_is_the_weighted_sum(t
     for g in res["grid"]:
         for key in ("weights", "weights_unseen_head"):
             assert min(g[key]) >= 0 and sum(g[key]) == pytest.approx(1.0)
-    one = fit_ensemble(ens, step=0.5, refine=0, split_unseen=False, query_chunk=16, entity_chunk=32)
+    # ranking several weight vectors per pass (the default 8: the 5 grid points in one padded pass)
+    # finds exactly what one vector per pass finds
+    per_point = fit_ensemble(ens, step=0.25, query_chunk=16, entity_chunk=32, batch=1)
+    for key in ("weights", "weights_unseen_head"):
+        assert per_point[key] == res[key]
+    assert [g["valid_mrr"] for g in per_point["grid"]] == pytest.approx(valid, abs=1e-12)
+    assert [g["weights"] for g in per_point["grid"]] == [g["weights"] for g in res["grid"]]
+    assert per_point["test"]["mrr"] == pytest.approx(res["test"]["mrr"], abs=1e-12)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        fit_ensemble(ens, batch=0)
+    one = fit_ensemble(ens, step=0.5, refine=0, split_unseen=False, query_chunk=16, entity_chunk=32, batch=3)
     assert one["weights"] == one["weights_unseen_head"] and one["num_valid_queries_unseen_head"] == 0
     assert one["valid"]["mrr"] == pytest.approx(max(g["valid_mrr"] for g in one["grid"]), abs=1e-9)
     best_unseen = max(res["grid"], key=lambda g: g["valid_mrr_unseen_head"])["valid_mrr_unseen_head"]
