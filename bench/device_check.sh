@@ -11,7 +11,7 @@
 #    JAX_PLATFORMS=cpu on the host's cores (the same synthetic domains when no data folder
 #    travels), so the GPU/CPU ratio comes from one run: $OUT/pretrain_gpu.json, $OUT/pretrain_cpu.json.
 # BENCH=0 skips step 2. Missing Python packages (grain and its array_record / portpicker) travel as wheels in .whl/.
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/devout}; WORKERS=${WORKERS:-8}; BENCH=${BENCH:-1}; PY=${PY:-python3}; TEST_TIMEOUT=${TEST_TIMEOUT:-330}
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -36,8 +36,8 @@ tail -n 40 "$OUT/pytest.log"
 [ "$BENCH" = 1 ] || exit 0
 for where in gpu cpu; do
   t0=$(date +%s)
-  if [ "$where" = cpu ]; then env=(JAX_PLATFORMS=cpu); else env=(); fi
-  env "${env[@]}" timeout 100 $PY bench/pretrain.py --no-torch --steps 20 --out "$OUT/pretrain_$where.json" \
+  if [ "$where" = cpu ]; then platforms=cpu; else platforms=${JAX_PLATFORMS:-}; fi
+  JAX_PLATFORMS=$platforms timeout 100 $PY bench/pretrain.py --no-torch --steps 20 --out "$OUT/pretrain_$where.json" \
     > "$OUT/pretrain_$where.log" 2>&1
   echo "pretrain bench on $where rc=$? in $(( $(date +%s) - t0 )) s"; tail -n 8 "$OUT/pretrain_$where.log"
 done

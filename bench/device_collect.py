@@ -30,9 +30,9 @@ def pytest_summary(junit: Path) -> dict:
     for case in root.iter("testcase"):
         for child in case:
             if child.tag in ("failure", "error"):
-                msg = (child.get("message") or "").strip().splitlines()
+                msg = [m for m in (child.get("message") or "").strip().splitlines() if m.strip()]
                 bad.append({"test": f"{case.get('classname')}::{case.get('name')}", "kind": child.tag,
-                            "message": (msg[0] if msg else "")[:240]})
+                            "message": " | ".join(msg[:6] + [m for m in msg[6:] if "Max absolute" in m])[:500]})
     return {**counts, "not_passed": bad}
 
 
@@ -41,7 +41,9 @@ def pretrain_summary(gpu: Path, cpu: Path) -> dict:
     g, c = json.loads(gpu.read_text()), json.loads(cpu.read_text())
     rows = {}
     for rg in g["results"]:
-        rc = next(r for r in c["results"] if r["backbone"] == rg["backbone"])
+        rc = next((r for r in c["results"] if r["backbone"] == rg["backbone"]), None)
+        if rc is None:  # not timed on the CPU side (its run was cut short)
+            continue
         rows[rg["backbone"]] = {"gpu_samples_per_s": round(rg["samples_per_s_step"]),
                                 "cpu_samples_per_s": round(rc["samples_per_s_step"]),
                                 "gpu_over_cpu": round(rg["samples_per_s_step"] / rc["samples_per_s_step"], 2),

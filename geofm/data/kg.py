@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 
-from geofm.data._io import DataFormatError, joined_lines, read_text, read_tsv_pairs, split_lines, warn
+from geofm.data._io import DataFormatError, read_text, read_tsv_pairs, split_body, warn
 from geofm.data.tag import OnDuplicate, OnSelfLoop, _check_choice
 from geofm.data.types import KGDataset
 
@@ -46,10 +46,9 @@ def _triple_line_error(path: Path, lines: list[str]) -> DataFormatError:
 def read_triples(path: Path) -> list[str]:
     """Triple file -> flat list [h0, r0, t0, h1, ...] of string ids; validates every line."""
     text = read_text(path)
-    lines = split_lines(text)
+    lines, body = split_body(text)
     if not lines:
         raise DataFormatError(path, None, "empty split: no triples")
-    body = joined_lines(text, lines)
     if body.count("\t") != 2 * len(lines):
         raise _triple_line_error(path, lines)
     cells = body.replace("\n", "\t").split("\t")

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from geofm.data._io import DataFormatError, joined_lines, read_text, split_lines, warn
+from geofm.data._io import DataFormatError, read_text, split_body, split_lines, warn
 from geofm.data.types import TAGDataset
 
 OnDuplicate = Literal["drop", "error"]
@@ -119,8 +119,7 @@ def read_edges(path: Path) -> np.ndarray:
     header, _, body = text.partition("\n")
     if header.strip().split("\t") != ["src", "dst"]:
         raise DataFormatError(path, 1, f"expected header `src<TAB>dst`, got {header[:60]!r}")
-    lines = split_lines(body)
-    body = joined_lines(body, lines)
+    lines, body = split_body(body)
     tokens = body.split()
     ok = len(tokens) == 2 * len(lines) and body.count("\t") == len(lines)
     if ok:

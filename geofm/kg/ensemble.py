@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -288,7 +289,9 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
             cand = [_neighbours(best[g], delta) for g in (0, 1)]
             pairs = [tuple(cand[g][k] if k < len(cand[g]) else best[g] for g in (0, 1))
                      for k in range(max(len(cand[0]), len(cand[1])))]
-            for pair, got in zip(pairs, try_pairs(pairs, level)):  # in order: the first strict improvement wins
+            # per group, the best strict improvement over the level's start wins (ties: the earliest); a
+            # group with fewer moves than the other is evaluated at its level-start best in the rest
+            for pair, got in zip(pairs, try_pairs(pairs, level)):
                 for g in (0, 1):
                     if got[g] is not None and got[g] > best_mrr[g]:
                         best[g], best_mrr[g] = pair[g], got[g]
@@ -357,7 +360,7 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
     return {k: res.get(k) for k in keep}
 
 
-def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
+def _check_same_config(run: Path, cfg: KGConfig, where: str, command: str = "geofm kg --config CONFIG") -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
     # where the data lives is checked by its checksums; a training time budget does not change
     # what a finished run is (its results.json records how many epochs it ran)
@@ -368,8 +371,8 @@ def _check_same_config(run: Path, cfg: KGConfig, where: str) -> None:
     if diff:
         hint = ("; point `run:` to a new folder to train this one, or add the run's values to the member's "
                 "`set:` to fuse it as it is")
-        if not config_changes(saved, wanted, allowed=RESUMABLE_KEYS):  # budgets only: `geofm kg` continues it
-            hint += f", or continue it under this budget first: geofm kg --config <member config> --out {run}"
+        if not config_changes(saved, wanted, allowed=RESUMABLE_KEYS):  # what a `geofm kg` resume may change
+            hint += f", or continue it with these settings first: {command} --out {run}"
         raise ValueError(f"{where}: run folder {run} was trained with another config (run -> config: "
                          f"{'; '.join(diff[:4])}){hint}")
 
@@ -396,7 +399,8 @@ def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, prog
         run = Path(mc.run)
         cfg = load_config(cfg_file, KGConfig, member_overrides)
         if (run / "config.yaml").is_file():
-            _check_same_config(run, cfg, f"{path}: members[{i}]")
+            command = " ".join([f"geofm kg --config {cfg_file}"] + [f"--set {shlex.quote(o)}" for o in member_overrides])
+            _check_same_config(run, cfg, f"{path}: members[{i}]", command)
         if not (run / "results.json").is_file():
             log.info("training ensemble member %d (%s) in %s", i, cfg_file, run)
             train_kg(cfg, run, progress=progress, text_encoder=text_encoder)

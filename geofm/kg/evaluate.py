@@ -234,7 +234,7 @@ class RankingEvaluator:
     def evaluate_many(self, score_fn: ScoreFn, params: Any, triples: np.ndarray) -> list[EvalResult]:
         """`evaluate` for a scorer returning [G, C, E] (G scorers on the same queries, one pass
         over the entities and one compile per G): a list of G results, each equal to what
-        `evaluate` gives for that scorer alone."""
+        `evaluate` gives for that scorer alone (their `seconds` is the whole pass's)."""
         return self._evaluate(score_fn, params, triples, batched=True)
 
     def _evaluate(self, score_fn: ScoreFn, params: Any, triples: np.ndarray, *, batched: bool) -> list[EvalResult]:
@@ -267,11 +267,16 @@ class RankingEvaluator:
             f_valid = np.zeros(size, bool)
             f_row[: b - a], f_col[: b - a], f_valid[: b - a] = rows[a:b] - s, cols[a:b], True
             gt, ge, nan = kernel(params, pad(q_h), pad(q_r), pad(q_t), f_row, f_col, f_valid)
-            outs.append(tuple(np.atleast_2d(np.asarray(x))[:, :n] for x in (gt, ge, nan)))  # [G, n]
+            if gt.ndim != 1 + batched:
+                raise ValueError(f"score_fn returned scores of rank {gt.ndim + 1}: `evaluate` takes a scorer "
+                                 "returning [C, E], `evaluate_many` one returning [G, C, E]")
+            outs.append(tuple(np.asarray(x).reshape(-1, c)[:, :n] for x in (gt, ge, nan)))  # [G, n]
         if outs:
             opt, pes, nan = (np.concatenate([o[j] for o in outs], axis=1) for j in range(3))
-        else:  # no triples: one empty result (G unknown without a call)
-            opt, pes, nan = np.zeros((1, 0), np.int32), np.zeros((1, 0), np.int32), np.zeros((1, 0), bool)
+        else:  # no triples: G empty results (G from the scorer's output shape, nothing computed)
+            one = jnp.zeros(1, jnp.int32)
+            g = jax.eval_shape(score_fn, params, one, one, one).shape[0] if batched else 1
+            opt, pes, nan = np.zeros((g, 0), np.int32), np.zeros((g, 0), np.int32), np.zeros((g, 0), bool)
         if nan.any():
             g, i = (int(x[0]) for x in np.nonzero(nan))
             which = f"scorer {g}: " if batched else ""

@@ -335,7 +335,7 @@ class MuRP(_HypBase):
             return super().score_shared(q, cand)
         e = st.project(self.entity_rows(cand), k=self.k_fixed)
         x = q["x"]
-        d2 = gram_sqdist_hyperbolic(x @ e.T, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1)[None, :], k=q["k"])
+        d2 = gram_sqdist_hyperbolic(*st.gram(x, e), k=q["k"])
         return -d2 + q["bh"][:, None] + self.bt[...][cand][None, :]
 
     def score_rows(self, q, t):
@@ -343,8 +343,8 @@ class MuRP(_HypBase):
             return super().score_rows(q, t)
         e = st.project(self.entity_rows(t), k=self.k_fixed)
         x = q["x"]
-        xy = jnp.einsum("bd,bkd->bk", x, e)
-        d2 = gram_sqdist_hyperbolic(xy, jnp.sum(x * x, -1, keepdims=True), jnp.sum(e * e, -1), k=q["k"])
+        xy, x2, e2 = st.gram(x[:, None, :], e)  # [B, 1, K], [B, 1, 1], [B, 1, K]
+        d2 = gram_sqdist_hyperbolic(xy[:, 0], x2[:, 0], e2[:, 0], k=q["k"])
         return -d2 + q["bh"][:, None] + self.bt[...][t]
 
 

@@ -4,7 +4,7 @@ Distances between queries and many candidates are computed from Gram terms
 (x·y via one matmul, |x|^2, |y|^2) so that 1-N scoring against all entities is
 a [B, d] x [d, E] matmul plus O(B E) elementwise work, never a [B, E, d] tensor.
 
-The Gram matmuls ask for full float32 precision (`_HIGHEST`): |x|^2 + |y|^2 - 2 x·y cancels for
+The Gram matmuls run in full float32 (`st.pairwise_dot`): |x|^2 + |y|^2 - 2 x·y cancels for
 close points, and JAX's GPU default for float32 matmuls (TF32: 10-bit mantissa, ~1e-3 relative
 in x·y) would put that error into the small difference.
 
@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from manifolds import stereographic as st
-
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 __all__ = [
     "givens_rotation",
@@ -123,14 +121,14 @@ def sqdist_to_tangent_shared(x: jax.Array, v: jax.Array, *, k: jax.Array, hyperb
     """
     vnorm = jnp.sqrt(jnp.sum(v * v, -1))[None, :]  # [1, E]
     x2 = jnp.sum(x * x, -1, keepdims=True)
-    return _sqdist_gram(jnp.matmul(x, v.T, precision=_HIGHEST), x2, vnorm, k, hyperbolic)
+    return _sqdist_gram(st.pairwise_dot(x, v), x2, vnorm, k, hyperbolic)
 
 
 def sqdist_to_tangent_rows(x: jax.Array, v: jax.Array, *, k: jax.Array, hyperbolic: bool = False) -> jax.Array:
     """Per-row candidates: x [B, d], v [B, K, d] tangent, k [B, 1] -> [B, K]."""
     vnorm = jnp.sqrt(jnp.sum(v * v, -1))
     x2 = jnp.sum(x * x, -1, keepdims=True)
-    return _sqdist_gram(jnp.einsum("bd,bkd->bk", x, v, precision=_HIGHEST), x2, vnorm, k, hyperbolic)
+    return _sqdist_gram(st.pairwise_dot(x[:, None, :], v)[:, 0, :], x2, vnorm, k, hyperbolic)
 
 
 def sqchord_tangent_shared(q: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Array:
@@ -152,6 +150,5 @@ def sqchord_tangent_rows(q: jax.Array, v: jax.Array, *, k: jax.Array) -> jax.Arr
 
 def euclidean_sqdist_shared(x: jax.Array, y: jax.Array) -> jax.Array:
     """|x_b - y_e|^2 for x [B, d], y [E, d] -> [B, E] (Gram form, clamped at 0)."""
-    x2 = jnp.sum(x * x, -1, keepdims=True)
-    y2 = jnp.sum(y * y, -1)[None, :]
-    return jnp.maximum(x2 + y2 - 2.0 * jnp.matmul(x, y.T, precision=_HIGHEST), 0.0)
+    xy, x2, y2 = st.gram(x, y)
+    return jnp.maximum(x2 + y2 - 2.0 * xy, 0.0)

@@ -86,14 +86,6 @@ def dot_product_scores(q: jax.Array, key: jax.Array) -> jax.Array:
     return jnp.einsum("...td,...sd->...ts", q, key) / math.sqrt(q.shape[-1])
 
 
-def _gram(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """x·y [..., T, S], |x|^2 [..., T, 1], |y|^2 [..., 1, S]."""
-    xy = jnp.einsum("...td,...sd->...ts", x, y)
-    x2 = jnp.sum(x * x, axis=-1)[..., :, None]
-    y2 = jnp.sum(y * y, axis=-1)[..., None, :]
-    return xy, x2, y2
-
-
 def hyperbolic_sqdist(q: jax.Array, key: jax.Array, *, k: jax.Array) -> jax.Array:
     """d_k(expmap0 q_i, expmap0 key_j)^2 on the Poincaré ball (k < 0).
 
@@ -102,7 +94,7 @@ def hyperbolic_sqdist(q: jax.Array, key: jax.Array, *, k: jax.Array) -> jax.Arra
     """
     x = st.expmap0(q, k=k)
     y = st.expmap0(key, k=k)
-    return gram_sqdist_hyperbolic(*_gram(x, y), k=k)
+    return gram_sqdist_hyperbolic(*st.gram(x, y), k=k)
 
 
 def spherical_sqdist(q: jax.Array, key: jax.Array, *, k: jax.Array) -> jax.Array:

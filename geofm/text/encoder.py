@@ -11,6 +11,7 @@ so a corpus compiles a handful of times; results can be cached on disk
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -344,7 +345,7 @@ class TextEncoder:
     def _run(self, pb: PackedBatch) -> jax.Array:
         # float32 means float32 matmuls on every backend (JAX's GPU default is TF32, ~1e-3 off torch);
         # bfloat16 is the explicit speed choice.
-        with jax.default_matmul_precision("highest" if self.dtype == "float32" else "default"):
+        with jax.default_matmul_precision("highest") if self.dtype == "float32" else contextlib.nullcontext():
             return self._forward(self._state, pb.input_ids, pb.position_ids, pb.segment_ids, pb.slot_ids,
                                  num_slots=pb.num_slots,
                                  micro_rows=step_rows(pb.shape[1], budget=0, micro_tokens=self.micro_tokens)[1],

@@ -121,10 +121,13 @@ def test_malformed_triples(tmp_path: Path, content: str, line: int, match: str) 
 def test_trailing_blank_lines_are_ignored(tmp_path: Path) -> None:
     """An editor's extra newlines at the end of a split carry no triple (a blank line inside is an error)."""
     plain = load_kg(write_kg(tmp_path / "a", TINY))
-    ds = load_kg(write_kg(tmp_path / "b", {**TINY, "valid.txt": TINY["valid.txt"] + "\n \n\t\n"}))
+    ds = load_kg(write_kg(tmp_path / "b", {**TINY, "valid.txt": TINY["valid.txt"] + "\n \n\r\n"}))
     np.testing.assert_array_equal(ds.valid, plain.valid)
     _raises(write_kg(tmp_path / "c", {**TINY, "valid.txt": "\n" + TINY["valid.txt"]}), "valid.txt", 1, "3 fields")
     _raises(write_kg(tmp_path / "d", {**TINY, "test.txt": "\n\n"}), "test.txt", None, "empty split")
+    # a bad row before the blank tail keeps its line number; a row of TABs is a row (empty fields)
+    _raises(write_kg(tmp_path / "e", {**TINY, "valid.txt": "a\tr1\tb\nb\tr1\n\n \n"}), "valid.txt", 2, "3 fields")
+    _raises(write_kg(tmp_path / "f", {**TINY, "valid.txt": TINY["valid.txt"] + "\t\t\n"}), "valid.txt", 2, "empty field")
 
 
 def test_empty_split(tmp_path: Path) -> None:

@@ -63,6 +63,31 @@ def test_matches_naive_reference(score_fn, levels) -> None:
         assert np.any(opt != pes), "test graph should contain ties"
 
 
+def test_evaluate_many_equals_one_scorer_at_a_time() -> None:
+    """G scorers in one pass (ties included): each result is `evaluate` of that scorer alone; no
+    triples gives G empty results; a scorer of the wrong rank is refused."""
+    train, valid, test = _graph(0)
+    e, w = _emb(1, 1)
+    params = (jnp.asarray(e), jnp.asarray(w))
+    scorers = (dot_score, dist_score, const_score)
+
+    def many(params, h, r, cand):  # [3, C, E]
+        return jnp.stack([f(params, h, r, cand) for f in scorers])
+
+    ev = RankingEvaluator(N, R, [train, valid, test], train, query_chunk=7, entity_chunk=13)
+    res = ev.evaluate_many(many, params, test)
+    assert len(res) == 3
+    for f, got in zip(scorers, res):
+        one = ev.evaluate(f, params, test)
+        np.testing.assert_array_equal(got.optimistic, one.optimistic)
+        np.testing.assert_array_equal(got.pessimistic, one.pessimistic)
+    assert [len(r.optimistic) for r in ev.evaluate_many(many, params, test[:0])] == [0, 0, 0]
+    with pytest.raises(ValueError, match="evaluate_many"):
+        ev.evaluate(many, params, test)
+    with pytest.raises(ValueError, match="evaluate_many"):
+        ev.evaluate_many(dot_score, params, test)
+
+
 def test_constant_scorer_gets_realistic_mean_rank() -> None:
     train, valid, test = _graph(2)
     known = np.concatenate([train, valid, test])

@@ -72,6 +72,22 @@ def test_shared_and_rows_scores_agree_and_grads_finite(name, kw) -> None:
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
 
 
+@pytest.mark.parametrize("name,kw", [("transe", {"p": 2}), ("murp", {}), ("murp", {"ball_params": True}), ("atth", {}),
+                                     ("roth", {}), ("refh", {}), ("cat", {"heads": 2, "blocks": 1, "branches": ["S"]}),
+                                     ("cat", {"heads": 2, "blocks": 1, "branches": ["H"]})])
+def test_distance_scores_use_full_float32_matmuls(name, kw, dot_precisions) -> None:
+    """Models scored by a distance get it from Gram terms (one matmul against all entities); every
+    such matmul asks for HIGHEST precision (TF32, JAX's GPU default, would cancel badly)."""
+    m = build_model(name, N, R, seed=1, dim=8, init_size=0.3, **kw)
+    q = m.query(jnp.array([0, 5]), jnp.array([0, 1]))
+    graphdef, state = nnx.split(m)
+    precisions = []  # (TransE's per-row scores are elementwise: no matmul there)
+    for fn in (lambda st, q: nnx.merge(graphdef, st).score_shared(q, jnp.arange(N)),
+               lambda st, q: nnx.merge(graphdef, st).score_rows(q, jnp.tile(jnp.arange(N), (2, 1)))):
+        precisions += dot_precisions(jax.make_jaxpr(fn)(state, q).jaxpr)
+    assert precisions and all(p == (jax.lax.Precision.HIGHEST,) * 2 for p in precisions), precisions
+
+
 def test_givens_are_orthogonal() -> None:
     key = jax.random.key(0)
     p, x = jax.random.normal(key, (5, 8)), jax.random.normal(jax.random.key(1), (5, 8))

@@ -27,16 +27,16 @@ def test_gram_distance_near_boundary(fn):
 
     (_, d2), grads = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(x, y)
     # truth: the closed form in float64 on the same float32 points. Rounding |x|^2 in float32
-    # alone moves 1 - |x|^2 (= 2e-5 here) by eps32 / (1 - |x|^2), ~3e-3 relative, for ANY float32
-    # method (st.dist too: 2.0e-3 on CPU; the rounding, and so the error, differs on a GPU).
+    # alone moves 1 - |x|^2 (= 2e-5 here) by up to eps32 / (1 - |x|^2) = 6e-3 relative, for ANY
+    # float32 method (st.dist too: 2.0e-3 on CPU; the rounding, and so the error, differs on a GPU).
     X, Y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     x2, y2 = (X * X).sum(-1)[:, None], (Y * Y).sum(-1)[None]
     diff2 = x2 + y2 - 2.0 * X @ Y.T
     truth = (2.0 * np.arctanh(np.sqrt(diff2 / ((1 - x2) * (1 - y2) + diff2)))) ** 2
     cond = 1.0 / (1.0 - x2.max())
-    np.testing.assert_allclose(np.asarray(d2), truth, rtol=3 * np.finfo(np.float32).eps * cond)
+    np.testing.assert_allclose(np.asarray(d2), truth, rtol=np.finfo(np.float32).eps * cond)
     np.testing.assert_allclose(np.asarray(st.dist(x[:, None], y[None], k=k) ** 2), truth,
-                               rtol=3 * np.finfo(np.float32).eps * cond)
+                               rtol=np.finfo(np.float32).eps * cond)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
 
 
@@ -71,20 +71,8 @@ def test_sphere_chord_scores_rank_like_geodesic_and_stay_finite_past_the_antipod
     assert float(jnp.max(sqchord_tangent_shared(q * 20, far, k=k))) <= 4 / float(k) + 1e-4  # chord <= diameter^2
 
 
-def _dot_precisions(jaxpr) -> list:
-    from jax.extend.core import jaxprs_in_params
-
-    out = []
-    for e in jaxpr.eqns:
-        if e.primitive.name == "dot_general":
-            out.append(e.params["precision"])
-        for sub in jaxprs_in_params(e.params):
-            out += _dot_precisions(sub)
-    return out
-
-
 @pytest.mark.parametrize("which", ["tangent_shared", "tangent_rows", "euclid_shared", "chord_shared", "chord_rows"])
-def test_gram_matmuls_ask_for_full_float32(which):
+def test_gram_matmuls_ask_for_full_float32(which, dot_precisions):
     """|x|^2 + |y|^2 - 2 x.y cancels for close points, so every matmul of the Gram kernels, forward
     and backward, asks for HIGHEST precision: on GPUs JAX's default for float32 is TF32 (10-bit
     mantissa, ~1e-3 relative in x.y). (On the CPU backend the flag changes no number, so this
@@ -99,5 +87,5 @@ def test_gram_matmuls_ask_for_full_float32(which):
            "chord_rows": lambda x, v: sc.sqchord_tangent_rows(x, rows + v[:1], k=jnp.float32(0.7))}
     total = lambda x, v: jnp.sum(fns[which](x, v))  # noqa: E731
     jaxpr = jax.make_jaxpr(jax.value_and_grad(total, argnums=(0, 1)))(x, v).jaxpr
-    precisions = _dot_precisions(jaxpr)
+    precisions = dot_precisions(jaxpr)
     assert precisions and all(p == (jax.lax.Precision.HIGHEST,) * 2 for p in precisions), precisions

@@ -216,6 +216,12 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
     assert main(["--config", str(tmp_path / "ens.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "members[0]: run folder" in err and "model.name: 'transe' -> 'atth'" in err
+    assert "continue it" not in err  # another model: no `geofm kg` resume can turn one into the other
+    (tmp_path / "ens2.yaml").write_text(f"members:\n  - {{config: {root / 'struct' / 'config.yaml'}, run: {root / 'struct'}, "
+                                        f"set: ['train.epochs=13']}}\ndataset: {folder}\n")
+    assert main(["--config", str(tmp_path / "ens2.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err  # the exact command that continues this member, its overrides included
+    assert f"geofm kg --config {root / 'struct' / 'config.yaml'} --set train.epochs=13 --set 'data.name=" in err
     # a training time budget is not part of what a finished run is: the same run is reused
     from geofm.kg.ensemble import _check_same_config
 
@@ -223,7 +229,7 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
     _check_same_config(root / "struct", cfg, "members[0]")
     with pytest.raises(ValueError, match="train.epochs: 12 -> 13") as err:
         _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["train.epochs=13"]), "m")
-    assert "continue it under this budget first: geofm kg --config" in str(err.value)  # a budget: `geofm kg` resumes
+    assert "continue it with these settings first: geofm kg --config CONFIG --out" in str(err.value)  # resumable
     with pytest.raises(ValueError, match="optim.lr") as err:
         _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["optim.lr=0.123"]), "m")
     assert "continue it" not in str(err.value) and "point `run:` to a new folder" in str(err.value)
