@@ -186,3 +186,24 @@ def test_tangent_midpoint_gradients_finite_near_the_antipode():
         assert np.isfinite(float(val)) and all(np.isfinite(np.asarray(x)).all() for x in g)
         out = sg.tangent_midpoint_from_sums(a, b, k=1.0)
         assert float(jnp.max(jnp.linalg.norm(out, axis=-1))) <= np.pi / 2 + 1e-5  # at most the antipode's distance
+
+
+@SETTINGS
+@given(k=curvature, seed=seeds)
+def test_gram_terms_give_pairwise_distances(k, seed):
+    """st.gram(x, y) feeds sqdist_from_gram: [T, d] x [S, d] (and batched [B, T, d]) -> the
+    pairwise d_k^2 of `dist`, for points well inside the ball / chart."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from manifolds import stereographic as sg
+
+    tol = 1e-9 if X64 else 2e-4
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    x = sg.expmap0(0.3 * jax.random.normal(k1, (2, 4, 3), DTYPE), k=k)
+    y = sg.expmap0(0.3 * jax.random.normal(k2, (2, 5, 3), DTYPE), k=k)
+    xy, x2, y2 = sg.gram(x, y)
+    assert xy.shape == (2, 4, 5) and x2.shape == (2, 4, 1) and y2.shape == (2, 1, 5)
+    ref = sg.dist(x[:, :, None], y[:, None, :], k=k) ** 2
+    assert np.allclose(sg.sqdist_from_gram(xy, x2, y2, k=k), ref, atol=tol, rtol=tol)
+    assert np.allclose(sg.pairwise_dot(x[0], y[0]), np.asarray(x[0]) @ np.asarray(y[0]).T, atol=tol)
