@@ -270,7 +270,8 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
 
         def try_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: int) -> list[list[float | None]]:
             by_groups = []
-            for (w, w_unseen), res in zip(pairs, evaluate_pairs(pairs, ds.valid)):
+            results = (res for s in range(0, len(pairs), batch) for res in evaluate_pairs(pairs[s : s + batch], ds.valid))
+            for (w, w_unseen), res in zip(pairs, results):  # one batch at a time: `progress` moves as it goes
                 mrr, by_group = res.metrics(breakdown=False)["mrr"], _group_mrr(res, group)
                 tried.append({"weights": w.tolist(), "weights_unseen_head": w_unseen.tolist(), "valid_mrr": float(mrr),
                               "valid_mrr_seen_head": by_group[0], "valid_mrr_unseen_head": by_group[1],
