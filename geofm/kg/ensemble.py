@@ -257,12 +257,14 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
         scales = np.array([m.scale for m in members])
 
         def evaluate_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], triples: np.ndarray) -> list:
-            """EvalResults of (w, w_unseen) pairs, `batch` at a time (the last batch padded with its
-            first pair, so every call has one shape and compiles once)."""
+            """EvalResults of (w, w_unseen) pairs, `batch` at a time; a smaller last batch is padded
+            (with its first pair) to the next power of two, so there are few compiled shapes and
+            little wasted ranking (one pair is ranked alone, not padded to `batch`)."""
             out = []
             for s in range(0, len(pairs), batch):
                 part = list(pairs[s : s + batch])
-                coef = np.stack([np.stack(p) for p in part + [part[0]] * (batch - len(part))]) / scales
+                size = min(batch, 1 << (len(part) - 1).bit_length())
+                coef = np.stack([np.stack(p) for p in part + [part[0]] * (size - len(part))]) / scales
                 out += ev.evaluate_many(fn, (jnp.asarray(coef, dtype), jnp.asarray(seen), states), triples)[: len(part)]
             return out
 
