@@ -64,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     from geofm.text import EmbeddingCache, TextEncoder
 
     try:
-        opts = {} if args.entity_text is None else {"entity_text": args.entity_text}
-        if opts and detect_format(find_dataset(args.dataset, args.data_dir, args.cache_dir)) != "kg":
-            raise ValueError(f"--entity-text applies to KG datasets only; {args.dataset!r} is not one")
-        ds = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir, **opts)
+        opts, dataset = {}, args.dataset
+        if args.entity_text is not None:  # resolved once here, then loaded from that folder
+            opts, dataset = {"entity_text": args.entity_text}, find_dataset(args.dataset, args.data_dir, args.cache_dir)
+            if detect_format(dataset) != "kg":
+                raise ValueError(f"--entity-text applies to KG datasets only; {args.dataset!r} is not one")
+        ds = load_dataset(dataset, args.data_dir, cache_dir=args.cache_dir, **opts)
         texts, what = dataset_texts(ds)
         enc = TextEncoder.load(args.text_model, dtype=args.dtype)
     except (ValueError, FileNotFoundError, ImportError) as err:

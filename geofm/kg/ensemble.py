@@ -22,7 +22,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -256,24 +256,23 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
         fn = _score_fn(graphdefs, dtype)
         scales = np.array([m.scale for m in members])
 
-        def evaluate_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], triples: np.ndarray) -> list:
-            """EvalResults of (w, w_unseen) pairs, `batch` at a time; a smaller last batch is padded
-            (with its first pair) to the next power of two, so there are few compiled shapes and
-            little wasted ranking (one pair is ranked alone, not padded to `batch`)."""
-            out = []
+        seen_dev = jnp.asarray(seen)
+
+        def evaluate_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], triples: np.ndarray) -> Iterator[Any]:
+            """EvalResults of (w, w_unseen) pairs, lazily, `batch` at a time; a smaller last batch is
+            padded (with its first pair) to the next power of two, so there are few compiled shapes
+            and little wasted ranking (one pair is ranked alone, not padded to `batch`)."""
             for s in range(0, len(pairs), batch):
                 part = list(pairs[s : s + batch])
                 size = min(batch, 1 << (len(part) - 1).bit_length())
                 coef = np.stack([np.stack(p) for p in part + [part[0]] * (size - len(part))]) / scales
-                out += ev.evaluate_many(fn, (jnp.asarray(coef, dtype), jnp.asarray(seen), states), triples)[: len(part)]
-            return out
+                yield from ev.evaluate_many(fn, (jnp.asarray(coef, dtype), seen_dev, states), triples)[: len(part)]
 
         tried: list[dict[str, Any]] = []
 
         def try_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: int) -> list[list[float | None]]:
             by_groups = []
-            results = (res for s in range(0, len(pairs), batch) for res in evaluate_pairs(pairs[s : s + batch], ds.valid))
-            for (w, w_unseen), res in zip(pairs, results):  # one batch at a time: `progress` moves as it goes
+            for (w, w_unseen), res in zip(pairs, evaluate_pairs(pairs, ds.valid)):  # lazy: `progress` moves per batch
                 mrr, by_group = res.metrics(breakdown=False)["mrr"], _group_mrr(res, group)
                 tried.append({"weights": w.tolist(), "weights_unseen_head": w_unseen.tolist(), "valid_mrr": float(mrr),
                               "valid_mrr_seen_head": by_group[0], "valid_mrr_unseen_head": by_group[1],
@@ -300,7 +299,7 @@ def fit_ensemble(ens: Ensemble, *, step: float = 0.05, refine: int = 2, split_un
                         best[g], best_mrr[g] = pair[g], got[g]
         if not np.any(group == 1):
             best[1] = best[0]  # no validation query of that kind: nothing to choose on
-        res_valid = evaluate_pairs([(best[0], best[1])], ds.valid)[0]
+        res_valid = next(evaluate_pairs([(best[0], best[1])], ds.valid))
         corners = [(w, w) for w in np.eye(len(members))]
         res_test, *alone_test = evaluate_pairs([(best[0], best[1])] + corners, ds.test)
         alone = []
