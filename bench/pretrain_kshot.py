@@ -36,7 +36,7 @@ alignment term); pretraining budget (1380 vs 460 steps); text-free structural in
 (GraphGlue's own setting; no class prompts, so no decoder prior: backbone_prompt /
 backbone_full are recorded as skipped there).
 
-The variants are `geofm.adapt.VARIANTS`, the same table `python -m finetune.adapt --variant`
+The variants are `geofm.adapt.VARIANTS`, the same table `geofm adapt --variant`
 uses, so the CLI reproduces every column of this file.
 
 Hyper-parameters of the adapter (weight decay, label-propagation strength, self-training

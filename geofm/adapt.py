@@ -131,7 +131,7 @@ class AdapterSpec:
                              "class-prompt-initialised map on the backbone's decoded outputs)")
 
 
-# The adapter variants of `python -m finetune.adapt --variant` and bench/pretrain_kshot.py (ONE
+# The adapter variants of `geofm adapt --variant` and bench/pretrain_kshot.py (ONE
 # table: the README's k-shot columns come from the bench, the CLI reproduces them).
 VARIANTS: dict[str, AdapterSpec] = {
     # head: linear head on the frozen backbone's features only
@@ -356,7 +356,7 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
         z, V, lg_mu, lg_sd = np.zeros((n, model.cfg.dim), np.float32), np.zeros((n, m, model.cfg.dim), np.float32), 0.0, 1.0
     texts, why = None, f"its inputs are {domain.inputs!r}, not text"
     if (spec.text_skip or spec.decoder_prior) and domain.inputs == "text":
-        texts, why = _text_inputs(domain.name, data_dir, num_classes)
+        texts, why = _text_inputs(domain.source or domain.name, data_dir, num_classes)
     if spec.decoder_prior and texts is None:
         raise ValueError(f"AdapterSpec.decoder_prior: no decoder prior is possible for target {domain.name!r}: "
                          f"{why} (it needs node texts, class names and the text encoder)")
@@ -721,13 +721,14 @@ def run_kshot(model: GlueModel, feats: TargetFeatures, labels: np.ndarray, acfg:
 
 
 def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, spec: AdapterSpec | None = None,
-                model: GlueModel | None = None) -> dict[str, Any]:
+                model: GlueModel | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """k-shot node classification on ``acfg.target`` with the model of a pretraining run.
 
     random_init=True runs the same protocol with a freshly initialised model of the same
     config (the baseline); spec: the adapter variant (default ``AdapterSpec()``: all parts;
     the named variants of the CLI and the bench are `VARIANTS`); model: use this GlueModel
-    instead of loading (e.g. a variant built by the caller). Raises ValueError when the spec
+    instead of loading (e.g. a variant built by the caller); data_dir: where the target is
+    looked up instead of the run config's ``data.data_dir``. Raises ValueError when the spec
     asks for a decoder prior the target cannot have (`target_features`).
     Returns {"target", "transferability", "spec", "shots": {k: {"accs", "mean", "std", "splits"}}}.
     """
@@ -735,13 +736,14 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
 
     spec = spec or AdapterSpec()
     loaded, cfg, names = load_pretrained(run_dir)
-    check_adapt(acfg, cfg.data)
+    data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=str(data_dir))
+    check_adapt(acfg, data_cfg)
     model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
-    data_cfg, seed = cfg.data, cfg.seed
-    if acfg.target.lower() in [n.lower() for n in names]:
-        log.warning("target %s was also a pretraining domain (leakage)", acfg.target)
+    seed = cfg.seed
     t0 = time.perf_counter()
     dom = load_domain(acfg.target, data_cfg, seed=seed, max_nodes=model.cfg.max_nodes)
+    if {acfg.target.lower(), dom.name.lower()} & {n.lower() for n in names}:
+        log.warning("target %s was also a pretraining domain (leakage)", dom.name)
     batcher = _Batcher(dom, model, acfg.eval_batch_size, seed=seed)
     gtm = transferability_score(model, dom, seed=seed, batcher=batcher)
     print(f"transferability on {dom.name}: holonomy {gtm['holonomy']:.4f} + curvature {gtm['curvature']:.4f} "

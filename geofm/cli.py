@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("geofm.commands.data", "dataset statistics and downloads"),
     "encode": ("geofm.commands.encode", "encode node texts with the JAX text encoder"),
     "pretrain": ("geofm.commands.pretrain", "multi-domain GraphGlue pretraining"),
+    "adapt": ("geofm.commands.adapt", "k-shot node classification with a pretrained run"),
     "zero-shot": ("geofm.commands.zero_shot", "zero-shot node classification"),
     "kg": ("geofm.commands.kg", "knowledge-graph completion fine-tuning"),
     "kg-ensemble": ("geofm.commands.kg_ensemble", "fuse trained KG runs (weights chosen on validation)"),

@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.adapt:
         from geofm.adapt import adapt_kshot, format_table
 
+        from geofm.data.cache import atomic_write_text
+
         res = adapt_kshot(out, cfg.adapt)
-        (out / "adapt.json").write_text(json.dumps(res, indent=2))
+        atomic_write_text(out / "adapt.json", json.dumps(res, indent=2))
         print(format_table(res), file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
         result["adapt"] = res
     if args.json:

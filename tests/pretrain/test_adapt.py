@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -299,9 +300,11 @@ def test_decoder_prior_without_text_skip_loads_the_texts(text_data: Path):
 
 @pytest.mark.slow
 def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
-    """`python -m finetune.adapt RUN --variant backbone_prompt`: the decoder prior is used on a text
-    target, and refused (exit 2, dataset named) on a structural one."""
-    from finetune.adapt import main
+    """`geofm adapt RUN --variant backbone_prompt --json`: the decoder prior is used on a text
+    target (by name, or by folder under another --data-dir), the result is saved in the run
+    folder; refused (exit 2, dataset named, nothing written) on a structural one."""
+    from geofm.cli import main as cli
+    from geofm.commands.adapt import main
     from geofm.config import load_config
     from geofm.pretrain import PretrainConfig, pretrain
 
@@ -312,16 +315,31 @@ def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
         "data.datasets=[tag_a]", f"data.data_dir={text_data}", "data.inputs=text", "data.in_dim=8",
         "adapt.target=tag_b"])
     pretrain(text_cfg, tmp_path / "text", progress=False)
-    out = tmp_path / "res.json"
-    argv = ["--variant", "backbone_prompt", "--shots", "1", "--splits", "1", "--epochs", "5", "--json", str(out)]
-    assert main([str(tmp_path / "text")] + argv) == 0
-    res = json.loads(out.read_text())[0]
+    argv = ["--variant", "backbone_prompt", "--shots", "1", "--splits", "1", "--epochs", "5", "--json"]
+    capsys.readouterr()
+    assert cli(["adapt", str(tmp_path / "text")] + argv) == 0
+    out = json.loads(capsys.readouterr().out)  # stdout is the JSON object only
+    saved = tmp_path / "text" / "adapt" / "tag_b-backbone_prompt.json"
+    assert json.loads(saved.read_text()) == out
+    assert out["target"] == "tag_b" and out["variant"] == "backbone_prompt" and out["random_init"] is None
+    res = out["pretrained"]
     assert res["target"] == "tag_b" and res["spec"]["decoder_prior"] and res["decoder_prior_used"]
     assert res["spec"] == json.loads(json.dumps(dataclasses.asdict(adapt.VARIANTS["backbone_prompt"])))
+    # the target as a folder outside every data folder (its texts are read from there too):
+    # the same splits, the same accuracy
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(text_data / "tag_b", moved / "tag_b")
+    no_data = ["--data-dir", str(tmp_path / "text")]  # holds no dataset
+    assert main([str(tmp_path / "text"), "--target", str(moved / "tag_b")] + no_data + argv) == 0
+    assert json.loads(capsys.readouterr().out)["pretrained"]["shots"] == res["shots"]
+    assert main([str(tmp_path / "text"), "--data-dir", str(moved)] + argv) == 0  # tag_b looked up there
+    assert json.loads(capsys.readouterr().out)["pretrained"]["shots"] == res["shots"]
+    assert main([str(tmp_path / "text")] + no_data + argv) == 2
+    assert "adapt.target: unknown dataset 'tag_b'" in capsys.readouterr().err
     pretrain(load_config(tiny, PretrainConfig, common), tmp_path / "structural", progress=False)
     capsys.readouterr()
     assert main([str(tmp_path / "structural")] + argv) == 2
-    assert "'synthetic-mixed'" in capsys.readouterr().err
+    assert "'synthetic-mixed'" in capsys.readouterr().err and not (tmp_path / "structural" / "adapt").exists()
     # bad runs and settings: exit 2 with the reason, before any adaptation, nothing created
     assert main([str(tmp_path / "nothing_here")]) == 2
     assert "no checkpoints/" in capsys.readouterr().err and not (tmp_path / "nothing_here").exists()
@@ -337,8 +355,7 @@ def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
     assert "adapt.splits" in capsys.readouterr().err
     assert main([str(tmp_path / "text"), "--target", "no-such-target"]) == 2
     assert "adapt.target: unknown dataset 'no-such-target'" in capsys.readouterr().err
-    assert main([str(tmp_path / "text"), "--json", str(tmp_path / "no" / "dir.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "text" / "adapt").iterdir()) == ["tag_b-backbone_prompt.json"]
 
 
 def test_pretrain_resume_refuses_changed_dataset_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
