@@ -151,7 +151,7 @@ def test_matches_sentence_transformers_fixture(minilm: TextEncoder) -> None:
     assert emb.dtype == np.float32 and emb.shape == fx["embeddings"].shape == (len(texts), 384)
     assert np.abs(emb - fx["embeddings"]).max() <= 1e-5
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert stats.n_empty == 2 and stats.n_truncated == int(truncated.sum()) and stats.n_computed == len(texts)
+    assert stats.n_empty == 2 and stats.n_truncated == int(truncated.sum()) and stats.n_computed == len(set(texts))
 
 
 def test_minilm_settings_follow_sentence_transformers_config(minilm: TextEncoder) -> None:
@@ -304,7 +304,7 @@ def test_cache_serves_repeated_texts(tiny: tuple[Path, dict[str, np.ndarray]], t
     texts = ["same words", "other words", "same words", "", None, "same words"]
     first, s1 = enc.encode_with_stats(texts)
     shards = list((tmp_path / "cache" / "text").rglob("*.npz"))
-    assert s1.n_computed == 6 and len(shards) == 1
+    assert s1.n_computed == 3 and len(shards) == 1  # each distinct text computed once
     with np.load(shards[0]) as z:
         assert len(z["keys"]) == 3  # "same words", "other words", "" (None is embedded as "")
     second, s2 = enc.encode_with_stats(texts)
@@ -312,6 +312,11 @@ def test_cache_serves_repeated_texts(tiny: tuple[Path, dict[str, np.ndarray]], t
     assert len(list((tmp_path / "cache" / "text").rglob("*.npz"))) == 1
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(second[0], second[5])
+    np.testing.assert_array_equal(first[3], first[4])  # "" and None: one embedding
+    uncached, s3 = enc.encode_with_stats(texts, cache=False)  # repeats are computed once without a cache too
+    assert s3.n_computed == 3 and s3.n_cached == 0
+    np.testing.assert_array_equal(uncached[0], uncached[2])
+    np.testing.assert_allclose(uncached, first, atol=1e-6)
 
 
 def test_cache_skips_corrupt_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

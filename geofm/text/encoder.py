@@ -43,7 +43,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclass(frozen=True)
 class EncodeStats:
-    """Counts from one `encode` call; `seconds` is wall time including cache I/O and compiles."""
+    """Counts from one `encode` call; `seconds` is wall time including cache I/O and compiles.
+    n_cached counts rows served from the cache, n_computed the distinct texts run through the
+    model (a text repeated within the call is computed once)."""
 
     n_texts: int = 0
     n_empty: int = 0
@@ -377,13 +379,17 @@ class TextEncoder:
         else:
             digests, found = None, np.zeros(n, bool)
             out, truncated = np.zeros((n, self.dim), np.float32), np.zeros(n, bool)
-        todo = np.flatnonzero(~found)
+        missing = np.flatnonzero(~found)
+        first: dict[str, int] = {}  # a text repeated within the call is computed once
+        slot = np.array([first.setdefault(prepared[i], len(first)) for i in missing], np.int64)
+        todo = missing[np.unique(slot, return_index=True)[1]]  # one row per distinct missing text
         shapes: tuple[tuple[int, int], ...] = ()
         if todo.size:
-            ids, truncated[todo] = self.tokenize([prepared[i] for i in todo])
-            out[todo], shapes = self.compute(ids, batch_size=batch_size, progress=progress)
+            ids, trunc = self.tokenize([prepared[i] for i in todo])
+            emb, shapes = self.compute(ids, batch_size=batch_size, progress=progress)
+            out[missing], truncated[missing] = emb[slot], np.asarray(trunc)[slot]
             if store is not None:
-                store.store(digests[todo], out[todo], truncated[todo])
+                store.store(digests[todo], emb, np.asarray(trunc))
         stats = EncodeStats(n_texts=n, n_empty=n_empty, n_truncated=int(truncated.sum()),
                             n_cached=int(found.sum()), n_computed=int(todo.size),
                             seconds=time.perf_counter() - t0, shapes=shapes)
