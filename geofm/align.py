@@ -744,14 +744,16 @@ def save_aligner(run: str | Path, model: GraphTextAligner, cfg: AlignConfig, *, 
     (orbax, run/checkpoints) and, when given, the sources' class-prompt embeddings [K, D]
     (run/source_classes.npy, for `label_overlap`). Returns the run folder."""
     from geofm.checkpoint import Checkpointer
+    from geofm.data.cache import atomic_write_bytes, atomic_write_text
 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    atomic_write_text(run / "config.yaml", dump_config(cfg))
     meta = {"text_dim": int(text_dim), "sources": list(cfg.sources), **(info or {})}
-    (run / "aligner.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    atomic_write_text(run / "aligner.json", json.dumps(meta, indent=1, default=str))
     if source_class_emb is not None:
-        np.save(run / SOURCE_CLASSES, np.asarray(source_class_emb, np.float32))
+        emb = np.asarray(source_class_emb, np.float32)
+        atomic_write_bytes(run / SOURCE_CLASSES, lambda f: np.save(f, emb))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with Checkpointer(run / CHECKPOINT_DIR, metric="final_loss", mode="min", metadata=meta) as ck:
         ck.save(0, params, metrics={"final_loss": float((info or {}).get("final_loss", math.nan))})

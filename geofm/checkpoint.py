@@ -25,13 +25,14 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from geofm.config import ConfigError, from_dict, to_dict
+from geofm.errors import UserError
 
 log = logging.getLogger("geofm.checkpoint")
 
 __all__ = ["CheckpointError", "Checkpointer", "tree_fingerprint", "config_changes", "check_resume", "latest_metadata"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, damaged, or does not fit the restore target."""
 
 

@@ -52,11 +52,4 @@ def main(argv: list[str] | None = None) -> int:
             print(f"geofm: command {name!r} is not available in this build", file=sys.stderr)
             return 2
         raise
-    try:
-        return int(module.main(rest) or 0)
-    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # e.g. --out naming a file where a folder is needed, or an unwritable folder
-        what = {FileExistsError: "exists and is not a folder", NotADirectoryError: "lies under a file, not a folder",
-                IsADirectoryError: "is a folder where a file is needed"}.get(type(err), err.strerror or str(err))
-        print(f"geofm {name}: {err.filename or 'a path'}: {what}", file=sys.stderr)
-        return 2
+    return int(module.main(rest) or 0)  # each command's main is `geofm.commands.guarded`

@@ -24,6 +24,8 @@ from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
 
+from geofm.errors import UserError
+
 T = TypeVar("T")
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, override or value that does not fit the schema."""
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_metrics", "plot_losses", "plot_gates", "plot_embeddings", "plot_run"]
+__all__ = ["save_png", "read_metrics", "plot_losses", "plot_gates", "plot_embeddings", "plot_run"]
 
 _TERMS = ("loss", "local", "proto", "holonomy", "curvature")
 
@@ -29,6 +29,20 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (a crash leaves the old file or none), close it."""
+    import io
+
+    from geofm.data.cache import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _plt().close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    return path
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -62,10 +76,7 @@ def plot_losses(run_dir: str | Path, out: str | Path) -> Path:
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def plot_gates(run_dir: str | Path, out: str | Path) -> Path | None:
@@ -85,13 +96,16 @@ def plot_gates(run_dir: str | Path, out: str | Path) -> Path | None:
     ax.set_ylabel("mean gate weight")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out)
 
 
-def embed_domains(run_dir: str | Path, *, per_domain: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(z [n, d], domain [n], label [n], names) for up to per_domain nodes of each domain."""
+def embed_domains(run_dir: str | Path, *, per_domain: int = 256, seed: int = 0,
+                  data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(z [n, d], domain [n], label [n], names) for up to per_domain nodes of each pretraining
+    domain, loaded again (from data_dir instead of the run's data.data_dir when given); ValueError
+    when a dataset's files differ from those the run recorded (run.json)."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -100,7 +114,16 @@ def embed_domains(run_dir: str | Path, *, per_domain: int = 256, seed: int = 0) 
     from geofm.pretrain import load_domains, load_pretrained
 
     model, cfg, names = load_pretrained(run_dir)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
     domains = load_domains(cfg)
+    record = Path(run_dir) / "run.json"
+    saved = {d["name"]: d.get("source_checksum") for d in json.loads(record.read_text())["domains"]} \
+        if record.is_file() else {}
+    for d in domains:
+        if saved.get(d.name) and d.source_checksum and saved[d.name] != d.source_checksum:
+            raise ValueError(f"dataset {d.name!r} found now has other files than the run was pretrained on "
+                             f"({record}); point --data-dir to the data it used")
     enc = nnx.jit(lambda m, b: m.encode(b).z)
     zs, ds, ls = [], [], []
     for i, d in enumerate(domains):
@@ -128,9 +151,9 @@ def poincare_2d(z: np.ndarray) -> np.ndarray:
     return np.asarray(st.expmap0(p.astype(np.float32), k=-1.0))
 
 
-def plot_embeddings(run_dir: str | Path, out: str | Path) -> Path:
+def plot_embeddings(run_dir: str | Path, out: str | Path, *, data_dir: str | None = None) -> Path:
     plt = _plt()
-    z, dom, lab, names = embed_domains(run_dir)
+    z, dom, lab, names = embed_domains(run_dir, data_dir=data_dir)
     xy = poincare_2d(z)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, colour, title in ((axes[0], dom, "domain"), (axes[1], lab, "label")):
@@ -144,13 +167,13 @@ def plot_embeddings(run_dir: str | Path, out: str | Path) -> Path:
             handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i))) for i in range(len(names))]
             ax.legend(handles, names, fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save_png(fig, out)
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, embeddings: bool = True) -> list[Path]:
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, embeddings: bool = True,
+             data_dir: str | None = None) -> list[Path]:
     """Write the run's PNGs into out_dir (default: the run folder); returns their paths.
+    data_dir: where the embedding plot reloads the pretraining datasets (default: the run's).
     ValueError (and no folder created) when run_dir holds no metrics.jsonl or out_dir is a file."""
     read_metrics(run_dir)  # refuse a non-run folder before creating anything
     out = Path(out_dir or run_dir)
@@ -162,5 +185,5 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, embeddin
     if g is not None:
         paths.append(g)
     if embeddings:
-        paths.append(plot_embeddings(run_dir, out / "embeddings.png"))
+        paths.append(plot_embeddings(run_dir, out / "embeddings.png", data_dir=data_dir))
     return paths

@@ -172,8 +172,9 @@ class PretrainConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the message names the step and the loss terms."""
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the step and the loss terms (a
+    FloatingPointError, like the KG trainer's non-finite loss: commands exit 3 on both)."""
 
 
 def _phase_terms(terms: dict[str, Any], phase: str) -> dict[str, float]:
@@ -283,7 +284,15 @@ def load_domains(cfg: PretrainConfig) -> list[Domain]:
         raise ValueError("config key 'data.datasets' must name at least one dataset")
     if len({n.lower() for n in names}) != len(names):
         raise ValueError(f"config key 'data.datasets' lists a dataset twice: {names}")
-    return [load_domain(n, cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes) for n in names]
+    domains = [load_domain(n, cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes) for n in names]
+    seen: dict[str, str] = {}
+    for n, d in zip(names, domains):  # domains are keyed by name (batches, checksums, projections)
+        if d.name.lower() in seen:
+            raise ValueError(f"config key 'data.datasets': {seen[d.name.lower()]!r} and {n!r} are both datasets "
+                             f"named {d.name!r} (the same one twice, or two folders with one name: a domain is "
+                             "known by its name, so give one a different folder name or meta.json name)")
+        seen[d.name.lower()] = n
+    return domains
 
 
 def _refine_paths(sampler: SubgraphSampler, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -757,20 +766,22 @@ def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[Glue
     return model, cfg, names
 
 
-def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: str | None = None,
+DEMO_OUT, DEMO_MARKER = "runs/demo", ".geofm-demo"
+
+
+def demo(data_dir: str | None = None, *, out: str | Path = DEMO_OUT, target: str | None = None,
          quick: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """`make demo`: short multi-domain pretraining then 5-shot adaptation on a held-out dataset.
 
     Uses the TAG datasets under data_dir / $GEOFM_DATA / ../shared/data (target: cora,
-    pretraining on the others), else synthetic generators. Prints and returns the table.
+    pretraining on the others), else synthetic generators (FileNotFoundError when data_dir or
+    $GEOFM_DATA names no folder). Prints and returns the table. A rerun into the same `out`
+    replaces the previous demo's run; a run folder the demo did not write is refused.
     """
     from geofm.adapt import adapt_kshot, format_table
     from geofm.data.registry import known_datasets
 
-    try:
-        names = known_datasets(data_dir)
-    except Exception:  # noqa: BLE001 - no data folder
-        names = []
+    names = known_datasets(data_dir)  # [] when nothing is given and ../shared/data is absent
     tags = [n for n in ("cora", "arxiv2023", "webkb-cornell", "webkb-texas") if n in names]
     if len(tags) >= 2:
         tgt = target or ("cora" if "cora" in tags else tags[0])
@@ -793,11 +804,17 @@ def demo(data_dir: str | None = None, *, out: str | Path = "runs/demo", target: 
                           max_test=300 if quick else 1000),
     )
     check_adapt(cfg.adapt, cfg.data)
-    run = Path(out) / "pretrain"
-    if (run / "run.json").is_file():  # a previous demo run: start afresh
+    run, marker = Path(out) / "pretrain", Path(out) / DEMO_MARKER
+    legacy = Path(out) == Path(DEMO_OUT) and (run / "run.json").is_file()  # written before the marker existed
+    if run.exists():
+        if not (marker.is_file() or legacy):
+            raise ValueError(f"{run} exists but was not written by `geofm demo` (no {marker} beside it): "
+                             "choose another --out or remove that folder")
         import shutil
 
-        shutil.rmtree(run)
+        shutil.rmtree(run)  # a previous demo run: start afresh
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by `geofm demo`: its next run replaces pretrain/ here\n")
     result = pretrain(cfg, run, resume=False, progress=progress)
     res = adapt_kshot(Path(out) / "pretrain", cfg.adapt)
     table = format_table(res)

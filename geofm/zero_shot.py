@@ -28,7 +28,9 @@ import numpy as np
 import optax
 
 from geofm.config import check_sequence
+from geofm.data.cache import atomic_write_text
 from geofm.metrics import accuracy, macro_f1
+from geofm.plot import save_png
 
 log = logging.getLogger("geofm.zero_shot")
 
@@ -434,11 +436,7 @@ def plot_target(path: str | Path, *, title: str, labels: np.ndarray, pred: np.nd
     a2.set_yticks([])
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -478,7 +476,12 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
     if Path(out).exists() and not (Path(out).is_dir() and not any(Path(out).iterdir())):
         raise ValueError(f"run folder {out} exists and is not an empty folder: choose another --out (an aligner "
                          "is saved once, into a new folder)")
-    skip = {_key(x) for x in exclude}
+    skip = {_key(x): _folder(x, cfg.data_dir) for x in exclude}
+    for s in cfg.sources:
+        if _key(s) in skip and _folder(s, cfg.data_dir) != skip[_key(s)]:
+            raise ValueError(f"target {skip[_key(s)]} and source {_folder(s, cfg.data_dir)} are different datasets "
+                             f"with one name ({_key(s)!r}); datasets are told apart by name here (the excluded "
+                             "target, the seen-target check, result files), so rename one")
     sources = [s for s in cfg.sources if _key(s) not in skip]
     if not sources:
         raise ValueError(f"no source datasets left to train on (sources {list(cfg.sources)}, excluded {list(exclude)})")
@@ -499,6 +502,16 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
 
 def _key(name: str) -> str:
     return Path(str(name)).name.lower()
+
+
+def _folder(name: str, data_dir: str | None) -> str:
+    """The resolved folder of a dataset name or path, or its `_key` when it does not resolve."""
+    from geofm.data.registry import find_dataset
+
+    try:
+        return str(find_dataset(name, data_dir).resolve())
+    except (ValueError, FileNotFoundError):
+        return _key(name)
 
 
 def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, plot: bool = True,
@@ -527,7 +540,7 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
     folder = Path(run) / "zero_shot"
     folder.mkdir(parents=True, exist_ok=True)
     stem = _key(dataset).replace(" ", "_")
-    (folder / f"{stem}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    atomic_write_text(folder / f"{stem}.json", json.dumps(res, indent=1))
     if plot:
         plot_target(folder / f"{stem}.png", title=f"{dom.name}: zero-shot acc {res['accuracy']:.3f}",
                     labels=arrays["labels"], pred=arrays["pred"], embedding=arrays["embedding"],

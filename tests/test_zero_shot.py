@@ -207,3 +207,21 @@ def test_select_on_sources_never_sees_a_target_and_scores_every_fold(default_tex
         select_on_sources(cands, doms[:1], checkpoints=[2])
     with pytest.raises(ValueError, match="overlap scope"):
         select_on_sources(cands, doms, checkpoints=[2], overlap_scopes=["labels"])
+
+
+def test_target_sharing_a_sources_name_is_refused_not_silently_dropped(capsys, tmp_path):
+    """The target is excluded from the sources by name; a different folder that only shares a
+    source's name used to drop that source silently. Now: exit 2 naming both, before training."""
+    from geofm.cli import main
+
+    data = tmp_path / "data"
+    kw = dict(text_noise=0.4, depth=2, num_cliques=2, rows=3, cols=3)
+    write_tag(make_synthetic("synthetic-mixed", seed=0, **kw), data / "synthetic-a")
+    write_tag(make_synthetic("synthetic-mixed", seed=1, **kw), data / "synthetic-b")
+    other = write_tag(make_synthetic("synthetic-mixed", seed=2, **kw), tmp_path / "elsewhere" / "synthetic-a")
+    cfg = str(ROOT / "configs" / "zero_shot" / "tiny.yaml")
+    assert main(["zero-shot", "--config", cfg, "--data-dir", str(data), "--out", str(tmp_path / "r"),
+                 "--dataset", str(other), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "different datasets with one name ('synthetic-a')" in err and str(other.resolve()) in err
+    assert not (tmp_path / "r").exists()

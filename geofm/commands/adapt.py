@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 
 
 def build_parser(prog: str = "geofm adapt") -> argparse.ArgumentParser:
@@ -51,18 +51,24 @@ def build_parser(prog: str = "geofm adapt") -> argparse.ArgumentParser:
     return p
 
 
-def result_path(run_dir: str | Path, target: str, variant: str) -> Path:
-    """RUN/adapt/<target>-<variant>.json, the target reduced to a safe file name."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("._") or "target"
-    return Path(run_dir) / "adapt" / f"{stem}-{variant}.json"
+def save_result(run_dir: str | Path, variant: str, pretrained: dict, random_init: dict | None = None) -> tuple[Path, dict]:
+    """Write {"target", "variant", "pretrained", "random_init"} atomically to
+    RUN/adapt/<target>-<variant>.json (the target reduced to a safe file name); (path, record)."""
+    from geofm.data.cache import atomic_write_text
+
+    record = {"target": pretrained["target"], "variant": variant, "pretrained": pretrained, "random_init": random_init}
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["target"]).strip("._") or "target"
+    path = Path(run_dir) / "adapt" / f"{stem}-{variant}.json"
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return path, record
 
 
+@guarded("geofm adapt")
 def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.quiet)
     from geofm.adapt import VARIANTS, adapt_kshot, format_table
     from geofm.checkpoint import CheckpointError
-    from geofm.data.cache import atomic_write_text
     from geofm.pretrain import load_pretrained
 
     try:
@@ -75,17 +81,13 @@ def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
     acfg = dataclasses.replace(cfg.adapt, **changes)
     spec = VARIANTS[args.variant]
     try:
-        res = {"target": None, "variant": args.variant, "pretrained": adapt_kshot(
-            args.run_dir, acfg, spec=spec, data_dir=args.data_dir)}
-        res["target"] = res["pretrained"]["target"]
-        res["random_init"] = (adapt_kshot(args.run_dir, acfg, random_init=True, spec=spec, data_dir=args.data_dir)
-                              if args.baseline else None)
+        pre = adapt_kshot(args.run_dir, acfg, spec=spec, data_dir=args.data_dir)
+        rand = adapt_kshot(args.run_dir, acfg, random_init=True, spec=spec, data_dir=args.data_dir) \
+            if args.baseline else None
     except (ValueError, FileNotFoundError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
-    path = result_path(args.run_dir, res["target"], args.variant)
-    path.parent.mkdir(exist_ok=True)
-    atomic_write_text(path, json.dumps(res, indent=1))
+    path, res = save_result(args.run_dir, args.variant, pre, rand)
     if args.json:
         print(json.dumps(res))
     else:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geofm.commands import guarded, setup_logging
 
+
+@guarded("geofm demo")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="geofm demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(benchmark.format_table(benchmark.run(n=100_000, repeats=5)))
         return 0
 
+    setup_logging(args.quiet)
     from geofm.pretrain import demo
 
     try:

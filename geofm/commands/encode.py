@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,7 @@ def dataset_texts(ds: object) -> tuple[list[str | None], str]:
     raise ValueError(f"cannot encode texts of a {type(ds).__name__}")
 
 
+@guarded("geofm encode")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=True)
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")  # what np.save writes
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, emb)
+        from geofm.data.cache import atomic_write_bytes
+
+        atomic_write_bytes(out, lambda f: np.save(f, emb))
         report["out"] = str(out)
     if args.json:
         print(json.dumps(report))

@@ -1,12 +1,12 @@
 """`geofm kg`: knowledge-graph completion training + filtered evaluation.
 
     geofm kg --config configs/kg/atth_wn18rr.yaml [--dataset NAME] [--data-dir DIR]
-             [--set key=value ...] [--out RUN_DIR] [--json] [--quiet]
+             [--set key=value ...] [--out RUN_DIR] [--no-resume] [--json] [--quiet]
 
 Writes RUN_DIR/{config.yaml, metrics.jsonl, results.json, checkpoints/}; an
 existing RUN_DIR with checkpoints is resumed when its recorded config and data
 checksums match (budgets such as train.epochs may change), and refused, with the
-differing keys and the folder untouched, otherwise or with train.resume=false.
+differing keys and the folder untouched, otherwise or with --no-resume (train.resume=false).
 With --json the final test metrics are printed as one JSON object on stdout.
 """
 
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 from geofm.config import ConfigError, load_config
 
 JSON_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML-typed value), e.g. --set train.epochs=5; repeatable")
     p.add_argument("--out", help="run folder (default runs/kg/<model>_<dataset>_<time>)")
+    p.add_argument("--no-resume", action="store_true", help="refuse a run folder that holds checkpoints "
+                   "(= --set train.resume=false)")
     add_output_flags(p)
     return p
 
@@ -43,6 +45,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output, warnings only")
 
 
+@guarded("geofm kg")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.name={json.dumps(args.dataset)}")
     if args.data_dir:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if args.no_resume:
+        overrides.append("train.resume=false")
     try:
         cfg = load_config(args.config, KGConfig, overrides)
     except ConfigError as err:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 from geofm.commands.kg import JSON_KEYS, add_output_flags
 from geofm.config import ConfigError
 
@@ -48,6 +48,7 @@ def _fmt_w(w: list[float]) -> str:
     return "[" + ", ".join(f"{x:.4g}" for x in w) + "]"
 
 
+@guarded("geofm kg-ensemble")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"dataset={json.dumps(args.dataset)}")
     if args.data_dir:
         overrides.append(f"data_dir={json.dumps(args.data_dir)}")
+    if args.out:
+        from geofm.data.cache import check_out_folder
+
+        check_out_folder(args.out)  # before members train
     step, refine, out, seed, split = args.step, args.refine, args.out, 0, not args.no_split_unseen
     try:
         if args.config:
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results = fit_ensemble(ens, step=step, refine=2 if refine is None else refine, split_unseen=split, seed=seed,
                                progress=None if args.quiet else report)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ConfigError, ValueError, FileNotFoundError) as err:  # FloatingPointError: `guarded`, exit 3
         print(f"geofm kg-ensemble: {err}", file=sys.stderr)
         return 2
     out_dir = Path(out) if out else Path("runs") / "kg" / f"ensemble_{Path(ens.dataset.name).name}_{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,12 +1,12 @@
 """`geofm pretrain`: multi-domain GraphGlue pretraining (resumable), optional k-shot adaptation.
 
-    geofm pretrain --config configs/pretrain/<name>.yaml [--out RUN_DIR] [--set key=value ...]
-                   [--no-resume] [--adapt] [--quiet]
+    geofm pretrain --config configs/pretrain/<name>.yaml [--out RUN_DIR] [--data-dir DIR]
+                   [--set key=value ...] [--no-resume] [--adapt] [--json] [--quiet]
                    [--coordinator-address HOST:PORT --num-processes N --process-id I]
 
 An existing RUN_DIR with checkpoints is resumed when its recorded config and data match,
-refused otherwise (and with --no-resume). --adapt runs the config's k-shot adaptation (`adapt:` section) afterwards
-and prints the results table. Exit codes: 0 ok, 2 bad config/data, 3 non-finite loss.
+refused otherwise (and with --no-resume). --adapt runs the config's k-shot adaptation (`adapt:` section) afterwards,
+prints the results table and saves it as `geofm adapt` does (RUN/adapt/<target>-full.json). Exit codes: 0 ok, 2 bad config/data, 3 non-finite loss.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 from geofm.config import ConfigError, load_config
 from geofm.distributed import add_distributed_args, initialize
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML-typed value), e.g. --set train.epochs=5; repeatable")
     p.add_argument("--out", help="run folder (default runs/pretrain/<config>_<time>)")
+    p.add_argument("--data-dir", help="folder holding the datasets (overrides data.data_dir)")
     p.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="continue from the run folder's latest checkpoint (default)")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="refuse to reuse checkpoints")
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@guarded("geofm pretrain")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from geofm.pretrain import NonFiniteLossError, PretrainConfig, pretrain
 
     try:
-        cfg = load_config(args.config, PretrainConfig, args.overrides)
+        overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
+        cfg = load_config(args.config, PretrainConfig, overrides)
     except ConfigError as err:
         print(f"geofm pretrain: {err}", file=sys.stderr)
         return 2
@@ -79,11 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.adapt:
         from geofm.adapt import adapt_kshot, format_table
 
-        from geofm.data.cache import atomic_write_text
+        from geofm.commands.adapt import save_result
 
-        res = adapt_kshot(out, cfg.adapt)
-        atomic_write_text(out / "adapt.json", json.dumps(res, indent=2))
+        try:
+            res = adapt_kshot(out, cfg.adapt)
+        except (ValueError, FileNotFoundError) as err:  # the pretraining run itself is saved
+            print(f"geofm pretrain: adaptation: {err} (the pretrained run is in {out}: `geofm adapt {out}`)",
+                  file=sys.stderr)
+            return 2
+        path, _ = save_result(out, "full", res)
         print(format_table(res), file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
+        print(f"adaptation results: {path}", file=sys.stderr)
         result["adapt"] = res
     if args.json:
         print(json.dumps(result))

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from geofm.commands import setup_logging
+from geofm.commands import guarded, setup_logging
 
 JSON_KEYS = ("accuracy", "macro_f1", "baselines")
 
@@ -47,6 +47,7 @@ def _fail(msg: str) -> int:
     return 2
 
 
+@guarded("geofm zero-shot")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)

@@ -12,10 +12,12 @@ import warnings
 import zlib
 from pathlib import Path
 
+from geofm.errors import UserError
+
 log = logging.getLogger("geofm.data")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A dataset file is malformed; `path` and `line` (1-based, or None) locate it."""
 
     def __init__(self, path: str | Path, line: int | None, message: str):

@@ -75,6 +75,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def check_out_folder(path: str | Path) -> None:
+    """FileExistsError / NotADirectoryError (as `os.makedirs` would raise them) when `path` or
+    one of its parents is an existing file: an --out folder checked before hours of work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(17, "exists and is not a folder", str(path))
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(parent))
+            return
+
+
 def source_checksums(folder: str | Path, cache_dir: str | Path | None = None, *, memo: bool = True) -> dict[str, str]:
     """{file name: md5} for every regular, non-hidden file directly in `folder` (sorted by name).
 

@@ -168,7 +168,7 @@ def load_kg(
         "source": str(root.resolve()),
     }
     return KGDataset(
-        name=name or root.name,
+        name=name or root.resolve().name,  # "." has no name of its own
         entities=list(ent),
         relations=list(rel),
         train=splits["train"],

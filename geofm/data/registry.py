@@ -150,15 +150,18 @@ def _generated(key: str, cache_dir: str | Path | None) -> Path:
 def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Folder of a dataset given by name (case-insensitive) or by path.
 
-    Raises ValueError listing the known names (and downloadable ones) when nothing matches.
+    Written as a path (a separator in it, absolute, `.` or `..`): that folder. A bare name: the
+    data roots first (`data_roots`: --data-dir / $GEOFM_DATA / ../shared/data, then the download
+    cache), then the generated datasets, and only then a dataset folder of that name in the
+    current directory. Raises ValueError listing the known names (and downloadable ones) when
+    nothing matches.
     """
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"dataset: expected a name or a folder path, got {type(name_or_path).__name__}")
     path = Path(name_or_path).expanduser()
-    as_path = os.sep in str(name_or_path) or path.is_absolute()  # written as a path, not a name
-    fmt = detect_format(path) if path.is_dir() else None
-    if path.is_dir() and (fmt or as_path):
-        if not fmt:
+    as_path = os.sep in str(name_or_path) or path.is_absolute() or str(name_or_path) in (".", "..")
+    if as_path and path.is_dir():
+        if not detect_format(path):
             no_tag = [f for f in TAG_REQUIRED if not (path / f).is_file()]
             no_kg = [f"{s}.txt" for s in ("train", "valid", "test") if find_split_file(path, s) is None]
             raise ValueError(f"{path}: not a dataset folder: a text-attributed graph needs {', '.join(TAG_REQUIRED)} "
@@ -173,6 +176,8 @@ def find_dataset(name_or_path: str | Path, data_dir: str | Path | None = None, c
         return found[key]
     if key in GENERATED:
         return _generated(key, cache_dir)
+    if path.is_dir() and detect_format(path):  # a dataset folder of that name here, no root has one
+        return path
     from geofm.data.download import SOURCES
 
     known = known_datasets(data_dir, cache_dir)

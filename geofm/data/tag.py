@@ -263,7 +263,7 @@ def load_tag(
     meta = {**meta, "load": {"format": "tag", "on_duplicate": on_duplicate, "on_self_loop": on_self_loop,
                            "symmetric": symmetric, "add_self_loops": add_self_loops, **edge_stats}}
     return TAGDataset(
-        name=name or root.name,
+        name=name or root.resolve().name,  # "." has no name of its own
         num_nodes=num_nodes,
         edge_index=np.ascontiguousarray(edge_index, dtype=np.int32),
         texts=texts,

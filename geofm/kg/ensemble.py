@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from geofm.checkpoint import Checkpointer, config_changes
+from geofm.data.cache import check_out_folder
 from geofm.config import load_config, to_dict
 from geofm.data.types import KGDataset
 from geofm.kg.config import KGConfig
@@ -147,7 +148,10 @@ def _check_same_data(run: Path, dataset: KGDataset) -> None:
     path = run / "results.json"
     if not path.is_file():
         return  # an interrupted run: the model shapes are still checked on restore
-    saved = json.loads(path.read_text()).get("dataset", {})
+    try:
+        saved = json.loads(path.read_text()).get("dataset", {})
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); rerun that member") from None
     mine = dataset.meta.get("checksums")
     if saved.get("checksums") and mine and saved["checksums"] != mine:
         raise ValueError(f"{run}: trained on {saved.get('name')!r} with other files (checksums differ from "
@@ -364,12 +368,13 @@ def _read_results_summary(run: Path) -> dict[str, Any] | None:
 
 def _check_same_config(run: Path, cfg: KGConfig, where: str, command: str = "geofm kg --config CONFIG") -> None:
     """A member's existing run folder must hold the run its config describes (else it would be reused stale)."""
-    # where the data lives is checked by its checksums; a training time budget does not change
+    # where the data lives, and whether it is named or given by path, is checked by its checksums
+    # (`_check_same_data`, and `geofm kg`'s resume check); a training time budget does not change
     # what a finished run is (its results.json records how many epochs it ran)
     from geofm.kg.train import RESUMABLE_KEYS
 
     saved, wanted = to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg)
-    diff = config_changes(saved, wanted, allowed=("train.resume", "data.data_dir", "train.max_seconds"))
+    diff = config_changes(saved, wanted, allowed=("train.resume", "data.data_dir", "data.name", "train.max_seconds"))
     if diff:
         hint = ("; point `run:` to a new folder to train this one, or add the run's values to the member's "
                 "`set:` to fuse it as it is")
@@ -388,6 +393,8 @@ def run_ensemble_config(path: str | Path, overrides: Sequence[str] = (), *, prog
     ecfg = load_config(path, EnsembleConfig, list(overrides))
     if not ecfg.members:
         raise ValueError(f"{path}: `members` is empty")
+    if ecfg.out:
+        check_out_folder(ecfg.out)  # before members train
     runs = []
     for i, mc in enumerate(ecfg.members):
         member_overrides = list(mc.set)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from geofm.plot import save_png
+
 COLORS = {"E": "#4c72b0", "H": "#dd8452", "S": "#55a868"}
 
 
@@ -60,7 +62,4 @@ def plot_router_weights(router: dict[str, Any], path: str | Path, title: str = "
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120)

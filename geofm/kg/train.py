@@ -543,7 +543,8 @@ def _train(cfg: KGConfig, ds: KGDataset, run: Path | None, dtype: Any, progress:
             plot_router_weights(results["router_by_relation"], run / "score_weights.png", which="score",
                                 title=f"CAT geometry weights in the score, {ds.name}")
     if run is not None:
-        (run / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+        # atomic: `geofm kg-ensemble --config` takes an existing results.json as "member finished"
+        atomic_write_text(run / "results.json", json.dumps(results, indent=1, default=_json_default))
     return results
 
 

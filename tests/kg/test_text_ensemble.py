@@ -204,6 +204,11 @@ def test_kg_ensemble_bad_input(two_runs, tmp_path: Path, capsys) -> None:
     res["dataset"]["checksums"] = {"train.txt": "0" * 32}
     (other / "results.json").write_text(json.dumps(res))
     assert main([str(root / "struct"), str(other)]) == 2 and "checksums differ" in capsys.readouterr().err
+    (other / "results.json").write_text("{")  # damaged: named, not a bare JSONDecodeError
+    assert main([str(root / "struct"), str(other)]) == 2
+    assert f"{other / 'results.json'}:1: not valid JSON" in capsys.readouterr().err
+    assert main([str(root / "struct"), "--out", str(other / "results.json")]) == 2  # --out refused before any work
+    assert "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_path: Path, capsys) -> None:
@@ -227,6 +232,8 @@ def test_ensemble_config_refuses_a_run_folder_of_another_config(two_runs, tmp_pa
 
     cfg = load_config(root / "struct" / "config.yaml", KGConfig, ["train.max_seconds=50", "train.resume=false"])
     _check_same_config(root / "struct", cfg, "members[0]")
+    # the dataset named or given by another path: whether the files are the same is the checksums' call
+    _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["data.name=text_kg"]), "m")
     with pytest.raises(ValueError, match="train.epochs: 12 -> 13") as err:
         _check_same_config(root / "struct", load_config(root / "struct" / "config.yaml", KGConfig, ["train.epochs=13"]), "m")
     assert "continue it with these settings first: geofm kg --config CONFIG --out" in str(err.value)  # resumable

@@ -377,3 +377,49 @@ def test_pretrain_resume_refuses_changed_dataset_files(tmp_path: Path, monkeypat
     nodes.write_text(nodes.read_text().replace("part 0.", "part zero."))
     with pytest.raises(CheckpointError, match=r"cannot resume .*: the data differ \(checksums \{tag_a: "):
         pretrain(cfg, tmp_path / "run", progress=False)
+
+
+def test_pretraining_refuses_two_datasets_with_one_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Domains are keyed by name: two folders named alike, or a dataset listed by name and by
+    path, are refused before any training (they used to share one domain's batches)."""
+    from geofm.config import load_config
+    from geofm.pretrain import PretrainConfig, load_domains
+
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    a = _write_text_graph(tmp_path / "one" / "tag_a")
+    b = _write_text_graph(tmp_path / "two" / "tag_a", n_per=10)
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
+    for datasets in ([str(a), str(b)], ["tag_a", str(a)]):
+        cfg = load_config(tiny, PretrainConfig, [f"data.datasets={json.dumps(datasets)}",
+                                                 f"data.data_dir={tmp_path / 'one'}", "data.inputs=structural"])
+        with pytest.raises(ValueError, match="are both datasets named 'tag_a'"):
+            load_domains(cfg)
+
+
+def test_plot_reloads_the_runs_own_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """`geofm plot RUN --data-dir DIR`: the embedding view finds moved data; a dataset whose files
+    differ from those recorded in run.json is refused (it used to be plotted silently)."""
+    from geofm.cli import main
+    from geofm.config import load_config
+    from geofm.pretrain import PretrainConfig, pretrain
+
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    _write_text_graph(data / "tag_a")
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
+    cfg = load_config(tiny, PretrainConfig, ["train.epochs=1", "train.local_steps=2", "train.global_steps=1",
+                                             "train.refine_steps=1", "data.datasets=[tag_a]", f"data.data_dir={data}",
+                                             "data.inputs=structural"])
+    pretrain(cfg, tmp_path / "run", progress=False, stop_after=2)
+    shutil.move(str(data), tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert "data dir" in capsys.readouterr().err  # the recorded folder is gone: one line, no traceback
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "p"), "--data-dir", str(tmp_path / "moved"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "p" / "embeddings.png").read_bytes()[:4] == b"\x89PNG"
+    nodes = tmp_path / "moved" / "tag_a" / "nodes.jsonl"
+    nodes.write_text(nodes.read_text().replace("part 0.", "part zero."))
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "q"), "--data-dir", str(tmp_path / "moved"),
+                 "--quiet"]) == 2
+    assert "has other files than the run was pretrained on" in capsys.readouterr().err
