@@ -358,14 +358,11 @@ def test_cli_decoder_prior_variants(text_data: Path, tmp_path: Path, capsys):
     assert sorted(p.name for p in (tmp_path / "text" / "adapt").iterdir()) == ["tag_b-backbone_prompt.json"]
 
 
-def test_pretrain_resume_refuses_changed_dataset_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The dataset files are compared by checksum on resume (the computed inputs here, structural
-    features of an unchanged graph, hash the same: only the file check can tell)."""
-    from geofm.checkpoint import CheckpointError
+def _short_structural_run(tmp_path: Path):
+    """(data folder, config): 2 steps of pretraining into tmp_path/run on tag_a (structural inputs)."""
     from geofm.config import load_config
     from geofm.pretrain import PretrainConfig, pretrain
 
-    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "data"
     _write_text_graph(data / "tag_a")
     tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
@@ -373,6 +370,17 @@ def test_pretrain_resume_refuses_changed_dataset_files(tmp_path: Path, monkeypat
                                              "train.refine_steps=1", "data.datasets=[tag_a]", f"data.data_dir={data}",
                                              "data.inputs=structural"])
     pretrain(cfg, tmp_path / "run", progress=False, stop_after=2)
+    return data, cfg
+
+
+def test_pretrain_resume_refuses_changed_dataset_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The dataset files are compared by checksum on resume (the computed inputs here, structural
+    features of an unchanged graph, hash the same: only the file check can tell)."""
+    from geofm.checkpoint import CheckpointError
+    from geofm.pretrain import pretrain
+
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    data, cfg = _short_structural_run(tmp_path)
     nodes = data / "tag_a" / "nodes.jsonl"
     nodes.write_text(nodes.read_text().replace("part 0.", "part zero."))
     with pytest.raises(CheckpointError, match=r"cannot resume .*: the data differ \(checksums \{tag_a: "):
@@ -400,17 +408,9 @@ def test_plot_reloads_the_runs_own_data(tmp_path: Path, monkeypatch: pytest.Monk
     """`geofm plot RUN --data-dir DIR`: the embedding view finds moved data; a dataset whose files
     differ from those recorded in run.json is refused (it used to be plotted silently)."""
     from geofm.cli import main
-    from geofm.config import load_config
-    from geofm.pretrain import PretrainConfig, pretrain
 
     monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    _write_text_graph(data / "tag_a")
-    tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
-    cfg = load_config(tiny, PretrainConfig, ["train.epochs=1", "train.local_steps=2", "train.global_steps=1",
-                                             "train.refine_steps=1", "data.datasets=[tag_a]", f"data.data_dir={data}",
-                                             "data.inputs=structural"])
-    pretrain(cfg, tmp_path / "run", progress=False, stop_after=2)
+    data, _ = _short_structural_run(tmp_path)
     shutil.move(str(data), tmp_path / "moved")
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
