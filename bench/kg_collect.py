@@ -94,8 +94,14 @@ def summarize(records: dict[str, dict]) -> dict:
         best[ds] = {"candidates_test_mrr": scores, "best": top, "best_test_mrr": scores.get(top), "target": BEST_TARGETS[ds],
                     "met": bool(top and scores[top] >= BEST_TARGETS[ds])}
     jobs = sorted({j for v in CAT.values() for j in v.values()} | {j for v in BEST_CANDIDATES.values() for j in v})
-    machines = {j: rec.get("machine") for j in jobs if (rec := _record(records, j)) is not None}
+    machines = {j: machine_dict(rec.get("machine")) for j in jobs if (rec := _record(records, j)) is not None}
     return {"cat": cat, "best_model": best, "machine_per_job": machines}
+
+
+def machine_dict(machine: str | dict | None) -> dict | None:
+    """One shape for every job's machine: a CPU bench's `machine_info()` dict as it is, a device
+    run's --machine words as {"description": words}."""
+    return {"description": machine} if isinstance(machine, str) else machine
 
 
 def main(argv: list[str] | None = None) -> int:
