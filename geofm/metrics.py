@@ -10,8 +10,9 @@ A constant scorer therefore gets realistic rank (N + 1) / 2, not 1.
 
 from __future__ import annotations
 
+import math
 import typing
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "check_tie_policy",
     "combine_ranks",
     "ranking_metrics",
+    "finite_or_none",
 ]
 
 
@@ -96,3 +98,14 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 3, 10)) -> dict[s
     out.update({f"hits@{k}": float(np.mean(ranks <= k)) for k in ks})
     out["count"] = int(ranks.size)
     return out
+
+
+def finite_or_none(x: Any) -> Any:
+    """`x` (nested dicts / lists of numbers) with every non-finite float as None: a metric of
+    nothing (no labelled node, a graph without edges) is JSON null, so `json.dumps` writes
+    strict JSON instead of NaN / Infinity."""
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_none(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x

@@ -29,7 +29,7 @@ import optax
 
 from geofm.config import check_sequence
 from geofm.data.cache import atomic_write_text
-from geofm.metrics import accuracy, macro_f1
+from geofm.metrics import accuracy, finite_or_none, macro_f1
 from geofm.plot import save_png
 
 log = logging.getLogger("geofm.zero_shot")
@@ -229,9 +229,13 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
 
     Returns a JSON-able dict: accuracy, macro_f1, baselines{text_only, text_propagation},
     few_shot{k: {method: {...}}} for aligned and text_propagation, counts, and under "_arrays"
-    (not JSON) the predictions and embeddings for `plot_target`.
+    (not JSON) the predictions and embeddings for `plot_target`. A target without labelled
+    nodes gets predictions only: every metric None, no few-shot.
     """
     labels, cls = domain.labels, domain.class_emb
+    if not (labels >= 0).any():
+        log.warning("%s has no labelled node: zero-shot predictions only, no accuracy", domain.name)
+        few_shot_k = ()
     base = baselines if baselines is not None else score_baselines(domain, hops=baseline_hops)
     al = evaluate_aligned(model, domain, correction_scale=correction_scale, scope=scope)
     z = al["embedding"]
@@ -259,6 +263,7 @@ def evaluate_target(model: Any, domain: Any, *, baseline_hops: int = 2, few_shot
             }
             for k in few_shot_k
         }
+    result = finite_or_none(result)
     result["_arrays"] = {"pred": al["pred"], "pred_text_only": base["text_only"]["pred"],
                          "pred_text_propagation": base["text_propagation"]["pred"], "embedding": z, "labels": labels}
     return result
@@ -399,39 +404,48 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 def plot_target(path: str | Path, *, title: str, labels: np.ndarray, pred: np.ndarray, embedding: np.ndarray,
                 class_names: Sequence[str], max_points: int = 5000, seed: int = 0) -> Path:
     """PNG with the row-normalised confusion matrix (left) and a PCA view of the node
-    embeddings coloured by true class (right; at most `max_points` random nodes)."""
+    embeddings coloured by true class (right; at most `max_points` random nodes). A target
+    without labelled nodes: predicted-class counts (left), points coloured by prediction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     c = len(class_names)
-    cm = confusion_matrix(pred, labels, c).astype(np.float64)
-    cmn = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    keep = np.flatnonzero(np.asarray(labels) >= 0)
+    labelled = bool((np.asarray(labels) >= 0).any())
+    colour_by = np.asarray(labels) if labelled else np.asarray(pred)
+    keep = np.flatnonzero(colour_by >= 0)
     if keep.size > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(keep, size=max_points, replace=False))
     xy = pca_2d(np.asarray(embedding)[keep])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5.8))
-    im = a1.imshow(cmn, cmap="Blues", vmin=0, vmax=1)
     short = [n if len(n) <= 18 else n[:17] + "…" for n in class_names]
     ticks = np.arange(c)
     fs = 7 if c <= 12 else 4
-    a1.set_xticks(ticks, short, rotation=90, fontsize=fs)
-    a1.set_yticks(ticks, short, fontsize=fs)
-    a1.set_xlabel("predicted")
-    a1.set_ylabel("true")
-    a1.set_title("confusion (row-normalised)")
-    fig.colorbar(im, ax=a1, fraction=0.046)
+    if labelled:
+        cm = confusion_matrix(pred, labels, c).astype(np.float64)
+        im = a1.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        a1.set_xticks(ticks, short, rotation=90, fontsize=fs)
+        a1.set_yticks(ticks, short, fontsize=fs)
+        a1.set_xlabel("predicted")
+        a1.set_ylabel("true")
+        a1.set_title("confusion (row-normalised)")
+        fig.colorbar(im, ax=a1, fraction=0.046)
+    else:
+        a1.barh(ticks, np.bincount(np.asarray(pred), minlength=c))
+        a1.set_yticks(ticks, short, fontsize=fs)
+        a1.invert_yaxis()
+        a1.set_xlabel("nodes")
+        a1.set_title("predicted class (no labelled nodes)")
     cmap = plt.get_cmap("tab20" if c > 10 else "tab10")
-    y = np.asarray(labels)[keep]
+    y = colour_by[keep]
     for j in range(c):
         m = y == j
         if m.any():
             a2.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(j % cmap.N), label=short[j] if c <= 20 else None)
     if c <= 20:
         a2.legend(fontsize=6, markerscale=3, loc="best")
-    a2.set_title("node embeddings (PCA), coloured by true class")
+    a2.set_title(f"node embeddings (PCA), coloured by {'true' if labelled else 'predicted'} class")
     a2.set_xticks([])
     a2.set_yticks([])
     fig.suptitle(title)
@@ -500,6 +514,17 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
                         source_class_emb=np.concatenate([d.class_emb for d in prepared]))
 
 
+def write_predictions(path: Path, node_emb: np.ndarray, class_emb: np.ndarray, class_names: Sequence[str]) -> Path:
+    """TSV (header id, class, class_name, score), one row per node in id order: the argmax class
+    of `class_scores` and its cosine score. Written atomically; returns the path."""
+    scores = class_scores(node_emb, class_emb)
+    pred = np.argmax(scores, axis=1)
+    names = [" ".join(str(n).split()) for n in class_names]  # no TAB / newline inside a field
+    rows = [f"{i}\t{c}\t{names[c]}\t{s:.6f}\n" for i, (c, s) in enumerate(zip(pred, scores[np.arange(len(pred)), pred]))]
+    atomic_write_text(path, "id\tclass\tclass_name\tscore\n" + "".join(rows))
+    return path
+
+
 def _key(name: str) -> str:
     return Path(str(name)).name.lower()
 
@@ -516,8 +541,10 @@ def _folder(name: str, data_dir: str | None) -> str:
 
 def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, plot: bool = True,
                  few_shot: bool = True, encoder: Any = None, allow_seen: bool = False) -> dict[str, Any]:
-    """Zero-shot evaluation of a saved run on one target; writes
-    RUN/zero_shot/<target>.json (+ .png). ValueError when the target was a training source
+    """Zero-shot evaluation of a saved run on one target; writes RUN/zero_shot/<target>.json
+    (+ .png) and the aligned model's prediction for every node, RUN/zero_shot/<target>.predictions.tsv
+    (id, class, class_name, score = cosine to that class prompt). A target without labels gets
+    the predictions, its metrics are None. ValueError when the target was a training source
     (cross-dataset protocol) unless allow_seen."""
     import json
 
@@ -540,9 +567,14 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
     folder = Path(run) / "zero_shot"
     folder.mkdir(parents=True, exist_ok=True)
     stem = _key(dataset).replace(" ", "_")
+    res["predictions"] = str(write_predictions(folder / f"{stem}.predictions.tsv", arrays["embedding"],
+                                               dom.class_emb, dom.class_names))
+    res["predicted_counts"] = dict(zip(dom.class_names, np.bincount(arrays["pred"], minlength=len(dom.class_names))
+                                       .tolist()))
     atomic_write_text(folder / f"{stem}.json", json.dumps(res, indent=1))
     if plot:
-        plot_target(folder / f"{stem}.png", title=f"{dom.name}: zero-shot acc {res['accuracy']:.3f}",
+        acc = "predictions (no labels)" if res["accuracy"] is None else f"acc {res['accuracy']:.3f}"
+        plot_target(folder / f"{stem}.png", title=f"{dom.name}: zero-shot {acc}",
                     labels=arrays["labels"], pred=arrays["pred"], embedding=arrays["embedding"],
                     class_names=dom.class_names)
     return res

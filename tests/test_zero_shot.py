@@ -130,6 +130,28 @@ def test_cli_end_to_end(tmp_path, capsys, default_text_model):
     assert saved["classes_without_description"] == 3
     assert saved["trained_on"] == ["synthetic-a", "synthetic-b"]
     assert (run / "zero_shot" / "target.png").is_file()
+    # every node's prediction, in id order; on the labelled nodes they give the reported accuracy
+    rows = [r.split("\t") for r in (run / "zero_shot" / "target.predictions.tsv").read_text().splitlines()]
+    assert rows[0] == ["id", "class", "class_name", "score"] and saved["predictions"].endswith("target.predictions.tsv")
+    labels = np.array([json.loads(l)["label"] for l in (data / "target" / "nodes.jsonl").read_text().splitlines()])
+    pred = np.array([int(r[1]) for r in rows[1:]])
+    assert [int(r[0]) for r in rows[1:]] == list(range(len(labels)))
+    assert np.mean(pred == labels) == pytest.approx(out["accuracy"])
+    assert sum(saved["predicted_counts"].values()) == len(labels)
+    # a target without any label (label: null): predictions only, metrics null, strict JSON
+    unl = data / "unlabelled"
+    unl.mkdir()
+    for f in ("edges.tsv", "labels.json"):
+        (unl / f).write_text((data / "target" / f).read_text())
+    (unl / "nodes.jsonl").write_text("".join(json.dumps({**json.loads(l), "label": None}) + "\n"
+                                             for l in (data / "target" / "nodes.jsonl").read_text().splitlines()))
+    assert main(["zero-shot", "--checkpoint", str(run), "--dataset", "unlabelled", "--data-dir", str(data),
+                 "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"accuracy": None, "macro_f1": None, "baselines": {
+        "text_only": {"accuracy": None, "macro_f1": None}, "text_propagation": {"accuracy": None, "macro_f1": None}}}
+    unl_rows = (run / "zero_shot" / "unlabelled.predictions.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[1] for r in unl_rows] == [r[1] for r in rows[1:]]  # same graph and texts, same predictions
+    assert (run / "zero_shot" / "unlabelled.png").is_file()
     # the cross-dataset protocol refuses a training source as target
     assert main(["zero-shot", "--checkpoint", str(run), "--dataset", "synthetic-a", "--data-dir", str(data),
                  "--quiet"]) == 2

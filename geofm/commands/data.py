@@ -132,26 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def json_null_nan(x: Any) -> Any:
-    """`x` with every non-finite float (e.g. the curvature of a graph without edges) as None, so
-    `json.dumps` writes strict JSON (null) instead of NaN / Infinity."""
-    if isinstance(x, dict):
-        return {k: json_null_nan(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_null_nan(v) for v in x]
-    return None if isinstance(x, float) and not np.isfinite(x) else x
-
-
 @guarded("geofm data")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from geofm.data import SOURCES, fetch_dataset, known_datasets, load_dataset
+    from geofm.metrics import finite_or_none
 
     try:
         if args.action == "stats":
             ds = load_dataset(args.name, args.data_dir, cache=not args.no_cache, cache_dir=args.cache_dir)
             stats = dataset_stats(ds, with_curvature=not args.no_curvature)
-            print(json.dumps(json_null_nan(stats)) if args.json else format_stats(stats))
+            print(json.dumps(finite_or_none(stats)) if args.json else format_stats(stats))
         elif args.action == "download":
             path = fetch_dataset(args.name, cache_dir=args.cache_dir, mirror=args.mirror, force=args.force)
             print(path)

@@ -7,8 +7,10 @@ With --config the aligner is trained on the config's sources (minus --dataset, t
 target: cross-dataset protocol) and saved to RUN; with --dataset it is then evaluated.
 Evaluation prints accuracy and macro-F1 of the aligned model beside the text-only and
 text+propagation baselines (same encoder, same prompts) and writes
-RUN/zero_shot/<dataset>.json (+ .png). --json prints one JSON object with keys
-accuracy, macro_f1, baselines{text_only, text_propagation}.
+RUN/zero_shot/<dataset>.json (+ .png) and every node's predicted class,
+RUN/zero_shot/<dataset>.predictions.tsv (id, class, class_name, score); a target
+without labels (label null) gets the predictions only. --json prints one JSON object with
+keys accuracy, macro_f1, baselines{text_only, text_propagation} (null without labels).
 """
 
 from __future__ import annotations
@@ -85,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: res[k] for k in JSON_KEYS}))
     else:
         b = res["baselines"]
-        print(f"{res['dataset']}: zero-shot accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}")
-        print(f"  text only:          accuracy {b['text_only']['accuracy']:.4f}  macro-F1 {b['text_only']['macro_f1']:.4f}")
-        print(f"  text + propagation: accuracy {b['text_propagation']['accuracy']:.4f}  "
-              f"macro-F1 {b['text_propagation']['macro_f1']:.4f}")
+        if res["accuracy"] is None:
+            counts = ", ".join(f"{name} {n}" for name, n in res["predicted_counts"].items())
+            print(f"{res['dataset']}: no labelled nodes, so no accuracy; predicted classes: {counts}")
+        else:
+            print(f"{res['dataset']}: zero-shot accuracy {res['accuracy']:.4f}  macro-F1 {res['macro_f1']:.4f}")
+            print(f"  text only:          accuracy {b['text_only']['accuracy']:.4f}  "
+                  f"macro-F1 {b['text_only']['macro_f1']:.4f}")
+            print(f"  text + propagation: accuracy {b['text_propagation']['accuracy']:.4f}  "
+                  f"macro-F1 {b['text_propagation']['macro_f1']:.4f}")
         if res.get("empty_texts") or res.get("truncated_texts") or res.get("classes_without_description"):
             print(f"  empty texts {res['empty_texts']}, truncated texts {res['truncated_texts']}, "
                   f"classes without description {res['classes_without_description']}")
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             part = "whole learned correction" if res.get("overlap_scope", "all") == "all" else "label-space terms"
             print(f"  {part} scaled by {res['correction_scale']:.3f} (label overlap with the sources "
                   f"** eval.overlap_power)")
-        print(f"  -> {run / 'zero_shot'}")
+        print(f"  -> {run / 'zero_shot'} (per-node predictions: {Path(res['predictions']).name})")
     return 0
 
 
