@@ -604,15 +604,24 @@ def _part_probs(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: n
 
 def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: dict[str, np.ndarray], acfg: Any,
                 spec: AdapterSpec, *, seed: int) -> dict[str, Any]:
-    """One k-shot split: pick (candidate, label-propagation alpha) on the validation nodes.
+    """One k-shot split (`fit_select` on its train / valid nodes); reports test accuracy of the
+    selected model only."""
+    best = fit_select(glue, f, labels, split["train"], split["valid"], acfg, spec, seed=seed)
+    probs, test = best.pop("probs"), split["test"]
+    best["test_acc"] = float(np.mean(np.argmax(probs[test], 1) == labels[test]))
+    return best
+
+
+def fit_select(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, train: np.ndarray, valid: np.ndarray,
+               acfg: Any, spec: AdapterSpec, *, seed: int) -> dict[str, Any]:
+    """Fit the adapter on `train` nodes, pick (candidate, label-propagation alpha) on `valid`.
 
     Candidates: one joint head per weight decay; with ``spec.text_fallback`` also the head
     without the backbone part; with ``spec.fusion`` betas, late fusion of a backbone-only
     head (per weight decay) and the text-only head (`_candidate_probs`). Then one
     self-training round (train + pseudo-labels of the best candidate, validation and train
-    nodes never pseudo-labelled), kept only if it raises validation accuracy. Reports test
-    accuracy of the selected model only."""
-    train, valid, test = split["train"], split["valid"], split["test"]
+    nodes never pseudo-labelled), kept only if it raises validation accuracy. Returns the
+    selected settings, "valid_acc" and "probs" [N, C] (class probabilities of every node)."""
     wds = spec.weight_decays if spec.backbone else spec.weight_decays[:1]
     cands: list[dict[str, Any]] = [{"weight_decay": wd, "backbone": spec.backbone} for wd in wds]
     both = spec.backbone and spec.text_skip
@@ -643,8 +652,6 @@ def adapt_split(glue: GlueModel, f: TargetFeatures, labels: np.ndarray, split: d
         acc, a, y = _best_propagation(probs, f, train, labels, valid, spec.label_prop)
         if acc > best["valid_acc"] + 1e-9:
             best.update(valid_acc=acc, label_prop=a, epochs=ep, probs=y, self_train=True)
-    probs = best.pop("probs")
-    best["test_acc"] = float(np.mean(np.argmax(probs[test], 1) == labels[test]))
     return best
 
 
@@ -732,16 +739,75 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
     asks for a decoder prior the target cannot have (`target_features`).
     Returns {"target", "transferability", "spec", "shots": {k: {"accs", "mean", "std", "splits"}}}.
     """
+    spec = spec or AdapterSpec()
+    t0 = time.perf_counter()
+    model, dom, feats, res, seed = _target_setup(run_dir, acfg, spec, random_init=random_init, model=model,
+                                                 data_dir=data_dir)
+    res["max_test"] = acfg.max_test
+    res["shots"] = run_kshot(model, feats, dom.labels, acfg, spec, seed=seed)
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def predict_split(labels: np.ndarray, *, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """{"train", "valid"} over ALL labelled nodes: val_fraction of each class for validation
+    (at least one node in all, while every class keeps at least one training node)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels[labels >= 0])
+    if classes.size < 2:
+        raise ValueError("adaptation needs labelled nodes of at least 2 classes")
+    rng = np.random.default_rng([seed, 104729])
+    train, valid = [], []
+    for c in classes:
+        ids = rng.permutation(np.flatnonzero(labels == c))
+        nv = min(int(round(val_fraction * ids.size)), ids.size - 1)
+        valid.append(ids[:nv])
+        train.append(ids[nv:])
+    train, valid = np.concatenate(train), np.concatenate(valid)
+    if valid.size == 0:  # tiny label sets: one node of the largest class validates
+        big = int(classes[np.argmax([np.sum(labels == c) for c in classes])])
+        pick = np.flatnonzero(labels[train] == big)[0]
+        valid, train = train[pick: pick + 1], np.delete(train, pick)
+    return {"train": np.sort(train), "valid": np.sort(valid)}
+
+
+def adapt_predict(run_dir: str | Path, acfg: Any, *, spec: AdapterSpec | None = None, data_dir: str | None = None
+                  ) -> tuple[dict[str, Any], np.ndarray, tuple[str, ...], np.ndarray]:
+    """Fit the adapter on every labelled node of ``acfg.target`` (val_fraction of each class
+    held out to select it) and predict every node: (record {"target", "transferability", "spec",
+    "train_nodes", "valid_nodes", "valid_acc", "selected", "seconds"}, probs [N, C], class names,
+    labelled [N] bool: the nodes that came with a label)."""
+    spec = spec or AdapterSpec()
+    t0 = time.perf_counter()
+    model, dom, feats, res, seed = _target_setup(run_dir, acfg, spec, random_init=False, model=None,
+                                                 data_dir=data_dir)
+    split = predict_split(dom.labels, val_fraction=acfg.val_fraction, seed=seed)
+    best = fit_select(model, restrict(feats, spec), dom.labels, split["train"], split["valid"], acfg, spec, seed=seed)
+    probs = best.pop("probs")
+    res.update(train_nodes=int(split["train"].size), valid_nodes=int(split["valid"].size),
+               valid_acc=float(best.pop("valid_acc")), selected=best, seconds=time.perf_counter() - t0)
+    log.info("%s: fitted on %d labelled nodes, validation accuracy %.1f%% on %d", dom.name, res["train_nodes"],
+             100 * res["valid_acc"], res["valid_nodes"])
+    names = dom.class_names or tuple(str(c) for c in range(probs.shape[1]))
+    return res, probs, names, dom.labels >= 0
+
+
+def _target_setup(run_dir: str | Path, acfg: Any, spec: AdapterSpec, *, random_init: bool, model: GlueModel | None,
+                  data_dir: str | None) -> tuple[GlueModel, Any, TargetFeatures, dict[str, Any], int]:
+    """Load the run's model (or a random init / the given one) and the target; print its
+    transferability; compute the frozen features. (model, domain, features, record, seed)."""
     from geofm.pretrain import check_adapt, load_domain, load_pretrained, make_model
 
-    spec = spec or AdapterSpec()
     loaded, cfg, names = load_pretrained(run_dir)
     data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=str(data_dir))
     check_adapt(acfg, data_cfg)
     model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
     seed = cfg.seed
-    t0 = time.perf_counter()
     dom = load_domain(acfg.target, data_cfg, seed=seed, max_nodes=model.cfg.max_nodes)
+    if np.unique(dom.labels[dom.labels >= 0]).size < 2:  # before any feature is computed
+        raise ValueError(f"target {dom.name!r}: adaptation needs labelled nodes of at least 2 classes, it has "
+                         f"{int((dom.labels >= 0).sum())} labelled node(s) of "
+                         f"{np.unique(dom.labels[dom.labels >= 0]).size} class(es)")
     if {acfg.target.lower(), dom.name.lower()} & {n.lower() for n in names}:
         log.warning("target %s was also a pretraining domain (leakage)", dom.name)
     batcher = _Batcher(dom, model, acfg.eval_batch_size, seed=seed)
@@ -750,13 +816,11 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
           f"= GTM {gtm['gtm']:.4f}", file=sys.stderr)
     feats = target_features(model, dom, spec, data_dir=data_cfg.data_dir, seed=seed, batcher=batcher)
     res: dict[str, Any] = {"target": dom.name, "random_init": random_init, "transferability": gtm,
-                           "spec": dataclasses.asdict(spec), "max_test": acfg.max_test,
+                           "spec": dataclasses.asdict(spec),
                            "prompt_prior_used": bool(np.any(feats.prior)),
                            "decoder_prior_used": restrict(feats, spec).dec is not None,
                            "embedding_effective_rank": effective_rank(feats.z) if spec.backbone else None}
-    res["shots"] = run_kshot(model, feats, dom.labels, acfg, spec, seed=seed)
-    res["seconds"] = time.perf_counter() - t0
-    return res
+    return model, dom, feats, res, seed
 
 
 def format_table(*results: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "combine_ranks",
     "ranking_metrics",
     "finite_or_none",
+    "write_predictions",
 ]
 
 
@@ -109,3 +110,23 @@ def finite_or_none(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [finite_or_none(v) for v in x]
     return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def write_predictions(path: Any, scores: np.ndarray, class_names: Sequence[str], *, score: str = "score",
+                      labelled: np.ndarray | None = None) -> Any:
+    """TSV, one row per node in id order: id, class (argmax of `scores` [N, C]), class_name, its
+    `score` column, and with `labelled` [N] bool a 0/1 column saying whether the node came with a
+    label. Written atomically; returns the path."""
+    from pathlib import Path
+
+    from geofm.data.cache import atomic_write_text
+
+    scores = np.asarray(scores)
+    pred = np.argmax(scores, axis=1)
+    top = scores[np.arange(len(pred)), pred]
+    names = [" ".join(str(n).split()) for n in class_names]  # no TAB / newline inside a field
+    head = ["id", "class", "class_name", score] + (["labelled"] if labelled is not None else [])
+    rows = [f"{i}\t{c}\t{names[c]}\t{s:.6f}" + (f"\t{int(labelled[i])}" if labelled is not None else "") + "\n"
+            for i, (c, s) in enumerate(zip(pred, top))]
+    atomic_write_text(Path(path), "\t".join(head) + "\n" + "".join(rows))
+    return Path(path)

@@ -199,7 +199,7 @@ class Domain:
     (computed inputs: text embeddings or spectral features, whose rounding may differ between
     machines); source_checksum: sha256 of the dataset folder's file checksums (None for
     generated or in-memory domains); source: the name or folder it was loaded from (what
-    `geofm.data.load_dataset` resolves again; None: look ``name`` up).
+    `geofm.data.load_dataset` resolves again; None: look ``name`` up); class_names: indexed by label.
     """
 
     name: str
@@ -214,6 +214,7 @@ class Domain:
     sampler: SubgraphSampler | None = None
     source_checksum: str | None = None
     source: str | None = None
+    class_names: tuple[str, ...] = ()
 
 
 def _load_raw(name: str, cfg: DataConfig, seed: int) -> Any:
@@ -256,7 +257,7 @@ def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int) -> Dom
     raw, kind = _inputs(ds, cfg.inputs, seed)
     dom = make_domain(ds.name, np.asarray(ds.edge_index), raw, kind, cfg, seed=seed, max_nodes=max_nodes,
                       labels=np.asarray(ds.labels, np.int32), num_classes=int(ds.num_classes))
-    dom.source = name
+    dom.source, dom.class_names = name, tuple(getattr(ds, "class_names", ()) or ())
     files = getattr(ds, "meta", {}).get("checksums")  # {file: md5} of a dataset read from a folder
     if files:
         dom.source_checksum = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

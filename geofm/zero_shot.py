@@ -29,7 +29,7 @@ import optax
 
 from geofm.config import check_sequence
 from geofm.data.cache import atomic_write_text
-from geofm.metrics import accuracy, finite_or_none, macro_f1
+from geofm.metrics import accuracy, finite_or_none, macro_f1, write_predictions
 from geofm.plot import save_png
 
 log = logging.getLogger("geofm.zero_shot")
@@ -514,17 +514,6 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
                         source_class_emb=np.concatenate([d.class_emb for d in prepared]))
 
 
-def write_predictions(path: Path, node_emb: np.ndarray, class_emb: np.ndarray, class_names: Sequence[str]) -> Path:
-    """TSV (header id, class, class_name, score), one row per node in id order: the argmax class
-    of `class_scores` and its cosine score. Written atomically; returns the path."""
-    scores = class_scores(node_emb, class_emb)
-    pred = np.argmax(scores, axis=1)
-    names = [" ".join(str(n).split()) for n in class_names]  # no TAB / newline inside a field
-    rows = [f"{i}\t{c}\t{names[c]}\t{s:.6f}\n" for i, (c, s) in enumerate(zip(pred, scores[np.arange(len(pred)), pred]))]
-    atomic_write_text(path, "id\tclass\tclass_name\tscore\n" + "".join(rows))
-    return path
-
-
 def _key(name: str) -> str:
     return Path(str(name)).name.lower()
 
@@ -543,7 +532,7 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
                  few_shot: bool = True, encoder: Any = None, allow_seen: bool = False) -> dict[str, Any]:
     """Zero-shot evaluation of a saved run on one target; writes RUN/zero_shot/<target>.json
     (+ .png) and the aligned model's prediction for every node, RUN/zero_shot/<target>.predictions.tsv
-    (id, class, class_name, score = cosine to that class prompt). A target without labels gets
+    (`write_predictions`; score = cosine to that class prompt). A target without labels gets
     the predictions, its metrics are None. ValueError when the target was a training source
     (cross-dataset protocol) unless allow_seen."""
     import json
@@ -567,8 +556,8 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
     folder = Path(run) / "zero_shot"
     folder.mkdir(parents=True, exist_ok=True)
     stem = _key(dataset).replace(" ", "_")
-    res["predictions"] = str(write_predictions(folder / f"{stem}.predictions.tsv", arrays["embedding"],
-                                               dom.class_emb, dom.class_names))
+    res["predictions"] = str(write_predictions(folder / f"{stem}.predictions.tsv",
+                                               class_scores(arrays["embedding"], dom.class_emb), dom.class_names))
     res["predicted_counts"] = dict(zip(dom.class_names, np.bincount(arrays["pred"], minlength=len(dom.class_names))
                                        .tolist()))
     atomic_write_text(folder / f"{stem}.json", json.dumps(res, indent=1))

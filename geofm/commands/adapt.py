@@ -2,6 +2,7 @@
 
     geofm adapt RUN [--target NAME|FOLDER] [--data-dir DIR] [--shots 1 5] [--splits 5]
                 [--epochs N] [--max-test N] [--variant full] [--baseline] [--json] [--quiet]
+    geofm adapt RUN --target NAME|FOLDER --predict [--data-dir DIR] [--epochs N] [--variant full]
 
 The pretrained model stays frozen (see `geofm.adapt`). Prints the target's transferability
 score first (stderr), then a table of k-shot accuracy (mean ± std over the random splits);
@@ -13,8 +14,14 @@ backbone head + class-prompt text prior, + label propagation + self-training),
 graphglue_head (the frozen backbone's features only), text_only, backbone_prompt (the head
 reading the backbone's outputs decoded into input space, started at the class prompts) or
 backbone_full (backbone_prompt + label propagation + self-training, no raw-text skip); the
-decoder-prior variants need a text-attributed target. Exit codes: 0 ok, 2 bad run, target
-or settings (nothing written).
+decoder-prior variants need a text-attributed target.
+
+--predict is for a graph of your own: the adapter is fitted on every labelled node of the
+target (nodes with label null are the ones to classify; adapt.val_fraction of each class is
+held out to select the adapter, its accuracy reported) and every node's class goes to
+RUN/adapt/<target>-<variant>.predictions.tsv (id, class, class_name, probability, labelled),
+the record to RUN/adapt/<target>-<variant>.predict.json. Exit codes: 0 ok, 2 bad run,
+target or settings (nothing written).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from geofm.commands import guarded, setup_logging
 
@@ -46,19 +55,26 @@ def build_parser(prog: str = "geofm adapt") -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=sorted(VARIANTS), default="full",
                    help="adapter variant from geofm.adapt.VARIANTS (default: full)")
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
+    p.add_argument("--predict", action="store_true", help="fit on all labelled nodes of the target and write "
+                   "every node's predicted class (no k-shot protocol)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="warnings only")
     return p
 
 
+def result_stem(run_dir: str | Path, target: str, variant: str) -> Path:
+    """RUN/adapt/<target>-<variant> (the target reduced to a safe file name), without suffix."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("._") or "target"
+    return Path(run_dir) / "adapt" / f"{stem}-{variant}"
+
+
 def save_result(run_dir: str | Path, variant: str, pretrained: dict, random_init: dict | None = None) -> tuple[Path, dict]:
     """Write {"target", "variant", "pretrained", "random_init"} atomically to
-    RUN/adapt/<target>-<variant>.json (the target reduced to a safe file name); (path, record)."""
+    RUN/adapt/<target>-<variant>.json; (path, record)."""
     from geofm.data.cache import atomic_write_text
 
     record = {"target": pretrained["target"], "variant": variant, "pretrained": pretrained, "random_init": random_init}
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["target"]).strip("._") or "target"
-    path = Path(run_dir) / "adapt" / f"{stem}-{variant}.json"
+    path = Path(f"{result_stem(run_dir, record['target'], variant)}.json")
     atomic_write_text(path, json.dumps(record, indent=1))
     return path, record
 
@@ -80,6 +96,14 @@ def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
                                  "epochs": args.epochs, "max_test": args.max_test}.items() if v is not None}
     acfg = dataclasses.replace(cfg.adapt, **changes)
     spec = VARIANTS[args.variant]
+    if args.predict:
+        protocol = [f for f, v in (("--shots", args.shots), ("--splits", args.splits), ("--max-test", args.max_test),
+                                   ("--baseline", args.baseline)) if v]
+        if protocol:
+            print(f"{prog}: {', '.join(protocol)} belong to the k-shot protocol; --predict fits on every labelled "
+                  "node", file=sys.stderr)
+            return 2
+        return _predict(args, acfg, spec, prog)
     try:
         pre = adapt_kshot(args.run_dir, acfg, spec=spec, data_dir=args.data_dir)
         rand = adapt_kshot(args.run_dir, acfg, random_init=True, spec=spec, data_dir=args.data_dir) \
@@ -93,6 +117,32 @@ def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
     else:
         print(format_table(*(r for r in (res["pretrained"], res["random_init"]) if r is not None)))
         print(f"results: {path}", file=sys.stderr)
+    return 0
+
+
+def _predict(args: argparse.Namespace, acfg, spec, prog: str) -> int:
+    from geofm.adapt import adapt_predict
+    from geofm.data.cache import atomic_write_text
+    from geofm.metrics import write_predictions
+
+    try:
+        rec, probs, names, labelled = adapt_predict(args.run_dir, acfg, spec=spec, data_dir=args.data_dir)
+    except ValueError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    stem = result_stem(args.run_dir, rec["target"], args.variant)
+    rec["variant"] = args.variant
+    rec["predictions"] = str(write_predictions(f"{stem}.predictions.tsv", probs, names, score="probability",
+                                               labelled=labelled))
+    rec["predicted_counts"] = dict(zip(names, np.bincount(probs.argmax(1), minlength=len(names)).tolist()))
+    atomic_write_text(f"{stem}.predict.json", json.dumps(rec, indent=1))
+    if args.json:
+        print(json.dumps(rec))
+    else:
+        print(f"{rec['target']}: adapter fitted on {rec['train_nodes']} labelled nodes, validation accuracy "
+              f"{100 * rec['valid_acc']:.1f}% on {rec['valid_nodes']}; predicted classes: "
+              + ", ".join(f"{n} {c}" for n, c in rec["predicted_counts"].items()))
+        print(f"predictions: {rec['predictions']}", file=sys.stderr)
     return 0
 
 

@@ -423,3 +423,38 @@ def test_plot_reloads_the_runs_own_data(tmp_path: Path, monkeypatch: pytest.Monk
     assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "q"), "--data-dir", str(tmp_path / "moved"),
                  "--quiet"]) == 2
     assert "has other files than the run was pretrained on" in capsys.readouterr().err
+
+
+def test_adapt_predict_classifies_the_unlabelled_nodes_of_a_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys):
+    """`geofm adapt RUN --target FOLDER --predict`: fitted on every labelled node (a share held
+    out for selection), every node's class written; protocol flags and label-free targets refused."""
+    from geofm.cli import main
+
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    data, _ = _short_structural_run(tmp_path)
+    mine = tmp_path / "mine"
+    shutil.copytree(data / "tag_a", mine)
+    rows = [json.loads(l) for l in (mine / "nodes.jsonl").read_text().splitlines()]
+    hidden = {r["id"] for r in rows if r["id"] % 3 == 0}
+    (mine / "nodes.jsonl").write_text("".join(json.dumps({**r, "label": None if r["id"] in hidden else r["label"]})
+                                              + "\n" for r in rows))
+    run = str(tmp_path / "run")
+    capsys.readouterr()
+    fast = ["--epochs", "10", "--variant", "graphglue_head"]  # the default `full` adapter compiles ~4x more heads
+    assert main(["adapt", run, "--target", str(mine), "--predict", *fast, "--json", "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["target"] == "mine" and rec["train_nodes"] + rec["valid_nodes"] == len(rows) - len(hidden)
+    assert 0.0 <= rec["valid_acc"] <= 1.0 and sum(rec["predicted_counts"].values()) == len(rows)
+    tsv = [r.split("\t") for r in Path(rec["predictions"]).read_text().splitlines()]
+    assert tsv[0] == ["id", "class", "class_name", "probability", "labelled"] and len(tsv) == len(rows) + 1
+    assert {int(r[0]) for r in tsv[1:] if r[4] == "0"} == hidden
+    names = json.loads((mine / "labels.json").read_text())
+    assert all(r[2] == names[int(r[1])]["name"] and 0.0 <= float(r[3]) <= 1.0 for r in tsv[1:])
+    saved = json.loads((tmp_path / "run" / "adapt" / "mine-graphglue_head.predict.json").read_text())
+    assert saved["valid_acc"] == rec["valid_acc"]
+    assert main(["adapt", run, "--target", str(mine), "--predict", "--shots", "1"]) == 2
+    assert "--shots belong to the k-shot protocol" in capsys.readouterr().err
+    (mine / "nodes.jsonl").write_text("".join(json.dumps({**r, "label": None}) + "\n" for r in rows))
+    assert main(["adapt", run, "--target", str(mine), "--predict", "--epochs", "5", "--quiet"]) == 2
+    assert "labelled nodes of at least 2 classes" in capsys.readouterr().err
