@@ -76,7 +76,10 @@ class DataConfig:
     inputs: node inputs ("text" = MiniLM embeddings via geofm.text, "structural" = random-walk
     + spectral + descriptors, "auto" = text when the dataset has text and the text model is
     installed); in_dim: shared raw width after the fixed per-dataset projection; fanouts:
-    neighbour sampling per hop (-1 = all: ego subgraph); synthetic: kwargs per generator."""
+    neighbour sampling per hop (-1 = all: ego subgraph); synthetic: kwargs per generator;
+    max_domain_nodes: a pretraining dataset with more nodes is cut to a seeded snowball
+    subgraph of that many (`geofm.data.tag.snowball_nodes`; only those nodes' texts are
+    encoded), None = whole graphs. Adaptation targets are never cut."""
 
     datasets: list[str] = field(default_factory=lambda: ["synthetic-tree", "synthetic-cliques"])
     data_dir: str | None = None
@@ -84,6 +87,7 @@ class DataConfig:
     in_dim: int = 128
     fanouts: list[int] = field(default_factory=lambda: [-1, -1])
     synthetic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_domain_nodes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,12 @@ def _phase_terms(terms: dict[str, Any], phase: str) -> dict[str, float]:
 
 
 def _non_finite(step: int, phase: str, epoch: int, loss: float, terms: dict[str, float], run: Path) -> NonFiniteLossError:
+    folder = run / "checkpoints"
+    steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
+    kept = (f"the last good checkpoint (step {steps[-1]}) in {folder} is kept" if steps
+            else "no checkpoint had been written yet")
     return NonFiniteLossError(f"non-finite loss at step {step} (phase {phase}, epoch {epoch}): loss={loss} "
-                              f"terms={terms}; the last good checkpoint in {run / 'checkpoints'} is kept")
+                              f"terms={terms}; {kept}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -249,11 +257,19 @@ def _inputs(ds: Any, how: str, seed: int) -> tuple[np.ndarray, str]:
     return structural_features(ds.edge_index, ds.num_nodes, seed=seed), "structural"
 
 
-def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int) -> Domain:
-    """Load one dataset and build its inputs, fixed projection and sampler."""
+def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int, node_cap: int | None = None) -> Domain:
+    """Load one dataset and build its inputs, fixed projection and sampler; node_cap: cut a
+    larger graph to a seeded snowball subgraph of that many nodes first (pretraining domains)."""
     ds = _load_raw(name, cfg, seed)
     if not hasattr(ds, "edge_index"):
         raise ValueError(f"dataset {name!r} is not a text-attributed graph (KG pretraining is not supported)")
+    if node_cap is not None and ds.num_nodes > node_cap:
+        from geofm.data.tag import induced_subgraph, snowball_nodes
+
+        keep = snowball_nodes(ds.edge_index, ds.num_nodes, node_cap, seed=projection_seed(ds.name, seed))
+        log.info("%s: pretraining on a %d-node snowball subgraph of its %d nodes (data.max_domain_nodes)",
+                 ds.name, keep.size, ds.num_nodes)
+        ds = induced_subgraph(ds, keep)
     raw, kind = _inputs(ds, cfg.inputs, seed)
     dom = make_domain(ds.name, np.asarray(ds.edge_index), raw, kind, cfg, seed=seed, max_nodes=max_nodes,
                       labels=np.asarray(ds.labels, np.int32), num_classes=int(ds.num_classes))
@@ -285,7 +301,10 @@ def load_domains(cfg: PretrainConfig) -> list[Domain]:
         raise ValueError("config key 'data.datasets' must name at least one dataset")
     if len({n.lower() for n in names}) != len(names):
         raise ValueError(f"config key 'data.datasets' lists a dataset twice: {names}")
-    domains = [load_domain(n, cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes) for n in names]
+    cap = cfg.data.max_domain_nodes
+    if cap is not None and cap < 2:
+        raise ValueError(f"config key 'data.max_domain_nodes' must be >= 2 (or null), got {cap}")
+    domains = [load_domain(n, cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes, node_cap=cap) for n in names]
     seen: dict[str, str] = {}
     for n, d in zip(names, domains):  # domains are keyed by name (batches, checksums, projections)
         if d.name.lower() in seen:
@@ -767,7 +786,7 @@ def load_pretrained(run_dir: str | Path, *, which: str = "latest") -> tuple[Glue
     return model, cfg, names
 
 
-DEMO_OUT, DEMO_MARKER = "runs/demo", ".geofm-demo"
+DEMO_OUT, DEMO_MARKER, DEMO_DOMAIN_NODES = "runs/demo", ".geofm-demo", 3000
 
 
 def demo(data_dir: str | None = None, *, out: str | Path = DEMO_OUT, target: str | None = None,
@@ -775,7 +794,8 @@ def demo(data_dir: str | None = None, *, out: str | Path = DEMO_OUT, target: str
     """`make demo`: short multi-domain pretraining then 5-shot adaptation on a held-out dataset.
 
     Uses the TAG datasets under data_dir / $GEOFM_DATA / ../shared/data (target: cora,
-    pretraining on the others), else synthetic generators (FileNotFoundError when data_dir or
+    pretraining on the others, each cut to DEMO_DOMAIN_NODES nodes), else synthetic generators
+    (FileNotFoundError when data_dir or
     $GEOFM_DATA names no folder). Prints and returns the table. A rerun into the same `out`
     replaces the previous demo's run; a run folder the demo did not write is refused.
     """
@@ -797,7 +817,9 @@ def demo(data_dir: str | None = None, *, out: str | Path = DEMO_OUT, target: str
         model=GlueConfig(dim=64, num_generators=8, knn=5, att_dim=32, max_nodes=24, pool="mean_center",
                          input_projection="shared",
                          backbone={"name": "gcn", "kwargs": {"num_layers": 2, "residual": True}}),
-        data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128),
+        # a capped arxiv2023: on a fresh cache its 33k texts alone would take ~25 min to encode
+        data=DataConfig(datasets=sources, data_dir=data_dir, inputs=inputs, in_dim=128,
+                        max_domain_nodes=1000 if quick else DEMO_DOMAIN_NODES),
         train=TrainConfig(epochs=1, batch_size=64, local_steps=10 if quick else 60,
                           global_steps=3 if quick else 15, refine_steps=3 if quick else 15, checkpoint_every=50,
                           align_weight=3.0, align_target="center"),

@@ -11,6 +11,7 @@ Folder contents:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Literal
@@ -274,3 +275,47 @@ def load_tag(
         meta=meta,
         domain=str(meta.get("domain", "unknown")),
     )
+
+
+def snowball_nodes(edge_index: np.ndarray, num_nodes: int, cap: int, *, seed: int) -> np.ndarray:
+    """Sorted ids of at most `cap` nodes grown breadth-first (edges read both ways) from seeded
+    random roots, a new root whenever a component is used up: a connected-as-possible sample
+    that keeps local structure, unlike a uniform node sample. All nodes when num_nodes <= cap."""
+    if cap < 1:
+        raise ValueError(f"snowball_nodes: cap must be >= 1, got {cap}")
+    if num_nodes <= cap:
+        return np.arange(num_nodes)
+    import scipy.sparse as sp
+
+    src, dst = np.asarray(edge_index)
+    adj = sp.csr_matrix((np.ones(2 * src.size, bool), (np.r_[src, dst], np.r_[dst, src])), shape=(num_nodes,) * 2)
+    rng = np.random.default_rng(seed)
+    taken = np.zeros(num_nodes, bool)
+    order = rng.permutation(num_nodes)  # the roots, in turn
+    count, r = 0, 0
+    while count < cap:
+        while taken[order[r]]:
+            r += 1
+        frontier = np.array([order[r]])
+        while frontier.size and count < cap:
+            frontier = frontier[~taken[frontier]][: cap - count]
+            taken[frontier] = True
+            count += frontier.size
+            nxt = adj[frontier].indices
+            frontier = np.unique(nxt[~taken[nxt]])
+    return np.flatnonzero(taken)
+
+
+def induced_subgraph(ds: TAGDataset, keep: np.ndarray) -> TAGDataset:
+    """The dataset restricted to node ids `keep` (sorted, unique), renumbered 0..len(keep)-1 in
+    that order: edges between kept nodes, their texts and labels; splits dropped; meta records
+    the original node count and ids' provenance under "subgraph"."""
+    keep = np.asarray(keep, np.int64)
+    new_id = np.full(ds.num_nodes, -1, np.int64)
+    new_id[keep] = np.arange(keep.size)
+    src, dst = new_id[np.asarray(ds.edge_index)]
+    both = (src >= 0) & (dst >= 0)
+    return dataclasses.replace(
+        ds, num_nodes=int(keep.size), edge_index=np.ascontiguousarray(np.stack([src[both], dst[both]]), np.int32),
+        texts=[ds.texts[i] for i in keep], labels=np.asarray(ds.labels)[keep], splits=None,
+        meta={**ds.meta, "subgraph": {"of_nodes": int(ds.num_nodes), "nodes": int(keep.size)}})

@@ -240,3 +240,35 @@ def test_missing_or_null_text_reads_as_empty_with_warning(tmp_path: Path) -> Non
         ds = load_tag(folder)
     assert ds.texts == ["", "", "x"]
     assert any(issubclass(w.category, DataWarning) and "2 node(s) have no 'text'" in str(w.message) for w in caught)
+
+
+# ---------------------------------------------------------------- subgraphs
+
+def test_snowball_nodes_grows_connected_pieces_and_is_seeded() -> None:
+    from geofm.data.tag import snowball_nodes
+
+    # two 6-node paths (0..5, 6..11) and an isolated node 12
+    ei = np.array([[0, 1, 2, 3, 4, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]])
+    for seed in range(8):
+        keep = snowball_nodes(ei, 13, 4, seed=seed)
+        assert keep.size == 4 and np.all(np.diff(keep) > 0)
+        side = keep < 6 if keep[0] < 6 else (keep >= 6) & (keep < 12)
+        assert side.all() and keep.max() - keep.min() <= 3  # one path piece, grown breadth-first: contiguous
+        np.testing.assert_array_equal(keep, snowball_nodes(ei, 13, 4, seed=seed))
+    assert snowball_nodes(ei, 13, 13, seed=0).tolist() == list(range(13))
+    assert snowball_nodes(ei, 13, 9, seed=1).size == 9  # a component used up: a new root elsewhere
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        snowball_nodes(ei, 13, 0, seed=0)
+
+
+def test_induced_subgraph_renumbers_edges_texts_labels(tmp_path: Path) -> None:
+    from geofm.data.tag import induced_subgraph
+
+    nodes = [{"id": i, "text": f"t{i}", "label": i % 2} for i in range(5)]
+    ds = load_tag(write_tag(tmp_path / "g", nodes=nodes, edges="src\tdst\n0\t1\n1\t2\n2\t3\n3\t4\n4\t0\n",
+                            splits={"train": [0], "valid": [1], "test": [2]}))
+    sub = induced_subgraph(ds, np.array([1, 2, 4]))
+    assert sub.num_nodes == 3 and sub.texts == ["t1", "t2", "t4"] and sub.labels.tolist() == [1, 0, 0]
+    assert sorted(map(tuple, sub.edge_index.T.tolist())) == [(0, 1)]  # 1->2 survives as 0->1; 4->0 and 3->4 do not
+    assert sub.splits is None and sub.meta["subgraph"] == {"of_nodes": 5, "nodes": 3}
+    assert sub.class_names == ds.class_names and ds.num_nodes == 5  # the original is untouched

@@ -458,3 +458,24 @@ def test_adapt_predict_classifies_the_unlabelled_nodes_of_a_graph(tmp_path: Path
     (mine / "nodes.jsonl").write_text("".join(json.dumps({**r, "label": None}) + "\n" for r in rows))
     assert main(["adapt", run, "--target", str(mine), "--predict", "--epochs", "5", "--quiet"]) == 2
     assert "labelled nodes of at least 2 classes" in capsys.readouterr().err
+
+
+def test_max_domain_nodes_cuts_pretraining_domains_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from geofm.config import load_config
+    from geofm.pretrain import PretrainConfig, load_domains
+
+    monkeypatch.setenv("GEOFM_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    _write_text_graph(data / "tag_a")  # 24 nodes
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "test" / "tiny.yaml"
+    base = ["data.datasets=[tag_a]", f"data.data_dir={data}", "data.inputs=structural"]
+    cfg = load_config(tiny, PretrainConfig, base + ["data.max_domain_nodes=10"])
+    (dom,) = load_domains(cfg)
+    assert dom.num_nodes == 10 and dom.x.shape[0] == 10 and dom.labels.shape == (10,)
+    assert dom.edge_index.max() < 10 and (dom.labels >= 0).all()
+    (again,) = load_domains(cfg)
+    assert again.checksum == dom.checksum  # seeded: the same subgraph every time
+    target = load_domain("tag_a", cfg.data, seed=cfg.seed, max_nodes=cfg.model.max_nodes)
+    assert target.num_nodes == 24  # an adaptation target is never cut
+    with pytest.raises(ValueError, match="max_domain_nodes' must be >= 2"):
+        load_domains(load_config(tiny, PretrainConfig, base + ["data.max_domain_nodes=1"]))

@@ -98,12 +98,17 @@ def test_sigkill_then_resume_matches_uninterrupted(reference_run: Path, tmp_path
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path):
     bad = load_config(TINY, PretrainConfig, ["train.lr=1e30", "train.grad_clip=1e30", "train.warmup_steps=0",
                                              "train.checkpoint_every=1"])
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ .*terms="):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ .*terms=") as err:
         pretrain(bad, tmp_path, progress=False)
     ck = Checkpointer(tmp_path / "checkpoints", metric="loss", mode="min")
     last = ck.latest_step()
     assert last is not None and np.isfinite(ck.read_meta(last)["metrics"]["loss"])
     ck.close()
+    assert f"the last good checkpoint (step {last})" in str(err.value)
+    never = load_config(TINY, PretrainConfig, ["train.lr=1e30", "train.grad_clip=1e30", "train.warmup_steps=0",
+                                               "train.checkpoint_every=1000"])
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet"):
+        pretrain(never, tmp_path / "never", progress=False)
 
 
 def test_incompatible_checkpoint_and_bad_config(reference_run: Path, tmp_path: Path, monkeypatch):
