@@ -238,14 +238,22 @@ class _Batcher:
         return jax.tree_util.tree_map(jnp.asarray, b)
 
 
+def check_labelled_classes(labels: np.ndarray, name: str) -> None:
+    """ValueError unless `labels` [N] (-1 = none) hold labelled nodes of at least 2 classes."""
+    labels = np.asarray(labels)
+    have = np.unique(labels[labels >= 0]).size
+    if have < 2:
+        raise ValueError(f"target {name!r}: adaptation needs labelled nodes of at least 2 classes, it has "
+                         f"{int((labels >= 0).sum())} labelled node(s) of {have} class(es)")
+
+
 def kshot_splits(labels: np.ndarray, shots: int, *, splits: int, val_fraction: float, seed: int,
                  max_test: int | None = None) -> list[dict[str, np.ndarray]]:
     """[{"train", "valid", "test"}] node-id splits: `shots` per class, val_fraction of the rest
     for validation, the rest for testing (first max_test of a random order when capped)."""
     labels = np.asarray(labels)
+    check_labelled_classes(labels, "k-shot splits")
     classes = np.unique(labels[labels >= 0])
-    if classes.size < 2:
-        raise ValueError("k-shot adaptation needs at least 2 labelled classes")
     out = []
     for i in range(splits):
         rng = np.random.default_rng([seed, shots, i])
@@ -342,7 +350,7 @@ def target_features(model: GlueModel, domain: Any, spec: AdapterSpec, *, data_di
     target cannot have one (structural inputs, no texts / class names, no text encoder).
     """
     n = domain.num_nodes
-    num_classes = int(domain.labels.max()) + 1
+    num_classes = max(int(domain.num_classes), int(domain.labels.max()) + 1)  # classes without a label count
     m = model.cfg.num_generators
     z_raw = None
     if spec.backbone:
@@ -751,11 +759,11 @@ def adapt_kshot(run_dir: str | Path, acfg: Any, *, random_init: bool = False, sp
 
 def predict_split(labels: np.ndarray, *, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """{"train", "valid"} over ALL labelled nodes: val_fraction of each class for validation
-    (at least one node in all, while every class keeps at least one training node)."""
+    (at least one node in all, while every class keeps at least one training node; ValueError
+    when no class has the 2 labelled nodes that needs)."""
     labels = np.asarray(labels)
+    check_labelled_classes(labels, "predict")
     classes = np.unique(labels[labels >= 0])
-    if classes.size < 2:
-        raise ValueError("adaptation needs labelled nodes of at least 2 classes")
     rng = np.random.default_rng([seed, 104729])
     train, valid = [], []
     for c in classes:
@@ -765,7 +773,11 @@ def predict_split(labels: np.ndarray, *, val_fraction: float, seed: int) -> dict
         train.append(ids[nv:])
     train, valid = np.concatenate(train), np.concatenate(valid)
     if valid.size == 0:  # tiny label sets: one node of the largest class validates
-        big = int(classes[np.argmax([np.sum(labels == c) for c in classes])])
+        sizes = [int(np.sum(labels == c)) for c in classes]
+        if max(sizes) < 2:
+            raise ValueError("adaptation needs a class with 2 labelled nodes (one to fit, one to validate); every "
+                             "class here has 1")
+        big = int(classes[int(np.argmax(sizes))])
         pick = np.flatnonzero(labels[train] == big)[0]
         valid, train = train[pick: pick + 1], np.delete(train, pick)
     return {"train": np.sort(train), "valid": np.sort(valid)}
@@ -796,18 +808,15 @@ def _target_setup(run_dir: str | Path, acfg: Any, spec: AdapterSpec, *, random_i
                   data_dir: str | None) -> tuple[GlueModel, Any, TargetFeatures, dict[str, Any], int]:
     """Load the run's model (or a random init / the given one) and the target; print its
     transferability; compute the frozen features. (model, domain, features, record, seed)."""
-    from geofm.pretrain import check_adapt, load_domain, load_pretrained, make_model
+    from geofm.pretrain import check_adapt, load_domain, load_pretrained, make_model, with_data_dir
 
     loaded, cfg, names = load_pretrained(run_dir)
-    data_cfg = cfg.data if data_dir is None else dataclasses.replace(cfg.data, data_dir=str(data_dir))
+    data_cfg = with_data_dir(cfg.data, data_dir)
     check_adapt(acfg, data_cfg)
     model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
     seed = cfg.seed
     dom = load_domain(acfg.target, data_cfg, seed=seed, max_nodes=model.cfg.max_nodes)
-    if np.unique(dom.labels[dom.labels >= 0]).size < 2:  # before any feature is computed
-        raise ValueError(f"target {dom.name!r}: adaptation needs labelled nodes of at least 2 classes, it has "
-                         f"{int((dom.labels >= 0).sum())} labelled node(s) of "
-                         f"{np.unique(dom.labels[dom.labels >= 0]).size} class(es)")
+    check_labelled_classes(dom.labels, dom.name)  # before any feature is computed
     if {acfg.target.lower(), dom.name.lower()} & {n.lower() for n in names}:
         log.warning("target %s was also a pretraining domain (leakage)", dom.name)
     batcher = _Batcher(dom, model, acfg.eval_batch_size, seed=seed)

@@ -113,10 +113,10 @@ def finite_or_none(x: Any) -> Any:
 
 
 def write_predictions(path: Any, scores: np.ndarray, class_names: Sequence[str], *, score: str = "score",
-                      labelled: np.ndarray | None = None) -> Any:
+                      labelled: np.ndarray | None = None) -> tuple[Any, dict[str, int]]:
     """TSV, one row per node in id order: id, class (argmax of `scores` [N, C]), class_name, its
     `score` column, and with `labelled` [N] bool a 0/1 column saying whether the node came with a
-    label. Written atomically; returns the path."""
+    label. Written atomically; returns (path, {class name: predicted count})."""
     from pathlib import Path
 
     from geofm.data.cache import atomic_write_text
@@ -129,4 +129,4 @@ def write_predictions(path: Any, scores: np.ndarray, class_names: Sequence[str],
     rows = [f"{i}\t{c}\t{names[c]}\t{s:.6f}" + (f"\t{int(labelled[i])}" if labelled is not None else "") + "\n"
             for i, (c, s) in enumerate(zip(pred, top))]
     atomic_write_text(Path(path), "\t".join(head) + "\n" + "".join(rows))
-    return Path(path)
+    return Path(path), dict(zip(names, np.bincount(pred, minlength=len(names)).tolist()))

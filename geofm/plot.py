@@ -102,28 +102,30 @@ def plot_gates(run_dir: str | Path, out: str | Path) -> Path | None:
 def embed_domains(run_dir: str | Path, *, per_domain: int = 256, seed: int = 0,
                   data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(z [n, d], domain [n], label [n], names) for up to per_domain nodes of each pretraining
-    domain, loaded again (from data_dir instead of the run's data.data_dir when given); ValueError
-    when a dataset's files differ from those the run recorded (run.json)."""
+    domain, loaded again (from data_dir instead of the run's data.data_dir when given); ValueError,
+    before anything is loaded, when a dataset's files differ from those the run recorded (run.json)."""
     import dataclasses
 
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
+    from geofm.data import find_dataset, source_checksums
     from geofm.glue import build_glue_batch
-    from geofm.pretrain import load_domains, load_pretrained
+    from geofm.pretrain import files_checksum, load_domains, load_pretrained, with_data_dir
 
     model, cfg, names = load_pretrained(run_dir)
-    if data_dir is not None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(data_dir)))
-    domains = load_domains(cfg)
+    cfg = dataclasses.replace(cfg, data=with_data_dir(cfg.data, data_dir))
     record = Path(run_dir) / "run.json"
-    saved = {d["name"]: d.get("source_checksum") for d in json.loads(record.read_text())["domains"]} \
-        if record.is_file() else {}
-    for d in domains:
-        if saved.get(d.name) and d.source_checksum and saved[d.name] != d.source_checksum:
-            raise ValueError(f"dataset {d.name!r} found now has other files than the run was pretrained on "
+    saved = [d.get("source_checksum") for d in json.loads(record.read_text())["domains"]] if record.is_file() else []
+    for name, want in zip(cfg.data.datasets, saved):
+        if want is None:  # a generated domain
+            continue
+        folder = find_dataset(name, cfg.data.data_dir)
+        if files_checksum(source_checksums(folder)) != want:
+            raise ValueError(f"dataset {name!r} at {folder} has other files than the run was pretrained on "
                              f"({record}); point --data-dir to the data it used")
+    domains = load_domains(cfg)
     enc = nnx.jit(lambda m, b: m.encode(b).z)
     zs, ds, ls = [], [], []
     for i, d in enumerate(domains):

@@ -257,6 +257,16 @@ def _inputs(ds: Any, how: str, seed: int) -> tuple[np.ndarray, str]:
     return structural_features(ds.edge_index, ds.num_nodes, seed=seed), "structural"
 
 
+def files_checksum(files: dict[str, str]) -> str:
+    """A domain's `source_checksum`: sha256 over its folder's {file: md5} (`geofm.data.source_checksums`)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def with_data_dir(data: DataConfig, data_dir: str | None) -> DataConfig:
+    """`data` looking datasets up in `data_dir` instead (unchanged when None)."""
+    return data if data_dir is None else dataclasses.replace(data, data_dir=str(data_dir))
+
+
 def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int, node_cap: int | None = None) -> Domain:
     """Load one dataset and build its inputs, fixed projection and sampler; node_cap: cut a
     larger graph to a seeded snowball subgraph of that many nodes first (pretraining domains)."""
@@ -276,7 +286,7 @@ def load_domain(name: str, cfg: DataConfig, *, seed: int, max_nodes: int, node_c
     dom.source, dom.class_names = name, tuple(getattr(ds, "class_names", ()) or ())
     files = getattr(ds, "meta", {}).get("checksums")  # {file: md5} of a dataset read from a folder
     if files:
-        dom.source_checksum = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        dom.source_checksum = files_checksum(files)
     return dom
 
 

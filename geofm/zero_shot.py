@@ -492,7 +492,8 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
                          "is saved once, into a new folder)")
     skip = {_key(x): _folder(x, cfg.data_dir) for x in exclude}
     for s in cfg.sources:
-        if _key(s) in skip and _folder(s, cfg.data_dir) != skip[_key(s)]:
+        if _key(s) in skip and None not in (skip[_key(s)], _folder(s, cfg.data_dir)) \
+                and _folder(s, cfg.data_dir) != skip[_key(s)]:
             raise ValueError(f"target {skip[_key(s)]} and source {_folder(s, cfg.data_dir)} are different datasets "
                              f"with one name ({_key(s)!r}); datasets are told apart by name here (the excluded "
                              "target, the seen-target check, result files), so rename one")
@@ -515,17 +516,19 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
 
 
 def _key(name: str) -> str:
-    return Path(str(name)).name.lower()
+    """A dataset's name from a name or a path (`.` and `..` named after their folders), lowercase."""
+    return Path(str(name)).resolve().name.lower()
 
 
-def _folder(name: str, data_dir: str | None) -> str:
-    """The resolved folder of a dataset name or path, or its `_key` when it does not resolve."""
+def _folder(name: str, data_dir: str | None) -> str | None:
+    """The resolved folder of a dataset name or path, None when it does not resolve (its
+    loading reports that)."""
     from geofm.data.registry import find_dataset
 
     try:
         return str(find_dataset(name, data_dir).resolve())
     except (ValueError, FileNotFoundError):
-        return _key(name)
+        return None
 
 
 def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, plot: bool = True,
@@ -556,10 +559,9 @@ def evaluate_run(run: str | Path, dataset: str, *, data_dir: str | None = None, 
     folder = Path(run) / "zero_shot"
     folder.mkdir(parents=True, exist_ok=True)
     stem = _key(dataset).replace(" ", "_")
-    res["predictions"] = str(write_predictions(folder / f"{stem}.predictions.tsv",
-                                               class_scores(arrays["embedding"], dom.class_emb), dom.class_names))
-    res["predicted_counts"] = dict(zip(dom.class_names, np.bincount(arrays["pred"], minlength=len(dom.class_names))
-                                       .tolist()))
+    path, res["predicted_counts"] = write_predictions(folder / f"{stem}.predictions.tsv",
+                                                      class_scores(arrays["embedding"], dom.class_emb), dom.class_names)
+    res["predictions"] = str(path)
     atomic_write_text(folder / f"{stem}.json", json.dumps(res, indent=1))
     if plot:
         acc = "predictions (no labels)" if res["accuracy"] is None else f"acc {res['accuracy']:.3f}"

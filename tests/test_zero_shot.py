@@ -247,3 +247,11 @@ def test_target_sharing_a_sources_name_is_refused_not_silently_dropped(capsys, t
     err = capsys.readouterr().err
     assert "different datasets with one name ('synthetic-a')" in err and str(other.resolve()) in err
     assert not (tmp_path / "r").exists()
+
+
+def test_dataset_key_names_dot_after_its_folder(tmp_path, monkeypatch):
+    from geofm.zero_shot import _key
+
+    (tmp_path / "My_Graph").mkdir()
+    monkeypatch.chdir(tmp_path / "My_Graph")
+    assert _key(".") == "my_graph" and _key("cora") == "cora" and _key(str(tmp_path / "X" / "webkb")) == "webkb"

@@ -33,8 +33,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from geofm.commands import guarded, setup_logging
 
 
@@ -57,7 +55,9 @@ def build_parser(prog: str = "geofm adapt") -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="also run a randomly initialised model")
     p.add_argument("--predict", action="store_true", help="fit on all labelled nodes of the target and write "
                    "every node's predicted class (no k-shot protocol)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.add_argument("--json", nargs="?", const=True, metavar="PATH",
+                   help="print the result as one JSON object on stdout (instead of the table); with PATH, "
+                        "also write it there and print the table")
     p.add_argument("--quiet", action="store_true", help="warnings only")
     return p
 
@@ -112,11 +112,21 @@ def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
     path, res = save_result(args.run_dir, args.variant, pre, rand)
-    if args.json:
-        print(json.dumps(res))
+    return _emit(args.json, res, lambda: format_table(*(r for r in (pre, rand) if r is not None)), path)
+
+
+def _emit(json_arg: bool | str | None, record: dict, table, saved: Path | str) -> int:
+    """--json: the record on stdout; --json PATH: also written to PATH, the table printed;
+    neither: the table. The saved file's path goes to stderr."""
+    if isinstance(json_arg, str):
+        from geofm.data.cache import atomic_write_text
+
+        atomic_write_text(json_arg, json.dumps(record, indent=1))
+    if json_arg is True:
+        print(json.dumps(record))
     else:
-        print(format_table(*(r for r in (res["pretrained"], res["random_init"]) if r is not None)))
-        print(f"results: {path}", file=sys.stderr)
+        print(table())
+        print(f"results: {saved}", file=sys.stderr)
     return 0
 
 
@@ -132,18 +142,14 @@ def _predict(args: argparse.Namespace, acfg, spec, prog: str) -> int:
         return 2
     stem = result_stem(args.run_dir, rec["target"], args.variant)
     rec["variant"] = args.variant
-    rec["predictions"] = str(write_predictions(f"{stem}.predictions.tsv", probs, names, score="probability",
-                                               labelled=labelled))
-    rec["predicted_counts"] = dict(zip(names, np.bincount(probs.argmax(1), minlength=len(names)).tolist()))
+    path, rec["predicted_counts"] = write_predictions(f"{stem}.predictions.tsv", probs, names, score="probability",
+                                                      labelled=labelled)
+    rec["predictions"] = str(path)
     atomic_write_text(f"{stem}.predict.json", json.dumps(rec, indent=1))
-    if args.json:
-        print(json.dumps(rec))
-    else:
-        print(f"{rec['target']}: adapter fitted on {rec['train_nodes']} labelled nodes, validation accuracy "
-              f"{100 * rec['valid_acc']:.1f}% on {rec['valid_nodes']}; predicted classes: "
-              + ", ".join(f"{n} {c}" for n, c in rec["predicted_counts"].items()))
-        print(f"predictions: {rec['predictions']}", file=sys.stderr)
-    return 0
+    return _emit(args.json, rec, lambda: (
+        f"{rec['target']}: adapter fitted on {rec['train_nodes']} labelled nodes, validation accuracy "
+        f"{100 * rec['valid_acc']:.1f}% on {rec['valid_nodes']}; predicted classes: "
+        + ", ".join(f"{n} {c}" for n, c in rec["predicted_counts"].items())), path)
 
 
 if __name__ == "__main__":

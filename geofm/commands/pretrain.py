@@ -6,7 +6,8 @@
 
 An existing RUN_DIR with checkpoints is resumed when its recorded config and data match,
 refused otherwise (and with --no-resume). --adapt runs the config's k-shot adaptation (`adapt:` section) afterwards,
-prints the results table and saves it as `geofm adapt` does (RUN/adapt/<target>-full.json). Exit codes: 0 ok, 2 bad config/data, 3 non-finite loss.
+prints the results table and saves it as `geofm adapt` does (RUN/adapt/<target>-default.json: the
+default `AdapterSpec()`, i.e. the `full` variant with weight decay 1e-2 also in its grid). Exit codes: 0 ok, 2 bad config/data, 3 non-finite loss.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"geofm pretrain: adaptation: {err} (the pretrained run is in {out}: `geofm adapt {out}`)",
                   file=sys.stderr)
             return 2
-        path, _ = save_result(out, "full", res)
+        path, _ = save_result(out, "default", res)  # AdapterSpec(): `full` plus weight decay 1e-2 in the grid
         print(format_table(res), file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
         print(f"adaptation results: {path}", file=sys.stderr)
         result["adapt"] = res

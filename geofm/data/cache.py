@@ -55,11 +55,19 @@ def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None], suffix: str = ".tmp") -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename it over `path`."""
+    """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename it over `path`.
+    The file gets the permissions a plain `open(path, "w")` would give (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -298,7 +298,7 @@ def snowball_nodes(edge_index: np.ndarray, num_nodes: int, cap: int, *, seed: in
             r += 1
         frontier = np.array([order[r]])
         while frontier.size and count < cap:
-            frontier = frontier[~taken[frontier]][: cap - count]
+            frontier = rng.permutation(frontier[~taken[frontier]])[: cap - count]  # a cut layer: random, not low ids
             taken[frontier] = True
             count += frontier.size
             nxt = adj[frontier].indices

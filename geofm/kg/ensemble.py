@@ -143,15 +143,20 @@ def load_member(run_dir: str | Path, dataset: KGDataset, *, text_encoder: Any = 
     return Member(run, cfg, nnx.merge(graphdef, params, rest))
 
 
-def _check_same_data(run: Path, dataset: KGDataset) -> None:
-    """Refuse a run trained on other data: its results.json dataset checksums must be the dataset's."""
+def _saved_dataset(run: Path) -> dict:
+    """The "dataset" record (name, checksums) of a finished run's results.json, {} without one."""
     path = run / "results.json"
     if not path.is_file():
-        return  # an interrupted run: the model shapes are still checked on restore
+        return {}
     try:
-        saved = json.loads(path.read_text()).get("dataset", {})
+        return json.loads(path.read_text()).get("dataset", {})
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); rerun that member") from None
+
+
+def _check_same_data(run: Path, dataset: KGDataset) -> None:
+    """Refuse a run trained on other data: its results.json dataset checksums must be the dataset's."""
+    saved = _saved_dataset(run)  # {} for an interrupted run: the model shapes are still checked on restore
     mine = dataset.meta.get("checksums")
     if saved.get("checksums") and mine and saved["checksums"] != mine:
         raise ValueError(f"{run}: trained on {saved.get('name')!r} with other files (checksums differ from "
@@ -374,7 +379,10 @@ def _check_same_config(run: Path, cfg: KGConfig, where: str, command: str = "geo
     from geofm.kg.train import RESUMABLE_KEYS
 
     saved, wanted = to_dict(load_config(run / "config.yaml", KGConfig)), to_dict(cfg)
-    diff = config_changes(saved, wanted, allowed=("train.resume", "data.data_dir", "data.name", "train.max_seconds"))
+    allowed = ("train.resume", "data.data_dir", "train.max_seconds")
+    if _saved_dataset(run).get("checksums"):  # the files can be compared: the name may differ
+        allowed += ("data.name",)
+    diff = config_changes(saved, wanted, allowed=allowed)
     if diff:
         hint = ("; point `run:` to a new folder to train this one, or add the run's values to the member's "
                 "`set:` to fuse it as it is")

@@ -140,3 +140,17 @@ def test_cache_hit_replays_loader_warnings(tmp_path):
         seen.append([str(w.message) for w in caught if issubclass(w.category, DataWarning)])
     assert ds.meta["cache"]["hit"] is True
     assert seen[0] and seen[1] == seen[0]
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    """A result written atomically is readable like one written with open() (mkstemp's temp
+    files are owner-only: results, plots and records were 0600)."""
+    from geofm.data.cache import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644

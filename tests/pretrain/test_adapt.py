@@ -60,7 +60,7 @@ def test_kshot_splits_disjoint_and_sized():
     a = adapt.kshot_splits(labels, 1, splits=2, val_fraction=0.1, seed=0)
     b = adapt.kshot_splits(labels, 1, splits=2, val_fraction=0.1, seed=0)
     assert all(np.array_equal(x["test"], y["test"]) for x, y in zip(a, b))
-    with pytest.raises(ValueError, match="2 labelled classes"):
+    with pytest.raises(ValueError, match="labelled nodes of at least 2 classes"):
         adapt.kshot_splits(np.zeros(5, np.int32), 1, splits=1, val_fraction=0.1, seed=0)
 
 
@@ -453,6 +453,10 @@ def test_adapt_predict_classifies_the_unlabelled_nodes_of_a_graph(tmp_path: Path
     assert all(r[2] == names[int(r[1])]["name"] and 0.0 <= float(r[3]) <= 1.0 for r in tsv[1:])
     saved = json.loads((tmp_path / "run" / "adapt" / "mine-graphglue_head.predict.json").read_text())
     assert saved["valid_acc"] == rec["valid_acc"]
+    # --json PATH (the form `python -m finetune.adapt` took before): written there, the summary printed
+    assert main(["adapt", run, "--target", str(mine), "--predict", *fast, "--json", str(tmp_path / "p.json")]) == 0
+    assert "validation accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["predicted_counts"] == rec["predicted_counts"]
     assert main(["adapt", run, "--target", str(mine), "--predict", "--shots", "1"]) == 2
     assert "--shots belong to the k-shot protocol" in capsys.readouterr().err
     (mine / "nodes.jsonl").write_text("".join(json.dumps({**r, "label": None}) + "\n" for r in rows))
@@ -479,3 +483,18 @@ def test_max_domain_nodes_cuts_pretraining_domains_only(tmp_path: Path, monkeypa
     assert target.num_nodes == 24  # an adaptation target is never cut
     with pytest.raises(ValueError, match="max_domain_nodes' must be >= 2"):
         load_domains(load_config(tiny, PretrainConfig, base + ["data.max_domain_nodes=1"]))
+
+
+def test_predict_split_holds_out_a_share_of_each_class_and_never_a_classes_last_node():
+    labels = np.array([0] * 10 + [1] * 10 + [2] + [-1] * 5)
+    sp = adapt.predict_split(labels, val_fraction=0.2, seed=0)
+    assert np.bincount(labels[sp["valid"]], minlength=3).tolist() == [2, 2, 0]
+    assert np.bincount(labels[sp["train"]], minlength=3).tolist() == [8, 8, 1]  # class 2's one node trains
+    tiny = adapt.predict_split(np.array([0, 1, 1]), val_fraction=0.1, seed=0)  # 10 % rounds to none: one anyway
+    assert labels_of(tiny, np.array([0, 1, 1])) == ([0, 1], [1])
+    with pytest.raises(ValueError, match="every class here has 1"):
+        adapt.predict_split(np.array([0, 1, -1]), val_fraction=0.1, seed=0)
+
+
+def labels_of(split, labels):
+    return sorted(labels[split["train"]].tolist()), sorted(labels[split["valid"]].tolist())

@@ -178,7 +178,7 @@ def test_cli_adapt_json_keeps_stdout_json(reference_run: Path, tmp_path: Path, c
                  "--set", "adapt.shots=[1]", "--set", "adapt.splits=2", "--set", "adapt.epochs=5"]) == 0
     out = capsys.readouterr()
     assert isinstance(json.loads(out.out), dict)
-    assert "1-shot acc" in out.err and (run / "adapt" / "synthetic-mixed-full.json").is_file()
+    assert "1-shot acc" in out.err and (run / "adapt" / "synthetic-mixed-default.json").is_file()
 
 
 DP_SCRIPT = r"""
