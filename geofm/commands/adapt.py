@@ -84,14 +84,9 @@ def main(argv: list[str] | None = None, *, prog: str = "geofm adapt") -> int:
     args = build_parser(prog).parse_args(argv)
     setup_logging(args.quiet)
     from geofm.adapt import VARIANTS, adapt_kshot, format_table
-    from geofm.checkpoint import CheckpointError
     from geofm.pretrain import load_pretrained
 
-    try:
-        _, cfg, _ = load_pretrained(args.run_dir)
-    except CheckpointError as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 2
+    _, cfg, _ = load_pretrained(args.run_dir)  # a bad run folder: CheckpointError, exit 2 through `guarded`
     changes = {k: v for k, v in {"target": args.target, "shots": args.shots, "splits": args.splits,
                                  "epochs": args.epochs, "max_test": args.max_test}.items() if v is not None}
     acfg = dataclasses.replace(cfg.adapt, **changes)
