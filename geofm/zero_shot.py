@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -516,8 +517,9 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
 
 
 def _key(name: str) -> str:
-    """A dataset's name from a name or a path (`.` and `..` named after their folders), lowercase."""
-    return Path(str(name)).resolve().name.lower()
+    """A dataset's name from a name or a path (`.` and `..` named after their folders), lowercase;
+    text only (no symlink followed, nothing read from disk)."""
+    return Path(os.path.abspath(str(name))).name.lower()
 
 
 def _folder(name: str, data_dir: str | None) -> str | None:

@@ -18,6 +18,8 @@ from typing import Callable
 
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):  # before jax reads XLA_FLAGS
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_gpu_deterministic_ops=true"]))
+# `make test` runs several pytest-xdist workers: on an accelerator none may preallocate its memory
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -255,3 +255,12 @@ def test_dataset_key_names_dot_after_its_folder(tmp_path, monkeypatch):
     (tmp_path / "My_Graph").mkdir()
     monkeypatch.chdir(tmp_path / "My_Graph")
     assert _key(".") == "my_graph" and _key("cora") == "cora" and _key(str(tmp_path / "X" / "webkb")) == "webkb"
+
+
+def test_dataset_key_does_not_follow_links(tmp_path, monkeypatch):
+    from geofm.zero_shot import _key
+
+    (tmp_path / "webkb-texas").mkdir()
+    (tmp_path / "cora").symlink_to(tmp_path / "webkb-texas")
+    monkeypatch.chdir(tmp_path)
+    assert _key("cora") == "cora"  # a name is its text, whatever lies in the current folder

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 import time
 import warnings
 import zipfile
@@ -55,19 +55,14 @@ def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: Path, write: Callable[[Any], None], suffix: str = ".tmp") -> None:
     """Call `write(fileobj)` on a temp file beside `path`, fsync, then rename it over `path`.
-    The file gets the permissions a plain `open(path, "w")` would give (mkstemp's are 0600)."""
+    The file gets the permissions a plain `open(path, "w")` would give: created with mode 0666
+    under the process umask (not mkstemp's 0600, and without touching the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{suffix}"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
