@@ -238,12 +238,13 @@ class _Batcher:
         return jax.tree_util.tree_map(jnp.asarray, b)
 
 
-def check_labelled_classes(labels: np.ndarray, name: str) -> None:
-    """ValueError unless `labels` [N] (-1 = none) hold labelled nodes of at least 2 classes."""
+def check_labelled_classes(labels: np.ndarray, where: str) -> None:
+    """ValueError (prefixed with `where`) unless `labels` [N] (-1 = none) hold labelled nodes of
+    at least 2 classes."""
     labels = np.asarray(labels)
     have = np.unique(labels[labels >= 0]).size
     if have < 2:
-        raise ValueError(f"target {name!r}: adaptation needs labelled nodes of at least 2 classes, it has "
+        raise ValueError(f"{where}: adaptation needs labelled nodes of at least 2 classes, it has "
                          f"{int((labels >= 0).sum())} labelled node(s) of {have} class(es)")
 
 
@@ -252,7 +253,7 @@ def kshot_splits(labels: np.ndarray, shots: int, *, splits: int, val_fraction: f
     """[{"train", "valid", "test"}] node-id splits: `shots` per class, val_fraction of the rest
     for validation, the rest for testing (first max_test of a random order when capped)."""
     labels = np.asarray(labels)
-    check_labelled_classes(labels, "k-shot splits")
+    check_labelled_classes(labels, "kshot_splits")
     classes = np.unique(labels[labels >= 0])
     out = []
     for i in range(splits):
@@ -762,7 +763,7 @@ def predict_split(labels: np.ndarray, *, val_fraction: float, seed: int) -> dict
     (at least one node in all, while every class keeps at least one training node; ValueError
     when no class has the 2 labelled nodes that needs)."""
     labels = np.asarray(labels)
-    check_labelled_classes(labels, "predict")
+    check_labelled_classes(labels, "predict_split")
     classes = np.unique(labels[labels >= 0])
     rng = np.random.default_rng([seed, 104729])
     train, valid = [], []
@@ -816,7 +817,7 @@ def _target_setup(run_dir: str | Path, acfg: Any, spec: AdapterSpec, *, random_i
     model = model if model is not None else (make_model(cfg, len(names)) if random_init else loaded)
     seed = cfg.seed
     dom = load_domain(acfg.target, data_cfg, seed=seed, max_nodes=model.cfg.max_nodes)
-    check_labelled_classes(dom.labels, dom.name)  # before any feature is computed
+    check_labelled_classes(dom.labels, f"target {dom.name!r}")  # before any feature is computed
     if {acfg.target.lower(), dom.name.lower()} & {n.lower() for n in names}:
         log.warning("target %s was also a pretraining domain (leakage)", dom.name)
     batcher = _Batcher(dom, model, acfg.eval_batch_size, seed=seed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import typing
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import jax.numpy as jnp
@@ -112,14 +113,12 @@ def finite_or_none(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def write_predictions(path: Any, scores: np.ndarray, class_names: Sequence[str], *, score: str = "score",
-                      labelled: np.ndarray | None = None) -> tuple[Any, dict[str, int]]:
+def write_predictions(path: str | Path, scores: np.ndarray, class_names: Sequence[str], *, score: str = "score",
+                      labelled: np.ndarray | None = None) -> tuple[Path, dict[str, int]]:
     """TSV, one row per node in id order: id, class (argmax of `scores` [N, C]), class_name, its
     `score` column, and with `labelled` [N] bool a 0/1 column saying whether the node came with a
     label. Written atomically; returns (path, {class name: predicted count})."""
-    from pathlib import Path
-
-    from geofm.data.cache import atomic_write_text
+    from geofm.data.cache import atomic_write_text  # lazy: `import geofm.metrics` stays light
 
     scores = np.asarray(scores)
     pred = np.argmax(scores, axis=1)

@@ -186,10 +186,10 @@ def _phase_terms(terms: dict[str, Any], phase: str) -> dict[str, float]:
     return {k: float(v) for k, v in terms.items() if k in _TERMS[phase]}
 
 
-def _non_finite(step: int, phase: str, epoch: int, loss: float, terms: dict[str, float], run: Path) -> NonFiniteLossError:
-    folder = run / "checkpoints"
-    steps = sorted(int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
-    kept = (f"the last good checkpoint (step {steps[-1]}) in {folder} is kept" if steps
+def _non_finite(step: int, phase: str, epoch: int, loss: float, terms: dict[str, float], run: Path,
+                saved: int | None) -> NonFiniteLossError:
+    """saved: the run's latest checkpoint step (`Checkpointer.latest_step`), None when none was written."""
+    kept = (f"the last good checkpoint (step {saved}) in {run / 'checkpoints'} is kept" if saved is not None
             else "no checkpoint had been written yet")
     return NonFiniteLossError(f"non-finite loss at step {step} (phase {phase}, epoch {epoch}): loss={loss} "
                               f"terms={terms}; {kept}")
@@ -680,7 +680,8 @@ def pretrain(
                 log_now = (t + 1) % tc.log_every == 0 or t + 1 == end or (t + 1) % tc.checkpoint_every == 0
                 loss_now = float(loss)  # one scalar sync per step: never checkpoint a NaN state
                 if not math.isfinite(loss_now):
-                    raise _non_finite(t + 1, phase, epoch, loss_now, _phase_terms(terms, phase), run)
+                    raise _non_finite(t + 1, phase, epoch, loss_now, _phase_terms(terms, phase), run,
+                                      ckpt.latest_step())
                 if gate is not None:
                     gs, gc = np.asarray(gate[0]), np.asarray(gate[1])
                     for i, d in enumerate(domains):
@@ -690,7 +691,7 @@ def pretrain(
                     loss_v = loss_now
                     terms_v = _phase_terms(terms, phase)
                     if not all(math.isfinite(v) for v in terms_v.values()):  # the loss itself was checked above
-                        raise _non_finite(t + 1, phase, epoch, loss_v, terms_v, run)
+                        raise _non_finite(t + 1, phase, epoch, loss_v, terms_v, run, ckpt.latest_step())
                     now = time.perf_counter()
                     rate = (t + 1 - last_step) / max(now - last_t, 1e-9)
                     row = {"step": t + 1, "epoch": epoch, "phase": phase, "loss": loss_v, **terms_v,
@@ -805,9 +806,9 @@ def demo(data_dir: str | None = None, *, out: str | Path = DEMO_OUT, target: str
 
     Uses the TAG datasets under data_dir / $GEOFM_DATA / ../shared/data (target: cora,
     pretraining on the others, each cut to DEMO_DOMAIN_NODES nodes), else synthetic generators
-    (FileNotFoundError when data_dir or
-    $GEOFM_DATA names no folder). Prints and returns the table. A rerun into the same `out`
-    replaces the previous demo's run; a run folder the demo did not write is refused.
+    (FileNotFoundError when data_dir or $GEOFM_DATA names no folder). Prints and returns the
+    table. A rerun into the same `out` replaces the previous demo's run; a run folder the demo
+    did not write is refused.
     """
     from geofm.adapt import adapt_kshot, format_table
     from geofm.data.registry import known_datasets

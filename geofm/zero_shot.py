@@ -492,10 +492,10 @@ def train_run(cfg: Any, out: str | Path, *, exclude: Sequence[str] = (), encoder
         raise ValueError(f"run folder {out} exists and is not an empty folder: choose another --out (an aligner "
                          "is saved once, into a new folder)")
     skip = {_key(x): _folder(x, cfg.data_dir) for x in exclude}
-    for s in cfg.sources:
-        if _key(s) in skip and None not in (skip[_key(s)], _folder(s, cfg.data_dir)) \
-                and _folder(s, cfg.data_dir) != skip[_key(s)]:
-            raise ValueError(f"target {skip[_key(s)]} and source {_folder(s, cfg.data_dir)} are different datasets "
+    for s in (s for s in cfg.sources if _key(s) in skip):
+        mine, theirs = _folder(s, cfg.data_dir), skip[_key(s)]
+        if None not in (mine, theirs) and mine != theirs:
+            raise ValueError(f"target {theirs} and source {mine} are different datasets "
                              f"with one name ({_key(s)!r}); datasets are told apart by name here (the excluded "
                              "target, the seen-target check, result files), so rename one")
     sources = [s for s in cfg.sources if _key(s) not in skip]

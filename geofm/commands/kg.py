@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from geofm.commands import guarded, setup_logging
-from geofm.config import ConfigError, load_config
+from geofm.config import load_config
 
 JSON_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
@@ -58,20 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
     if args.no_resume:
         overrides.append("train.resume=false")
-    try:
-        cfg = load_config(args.config, KGConfig, overrides)
-    except ConfigError as err:
-        print(f"geofm kg: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, KGConfig, overrides)  # ConfigError: exit 2 through `guarded`
     from geofm.kg.train import train_kg
 
     out = Path(args.out) if args.out else Path("runs") / "kg" / f"{cfg.model.name}_{Path(cfg.data.name).name}_{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         results = train_kg(cfg, out, progress=None if not args.quiet else False)
-    except FloatingPointError as err:  # non-finite loss or scores: the last good checkpoint stays on disk
-        print(f"geofm kg: {err}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is one; FloatingPointError: `guarded`, exit 3
         print(f"geofm kg: {err}", file=sys.stderr)
         return 2
     test = results["test"]

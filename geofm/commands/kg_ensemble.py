@@ -90,14 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geofm kg-ensemble: {err}", file=sys.stderr)
         return 2
     out_dir = Path(out) if out else Path("runs") / "kg" / f"ensemble_{Path(ens.dataset.name).name}_{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=True)
     results["command"] = "geofm kg-ensemble " + " ".join(argv if argv is not None else sys.argv[1:])
     from geofm.kg.train import _json_default
 
-    from geofm.data.cache import atomic_write_bytes
+    from geofm.data.cache import atomic_write_text
 
-    text = json.dumps(results, indent=1, default=_json_default).encode()
-    atomic_write_bytes(out_dir / "results.json", lambda f: f.write(text))
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=_json_default))
     test = results["test"]
     log.info("ensemble weights %s (unseen-entity queries %s) -> test (%s ranks): MRR %.4f  H@1 %.4f  H@10 %.4f  -> %s", _fmt_w(results["weights"]), _fmt_w(results["weights_unseen_head"]),
              test["tie_policy"], test["mrr"], test["hits@1"], test["hits@10"], out_dir / "results.json")

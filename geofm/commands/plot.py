@@ -20,12 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="warnings only")
     args = p.parse_args(argv)
     setup_logging(args.quiet)
-    from geofm.checkpoint import CheckpointError
     from geofm.plot import plot_run
 
     try:
         paths = plot_run(args.run_dir, args.out, embeddings=not args.no_embeddings, data_dir=args.data_dir)
-    except (ValueError, CheckpointError) as err:
+    except ValueError as err:  # CheckpointError is one
         print(f"geofm plot: {err}", file=sys.stderr)
         return 2
     for path in paths:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from geofm.commands import guarded, setup_logging
-from geofm.config import ConfigError, load_config
+from geofm.config import load_config
 from geofm.distributed import add_distributed_args, initialize
 
 
@@ -51,15 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"geofm pretrain: {err}", file=sys.stderr)
         return 2
-    from geofm.checkpoint import CheckpointError
-    from geofm.pretrain import NonFiniteLossError, PretrainConfig, pretrain
+    from geofm.pretrain import PretrainConfig, pretrain
 
-    try:
-        overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
-        cfg = load_config(args.config, PretrainConfig, overrides)
-    except ConfigError as err:
-        print(f"geofm pretrain: {err}", file=sys.stderr)
-        return 2
+    overrides = list(args.overrides) + ([f"data.data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
+    cfg = load_config(args.config, PretrainConfig, overrides)  # ConfigError: exit 2 through `guarded`
     out = Path(args.out) if args.out else Path("runs") / "pretrain" / f"{Path(args.config).stem}_{time.strftime('%Y%m%d-%H%M%S')}"
     if args.adapt:  # before pretraining, not after it
         from geofm.pretrain import check_adapt
@@ -72,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = pretrain(cfg, out, resume=args.resume, progress=False if args.quiet else None,
                           stop_after=args.stop_after)
-    except NonFiniteLossError as err:
-        print(f"geofm pretrain: {err}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError) as err:  # NonFiniteLossError: exit 3 through `guarded`
         print(f"geofm pretrain: {err}", file=sys.stderr)
         return 2
     logging.getLogger("geofm.pretrain").info("done: step %d loss %.4f in %.1fs -> %s", result["step"],

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint and (args.overrides or args.out):
         return _fail("--set and --out apply to training (--config); an evaluation with --checkpoint uses the run's "
                      "saved config and writes into RUN/zero_shot/")
-    from geofm.config import ConfigError, load_config
+    from geofm.config import load_config
 
     from geofm.align import AlignConfig
     from geofm.zero_shot import evaluate_run, train_run
@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         res = evaluate_run(run, args.dataset, data_dir=args.data_dir, plot=not args.no_plot,
                            few_shot=not args.no_few_shot)
-    except ConfigError as err:
-        return _fail(str(err))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # ConfigError is a ValueError
         return _fail(str(err))
     if args.json:
         print(json.dumps({k: res[k] for k in JSON_KEYS}))
